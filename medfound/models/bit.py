@@ -1,0 +1,124 @@
+"""BiT ResNetV2 (Kolesnikov et al. 2020) in Keras 3, matching the public BiT checkpoints exactly.
+
+Pre-activation bottleneck units with GroupNorm and weight-standardised convolutions; the stride
+sits on the 3x3 convolution and the projection shortcut reads the pre-activated input. Layer names
+follow the BiT checkpoint keys, so weight import is a name lookup (see ``bit_weights.py``).
+"""
+from __future__ import annotations
+
+import keras
+
+from medfound.models.configs import BLOCK_STRIDES, MIN_IMAGE_SIZE, ArchSpec, get_arch
+from medfound.models.layers import StandardizedConv2D, group_norm
+
+FEATURE_NAMES = ("stem", "block1", "block2", "block3", "block4", "feature_map", "pre_logits")
+
+
+def _layer(bit_path: str) -> str:
+    """Keras layer name for a BiT variable scope ('block1/unit01/a/group_norm')."""
+    return bit_path.replace("/", "_")
+
+
+def _conv(filters: int, kernel: int, bit_path: str, stride: int = 1) -> StandardizedConv2D:
+    return StandardizedConv2D(filters, kernel, strides=stride, name=_layer(bit_path))
+
+
+def _bottleneck_unit(x, filters: int, stride: int, scope: str):
+    """One pre-activation bottleneck unit; returns its output (no activation, as in ResNetV2)."""
+    preact = group_norm(_layer(f"{scope}/a/group_norm"))(x)
+    preact = keras.layers.ReLU(name=_layer(f"{scope}/a/relu"))(preact)
+    shortcut = x
+    if stride != 1 or x.shape[-1] != 4 * filters:
+        shortcut = _conv(4 * filters, 1, f"{scope}/a/proj/standardized_conv2d", stride)(preact)
+    y = _conv(filters, 1, f"{scope}/a/standardized_conv2d")(preact)
+    y = group_norm(_layer(f"{scope}/b/group_norm"))(y)
+    y = keras.layers.ReLU(name=_layer(f"{scope}/b/relu"))(y)
+    y = keras.layers.ZeroPadding2D(1, name=_layer(f"{scope}/b/pad"))(y)
+    y = _conv(filters, 3, f"{scope}/b/standardized_conv2d", stride)(y)
+    y = group_norm(_layer(f"{scope}/c/group_norm"))(y)
+    y = keras.layers.ReLU(name=_layer(f"{scope}/c/relu"))(y)
+    y = _conv(4 * filters, 1, f"{scope}/c/standardized_conv2d")(y)
+    return keras.layers.Add(name=_layer(f"{scope}/add"))([y, shortcut])
+
+
+@keras.saving.register_keras_serializable(package="medfound")
+class BiTBackbone(keras.Model):
+    """A BiT ResNetV2 backbone whose call returns a dict of features.
+
+    Input: float images in [0, 1], shape (batch, H, W, 3) with H, W >= 32 (dynamic unless
+    ``image_size`` is given); the model applies BiT's ``2x - 1`` scaling itself.
+    Output keys: ``stem``, ``block1`` ... ``block4`` (raw residual outputs), ``feature_map`` (the
+    final GroupNorm + ReLU), ``pre_logits`` (its global average, 2048 x width), and ``logits``
+    when ``num_classes`` > 0 (BiT's zero-initialised head).
+    """
+
+    def __init__(self, arch: str = "r50x1", image_size: int | None = None, num_classes: int = 0,
+                 units: tuple[int, ...] | None = None, width: float | None = None, **kwargs):
+        base = get_arch(arch)
+        spec = base
+        if units is not None or width is not None:
+            spec = ArchSpec(name=base.name, units=tuple(units or base.units),
+                            width=width if width is not None else base.width,
+                            test_only=base.test_only)
+        if image_size is not None and image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} pixels, got {image_size}")
+        inputs = keras.Input((image_size, image_size, 3), name="images")
+        x = keras.layers.Rescaling(2.0, offset=-1.0, name="scale_to_bit_range")(inputs)
+        x = keras.layers.ZeroPadding2D(3, name="root_block_pad")(x)
+        x = _conv(spec.root_filters, 7, "root_block/standardized_conv2d", stride=2)(x)
+        x = keras.layers.ZeroPadding2D(1, name="root_block_pool_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="root_block_pool")(x)
+        features = {"stem": x}
+        for block, (n_units, block_stride) in enumerate(zip(spec.units, BLOCK_STRIDES)):
+            for unit in range(n_units):
+                x = _bottleneck_unit(x, spec.block_filters(block),
+                                     block_stride if unit == 0 else 1,
+                                     f"block{block + 1}/unit{unit + 1:02d}")
+            features[f"block{block + 1}"] = x
+        x = group_norm("group_norm")(x)
+        x = keras.layers.ReLU(name="pre_head_relu")(x)
+        features["feature_map"] = x
+        features["pre_logits"] = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
+        if num_classes:
+            features["logits"] = keras.layers.Dense(
+                num_classes, kernel_initializer="zeros", name="head_conv2d")(features["pre_logits"])
+        kwargs.setdefault("name", f"bit_{spec.name}")
+        super().__init__(inputs=inputs, outputs=features, **kwargs)
+        self.arch = base.name
+        self.spec = spec
+        self.image_size = image_size
+        self.num_classes = num_classes
+        self._units_override = units
+        self._width_override = width
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.spec.embedding_dim
+
+    def get_config(self) -> dict:
+        return {
+            "arch": self.arch,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "units": list(self._units_override) if self._units_override else None,
+            "width": self._width_override,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "BiTBackbone":
+        return cls(**config)
+
+
+def build_backbone(arch: str = "r50x1", *, image_size: int | None = None, num_classes: int = 0,
+                   units: tuple[int, ...] | None = None, width: float | None = None,
+                   name: str | None = None) -> BiTBackbone:
+    """Builds a BiT ResNetV2 backbone ('r50x1', 'r152x2', ..., or 'tiny'/'small' for tests).
+
+    ``units`` and ``width`` override the named architecture (for small test configurations).
+    Weights are randomly initialised; load BiT weights with ``medfound.load_bit_weights``.
+    """
+    kwargs = {"name": name} if name else {}
+    return BiTBackbone(arch, image_size=image_size, num_classes=num_classes, units=units,
+                       width=width, **kwargs)

@@ -1,0 +1,50 @@
+"""Installable package for medfound: REMEDIS-style medical imaging foundation models."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+version: dict = {}
+exec((ROOT / "medfound" / "version.py").read_text(), version)
+
+setup(
+    name="medfound",
+    version=version["__version__"],
+    description=(
+        "Build, publish and use REMEDIS-style medical imaging foundation models "
+        "(BiT ResNetV2 + contrastive self-supervision) with TensorFlow 2 / Keras 3."
+    ),
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["medfound", "medfound.*"]),
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "keras>=3.0,<4",
+        "tensorflow-hub>=0.16,<0.17",
+        "tensorflow-datasets>=4.9,<5",
+        "numpy>=1.26,<3",
+        "absl-py>=1.0,<3",
+        "pillow>=10,<14",
+        "h5py>=3.10,<4",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "hypothesis>=6.100,<7",
+            # Only to prove that old tf-keras users can still use hub.KerasLayer.
+            "tf-keras>=2.16,<2.22",
+        ],
+        "onnx": ["tf2onnx>=1.16,<2", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
+        "dicom": ["pydicom>=2.4,<4"],
+        "notebooks": ["nbformat>=5.9,<6", "nbclient>=0.10,<1", "ipykernel>=6.29,<8"],
+    },
+    entry_points={"console_scripts": ["medfound=medfound.cli.main:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
