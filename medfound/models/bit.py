@@ -19,25 +19,21 @@ def _layer(bit_path: str) -> str:
     return bit_path.replace("/", "_")
 
 
-def _conv(filters: int, kernel: int, bit_path: str, stride: int = 1) -> StandardizedConv2D:
-    return StandardizedConv2D(filters, kernel, strides=stride, name=_layer(bit_path))
-
-
-def _bottleneck_unit(x, filters: int, stride: int, scope: str):
+def _bottleneck_unit(x, filters: int, stride: int, scope: str, conv):
     """One pre-activation bottleneck unit; returns its output (no activation, as in ResNetV2)."""
     preact = group_norm(_layer(f"{scope}/a/group_norm"))(x)
     preact = keras.layers.ReLU(name=_layer(f"{scope}/a/relu"))(preact)
     shortcut = x
     if stride != 1 or x.shape[-1] != 4 * filters:
-        shortcut = _conv(4 * filters, 1, f"{scope}/a/proj/standardized_conv2d", stride)(preact)
-    y = _conv(filters, 1, f"{scope}/a/standardized_conv2d")(preact)
+        shortcut = conv(4 * filters, 1, f"{scope}/a/proj/standardized_conv2d", stride)(preact)
+    y = conv(filters, 1, f"{scope}/a/standardized_conv2d")(preact)
     y = group_norm(_layer(f"{scope}/b/group_norm"))(y)
     y = keras.layers.ReLU(name=_layer(f"{scope}/b/relu"))(y)
     y = keras.layers.ZeroPadding2D(1, name=_layer(f"{scope}/b/pad"))(y)
-    y = _conv(filters, 3, f"{scope}/b/standardized_conv2d", stride)(y)
+    y = conv(filters, 3, f"{scope}/b/standardized_conv2d", stride)(y)
     y = group_norm(_layer(f"{scope}/c/group_norm"))(y)
     y = keras.layers.ReLU(name=_layer(f"{scope}/c/relu"))(y)
-    y = _conv(4 * filters, 1, f"{scope}/c/standardized_conv2d")(y)
+    y = conv(4 * filters, 1, f"{scope}/c/standardized_conv2d")(y)
     return keras.layers.Add(name=_layer(f"{scope}/add"))([y, shortcut])
 
 
@@ -50,10 +46,14 @@ class BiTBackbone(keras.Model):
     Output keys: ``stem``, ``block1`` ... ``block4`` (raw residual outputs), ``feature_map`` (the
     final GroupNorm + ReLU), ``pre_logits`` (its global average, 2048 x width), and ``logits``
     when ``num_classes`` > 0 (BiT's zero-initialised head).
+
+    ``weight_standardization=False`` builds the inference form: the convolutions use their
+    kernels as stored, which must then already be standardised (see ``inference.fold``).
     """
 
     def __init__(self, arch: str = "r50x1", image_size: int | None = None, num_classes: int = 0,
-                 units: tuple[int, ...] | None = None, width: float | None = None, **kwargs):
+                 units: tuple[int, ...] | None = None, width: float | None = None,
+                 weight_standardization: bool = True, **kwargs):
         base = get_arch(arch)
         spec = base
         if units is not None or width is not None:
@@ -62,10 +62,15 @@ class BiTBackbone(keras.Model):
                             test_only=base.test_only)
         if image_size is not None and image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} pixels, got {image_size}")
+
+        def conv(filters: int, kernel: int, bit_path: str, stride: int = 1) -> StandardizedConv2D:
+            return StandardizedConv2D(filters, kernel, strides=stride, name=_layer(bit_path),
+                                      standardize=weight_standardization)
+
         inputs = keras.Input((image_size, image_size, 3), name="images")
         x = keras.layers.Rescaling(2.0, offset=-1.0, name="scale_to_bit_range")(inputs)
         x = keras.layers.ZeroPadding2D(3, name="root_block_pad")(x)
-        x = _conv(spec.root_filters, 7, "root_block/standardized_conv2d", stride=2)(x)
+        x = conv(spec.root_filters, 7, "root_block/standardized_conv2d", stride=2)(x)
         x = keras.layers.ZeroPadding2D(1, name="root_block_pool_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="root_block_pool")(x)
         features = {"stem": x}
@@ -73,7 +78,7 @@ class BiTBackbone(keras.Model):
             for unit in range(n_units):
                 x = _bottleneck_unit(x, spec.block_filters(block),
                                      block_stride if unit == 0 else 1,
-                                     f"block{block + 1}/unit{unit + 1:02d}")
+                                     f"block{block + 1}/unit{unit + 1:02d}", conv)
             features[f"block{block + 1}"] = x
         x = group_norm("group_norm")(x)
         x = keras.layers.ReLU(name="pre_head_relu")(x)
@@ -88,6 +93,7 @@ class BiTBackbone(keras.Model):
         self.spec = spec
         self.image_size = image_size
         self.num_classes = num_classes
+        self.weight_standardization = weight_standardization
         self._units_override = units
         self._width_override = width
 
@@ -102,6 +108,7 @@ class BiTBackbone(keras.Model):
             "num_classes": self.num_classes,
             "units": list(self._units_override) if self._units_override else None,
             "width": self._width_override,
+            "weight_standardization": self.weight_standardization,
             "name": self.name,
             "trainable": self.trainable,
         }
