@@ -62,8 +62,11 @@ def _read_saved_model(path: Path) -> dict[str, np.ndarray]:
     if not (path / "saved_model.pb").exists():
         raise BiTWeightsError(f"{path}: folder has no saved_model.pb, so it is not a SavedModel")
     loaded = tf.saved_model.load(str(path))
+    # Hub modules list their variables, but a plain SavedModel need not: walk the object graph.
+    found = {id(v): v for v in tf.train.TrackableView(loaded).descendants()
+             if isinstance(v, tf.Variable)}
     arrays = {}
-    for var in loaded.variables:
+    for var in found.values():
         name = re.sub(r":\d+$", "", var.name)
         if not _TOP_SCOPES.match(name):  # drop the model's own top scope ('resnet50/', ...)
             name = name.split("/", 1)[-1]
