@@ -1,0 +1,479 @@
+"""Unlabeled image sources for self-supervised pretraining: folders, CSVs, MedMNIST .npz, TFRecords, TFDS.
+
+Every source streams dicts {"image": float32 (H, W, 3) in [0, 1], "path": string, "patient": string
+("" when unknown)} through tf.data; only file lists and metadata are held in memory (an .npz split
+is memory-mapped when stored uncompressed, otherwise that one split array is read when the dataset
+is built). Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+
+from medfound.data.images import (DEFAULT_MAX_PIXELS, SkippedFiles, list_image_files, map_decode)
+
+PATH_COLUMN_CANDIDATES = ("path", "Path", "image", "Image Index", "filename", "file", "image_path")
+PATIENT_COLUMN_CANDIDATES = ("patient", "Patient ID", "patient_id", "PatientID", "case_id")
+NIH_CSV_GLOB = "Data_Entry_2017*.csv"
+TFRECORD_MANIFEST = "tfrecords.json"
+
+
+class SourceError(ValueError):
+    """A source that cannot be opened (missing columns, unsafe paths, unknown format...)."""
+
+
+@dataclass
+class UnlabeledSource:
+    """Base of all unlabeled sources: a streaming ``dataset()`` plus counts and a privacy-safe description."""
+
+    kind: str
+    num_examples: int | None
+    has_patients: bool
+    description: str
+    skip_errors: bool = False
+    skipped: SkippedFiles = field(default_factory=SkippedFiles)
+
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+        """tf.data.Dataset of {"image", "path", "patient"}; shuffled with ``seed``, endless if ``repeat``."""
+        raise NotImplementedError
+
+    def _finish(self, ds):
+        import tensorflow as tf
+
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class FileSource(UnlabeledSource):
+    """Images stored as files (a folder or a CSV of paths), with one patient id per file ("" if unknown)."""
+
+    paths: list[str] = field(default_factory=list)
+    patients: list[str] = field(default_factory=list)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices({
+            "path": tf.constant(self.paths, tf.string),
+            "patient": tf.constant(self.patients, tf.string)})
+        if shuffle:
+            ds = ds.shuffle(max(len(self.paths), 1), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = map_decode(ds, path_key="path", skip_errors=self.skip_errors, on_error=self.skipped,
+                        max_pixels=self.max_pixels)
+        ds = ds.map(lambda e: {"image": e["image"], "path": e["path"], "patient": e["patient"]})
+        return self._finish(ds)
+
+
+@dataclass
+class NpzSource(UnlabeledSource):
+    """One split of a MedMNIST-style .npz (``{split}_images``: (N, H, W) or (N, H, W, C) uint8/uint16)."""
+
+    npz_path: str = ""
+    key: str = ""
+    shape: tuple = ()
+    dtype: str = "uint8"
+
+    def load_array(self) -> np.ndarray:
+        """The split's image array: memory-mapped when stored uncompressed, else read (this split only)."""
+        return _npz_member(self.npz_path, self.key)
+
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+        import tensorflow as tf
+
+        array = self.load_array()
+        scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
+        prefix = f"{Path(self.npz_path).name}#{self.key}/"
+
+        def get(index):
+            item = np.asarray(array[int(index)], dtype=np.float32) / scale
+            if item.ndim == 2:
+                item = item[:, :, None]
+            if item.shape[-1] == 1:
+                item = np.repeat(item, 3, axis=-1)
+            elif item.shape[-1] == 4:
+                item = item[..., :3]
+            return np.clip(item, 0.0, 1.0).astype(np.float32)
+
+        def read(index):
+            image = tf.numpy_function(get, [index], tf.float32, stateful=False)
+            image.set_shape((None, None, 3))
+            return image
+
+        if not isinstance(array, np.memmap):
+            # Already in memory (a compressed .npz member): index it with TF ops. A Python
+            # callback in a parallel map can deadlock when an exception tears the iterator down.
+            pixels = tf.constant(array)
+
+            def read(index):  # noqa: F811
+                image = tf.cast(tf.gather(pixels, index), tf.float32) / scale
+                if image.shape.rank == 2:
+                    image = image[:, :, None]
+                if image.shape[-1] == 1:
+                    image = tf.tile(image, [1, 1, 3])
+                elif image.shape[-1] == 4:
+                    image = image[..., :3]
+                return tf.clip_by_value(image, 0.0, 1.0)
+
+        def load(index):
+            path = tf.strings.join([prefix, tf.strings.as_string(index)])
+            return {"image": read(index), "path": path, "patient": tf.constant("")}
+
+        ds = tf.data.Dataset.range(self.num_examples)
+        if shuffle:
+            ds = ds.shuffle(max(self.num_examples, 1), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        return self._finish(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE))
+
+
+@dataclass
+class TFRecordSource(UnlabeledSource):
+    """TFRecord shards written by ``write_tfrecords`` (features image, path, patient)."""
+
+    files: list[str] = field(default_factory=list)
+
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+        import tensorflow as tf
+
+        from medfound.data.tfrecords import parse_example
+
+        files = tf.data.Dataset.from_tensor_slices(tf.constant(self.files, tf.string))
+        if shuffle:
+            files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
+        ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(self.files)),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if shuffle:
+            ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+        if self.skip_errors:
+            ds = ds.ignore_errors(log_warning=True)
+        return self._finish(ds)
+
+
+@dataclass
+class TFDSSource(UnlabeledSource):
+    """A TFDS dataset already prepared under a local data_dir (never downloaded)."""
+
+    name: str = ""
+    split: str = "train"
+    data_dir: str | None = None
+    image_key: str = "image"
+
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder(self.name, data_dir=self.data_dir)
+        read_config = tfds.ReadConfig(shuffle_seed=seed, add_tfds_id=True)
+        ds = builder.as_dataset(split=self.split, shuffle_files=shuffle, read_config=read_config)
+        key = self.image_key
+
+        def convert(example):
+            image = example[key]
+            if image.dtype == tf.uint8:
+                image = tf.cast(image, tf.float32) / 255.0
+            elif image.dtype == tf.uint16:
+                image = tf.cast(image, tf.float32) / 65535.0
+            else:
+                image = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 1.0)
+            if image.shape.rank == 2:
+                image = image[:, :, None]
+            channels = image.shape[-1]
+            if channels == 1:
+                image = tf.tile(image, [1, 1, 3])
+            elif channels == 4:
+                image = image[:, :, :3]
+            image.set_shape((None, None, 3))
+            return {"image": image, "path": example["tfds_id"], "patient": tf.constant("")}
+
+        if shuffle:
+            ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        return self._finish(ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE))
+
+
+def open_unlabeled(source: str | os.PathLike, *, path_column: str | None = None,
+                   patient_column: str | None = None, root: str | os.PathLike | None = None,
+                   split: str = "train", image_key: str = "image", skip_errors: bool = False,
+                   data_dir: str | os.PathLike | None = None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> UnlabeledSource:
+    """Opens an unlabeled image source: a folder, a .csv(.gz), a .npz, TFRecords, or ``tfds:NAME[:SPLIT]``.
+
+    CSV paths are resolved under ``root`` (default: the CSV's folder, or its ``images/`` subfolder
+    where the files are) and may not escape it. ``data_dir`` is the local TFDS folder. With
+    ``skip_errors`` bad images are dropped and listed in ``source.skipped`` instead of failing.
+    """
+    text = str(source)
+    if text.startswith("tfds:"):
+        return _open_tfds(text, split=split, image_key=image_key, data_dir=data_dir,
+                          skip_errors=skip_errors)
+    path = Path(text)
+    lower = path.name.lower()
+    if any(ch in text for ch in "*?[") or lower.endswith((".tfrecord", ".tfrecords")) or (
+            ".tfrecord-" in lower) or (path.is_dir() and _is_tfrecord_folder(path)):
+        return _open_tfrecords(text, skip_errors=skip_errors)
+    if not path.exists():
+        raise SourceError(f"{path}: source not found (expected a folder, .csv, .npz, TFRecord "
+                          "file/glob or tfds:NAME)")
+    if path.is_dir():
+        return _open_folder(path, skip_errors=skip_errors, max_pixels=max_pixels)
+    if lower.endswith((".csv", ".csv.gz")):
+        return _open_csv(path, path_column=path_column, patient_column=patient_column,
+                         root=root, skip_errors=skip_errors, max_pixels=max_pixels)
+    if lower.endswith(".npz"):
+        return _open_npz(path, split=split, skip_errors=skip_errors)
+    raise SourceError(f"{path}: unsupported source type (expected a folder, .csv, .npz, TFRecord "
+                      "file/glob or tfds:NAME)")
+
+
+def _open_folder(folder: Path, *, skip_errors: bool, max_pixels: int) -> FileSource:
+    files = list_image_files(folder)
+    if not files:
+        raise SourceError(f"{folder}: no image files found (PNG, JPEG, TIFF, BMP, DICOM)")
+    patients = [""] * len(files)
+    patient_note = "no patient ids"
+    nih = sorted(folder.glob(NIH_CSV_GLOB)) or sorted(folder.parent.glob(NIH_CSV_GLOB))
+    if nih:
+        by_name = _nih_patients(nih[-1])
+        patients = [by_name.get(f.name, "") for f in files]
+        known = sum(1 for p in patients if p)
+        patient_note = (f"patient ids from {nih[-1].name} for {known} of {len(files)} images "
+                        f"({len(set(p for p in patients if p))} patients)")
+    kinds = Counter(f.suffix.lower().lstrip(".") or "dicom" for f in files)
+    kind_text = ", ".join(f"{n} {k.upper()}" for k, n in sorted(kinds.items()))
+    return FileSource(
+        kind="folder", num_examples=len(files), has_patients=any(patients),
+        description=f"folder '{folder.name}': {len(files)} images ({kind_text}); {patient_note}",
+        skip_errors=skip_errors, paths=[str(f) for f in files], patients=patients,
+        max_pixels=max_pixels)
+
+
+def _nih_patients(csv_path: Path) -> dict[str, str]:
+    rows, columns = _read_csv(csv_path)
+    for column in ("Image Index", "Patient ID"):
+        if column not in columns:
+            raise SourceError(f"{csv_path}: NIH metadata CSV has no '{column}' column "
+                              f"(columns: {', '.join(columns)})")
+    return {row["Image Index"]: str(row["Patient ID"]).strip() for row in rows}
+
+
+def _read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SourceError(f"{path}: cannot read CSV ({exc})") from None
+    if not columns:
+        raise SourceError(f"{path}: CSV is empty (no header row)")
+    return rows, columns
+
+
+def _pick_column(path: Path, columns: list[str], wanted: str | None, candidates: tuple[str, ...],
+                 what: str, required: bool) -> str | None:
+    if wanted is not None:
+        if wanted not in columns:
+            raise SourceError(f"{path}: {what} column '{wanted}' not found "
+                              f"(columns: {', '.join(columns)})")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    if required:
+        raise SourceError(f"{path}: no {what} column found; pass path_column= (columns: "
+                          f"{', '.join(columns)})")
+    return None
+
+
+def safe_join(root: Path, relative: str, where: str) -> Path:
+    """Joins a CSV path under ``root``, refusing absolute paths and paths that climb out of it."""
+    text = relative.strip()
+    if not text:
+        raise SourceError(f"{where}: empty path")
+    if (PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute()
+            or PureWindowsPath(text).drive or text.startswith("~")):
+        raise SourceError(f"{where}: absolute path '{text}' refused; paths must be relative to the "
+                          f"data root {root}")
+    parts = PurePosixPath(text.replace("\\", "/")).parts
+    depth = 0
+    for part in parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            raise SourceError(f"{where}: path '{text}' escapes the data root {root}")
+    return root.joinpath(*[p for p in parts if p != "."])
+
+
+def _open_csv(csv_path: Path, *, path_column: str | None, patient_column: str | None,
+              root: str | os.PathLike | None, skip_errors: bool, max_pixels: int) -> FileSource:
+    rows, columns = _read_csv(csv_path)
+    if not rows:
+        raise SourceError(f"{csv_path}: CSV has a header but no rows")
+    path_col = _pick_column(csv_path, columns, path_column, PATH_COLUMN_CANDIDATES, "path", True)
+    patient_col = _pick_column(csv_path, columns, patient_column, PATIENT_COLUMN_CANDIDATES,
+                               "patient", False)
+    base = Path(root) if root is not None else csv_path.parent
+    first = rows[0][path_col] or ""
+    if root is None and not (base / first).exists() and (base / "images" / first).exists():
+        base = base / "images"  # the NIH layout: bare file names, images under images/
+    paths, patients = [], []
+    for number, row in enumerate(rows, start=2):  # row 1 is the header
+        where = f"{csv_path} row {number} column '{path_col}'"
+        value = row.get(path_col)
+        if value is None:
+            raise SourceError(f"{where}: missing value (row has too few cells)")
+        paths.append(str(safe_join(base, value, where)))
+        patients.append(str(row.get(patient_col) or "").strip() if patient_col else "")
+    if not Path(paths[0]).exists():
+        raise SourceError(f"{csv_path} row 2: image '{rows[0][path_col]}' not found under {base}; "
+                          "pass root= (the folder the CSV paths are relative to)")
+    described = (f"patient ids from column '{patient_col}' ({len(set(p for p in patients if p))} "
+                 "patients)" if patient_col else "no patient ids")
+    return FileSource(
+        kind="csv", num_examples=len(paths), has_patients=any(patients),
+        description=f"CSV '{csv_path.name}': {len(paths)} images from column '{path_col}'; "
+                    f"{described}",
+        skip_errors=skip_errors, paths=paths, patients=patients, max_pixels=max_pixels)
+
+
+def _npz_member(npz_path: str, key: str) -> np.ndarray:
+    """One array of an .npz: a read-only memmap when the member is stored, else loaded alone."""
+    with zipfile.ZipFile(npz_path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+        if info.compress_type == zipfile.ZIP_STORED:
+            with open(npz_path, "rb") as f:
+                f.seek(info.header_offset)
+                local = f.read(30)
+                name_len = int.from_bytes(local[26:28], "little")
+                extra_len = int.from_bytes(local[28:30], "little")
+                f.seek(info.header_offset + 30 + name_len + extra_len)
+                shape, fortran, dtype = _read_npy_header(f)
+                offset = f.tell()
+            return np.memmap(npz_path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                             order="F" if fortran else "C")
+    with np.load(npz_path, allow_pickle=False) as data:
+        return data[key]
+
+
+def _npz_header(npz_path: Path, key: str) -> tuple[tuple, np.dtype]:
+    with zipfile.ZipFile(npz_path) as archive:
+        with archive.open(f"{key}.npy") as member:
+            shape, _, dtype = _read_npy_header(io.BufferedReader(member))
+    return shape, dtype
+
+
+def _read_npy_header(stream) -> tuple[tuple, bool, np.dtype]:
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    return np.lib.format.read_array_header_2_0(stream)
+
+
+def _open_npz(path: Path, *, split: str, skip_errors: bool) -> NpzSource:
+    key = f"{split}_images"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
+    except zipfile.BadZipFile:
+        raise SourceError(f"{path}: not a valid .npz (zip) file") from None
+    if key not in names:
+        raise SourceError(f"{path}: no '{key}' array (arrays: {', '.join(sorted(names))})")
+    shape, dtype = _npz_header(path, key)
+    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[-1] not in (1, 3, 4)):
+        raise SourceError(f"{path}: '{key}' has shape {shape}; expected (N, H, W) or (N, H, W, C)")
+    if len(shape) and (shape[1] < 2 or shape[2] < 2):
+        raise SourceError(f"{path}: '{key}' images are {shape[2]}x{shape[1]} pixels; at least 2 "
+                          "per side are needed")
+    return NpzSource(
+        kind="npz", num_examples=int(shape[0]), has_patients=False,
+        description=f"npz '{path.name}' split '{split}': {shape[0]} images of "
+                    f"{shape[1]}x{shape[2]} {np.dtype(dtype).name}; no patient ids",
+        skip_errors=skip_errors, npz_path=str(path), key=key, shape=tuple(shape),
+        dtype=np.dtype(dtype).name)
+
+
+def _is_tfrecord_folder(folder: Path) -> bool:
+    return (folder / TFRECORD_MANIFEST).exists() or any(folder.glob("*.tfrecord*"))
+
+
+def _open_tfrecords(pattern: str, *, skip_errors: bool) -> TFRecordSource:
+    import tensorflow as tf
+
+    path = Path(pattern)
+    manifest = None
+    if path.is_dir():
+        manifest_path = path / TFRECORD_MANIFEST
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+            files = [str(path / name) for name in manifest["files"]]
+        else:
+            files = sorted(str(p) for p in path.glob("*.tfrecord*"))
+    else:
+        files = sorted(tf.io.gfile.glob(pattern))
+        manifest_path = path.parent / TFRECORD_MANIFEST
+        if manifest_path.exists():
+            candidate = json.loads(manifest_path.read_text())
+            if sorted(str(path.parent / n) for n in candidate["files"]) == files:
+                manifest = candidate
+    missing = [f for f in files if not Path(f).exists()]
+    if not files or missing:
+        raise SourceError(f"{pattern}: no TFRecord files found" if not files else
+                          f"{pattern}: shard listed in {TFRECORD_MANIFEST} is missing: {missing[0]}")
+    count = int(manifest["count"]) if manifest else None
+    has_patients = bool(manifest.get("has_patients")) if manifest else False
+    origin = f"; written from: {manifest['description']}" if manifest else ""
+    return TFRecordSource(
+        kind="tfrecord", num_examples=count, has_patients=has_patients,
+        description=f"TFRecords: {len(files)} shard(s), "
+                    f"{count if count is not None else 'unknown number of'} images{origin}",
+        skip_errors=skip_errors, files=files)
+
+
+def _open_tfds(text: str, *, split: str, image_key: str, data_dir, skip_errors: bool) -> TFDSSource:
+    import tensorflow_datasets as tfds
+
+    parts = text[len("tfds:"):].split(":")
+    name = parts[0]
+    if len(parts) > 1 and parts[1]:
+        split = parts[1]
+    if not name:
+        raise SourceError(f"{text}: expected tfds:NAME[:SPLIT]")
+    try:
+        builder = tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
+    except Exception as exc:  # unknown names raise DatasetNotFoundError and friends
+        raise SourceError(f"{text}: no TFDS builder '{name}' ({exc})") from None
+    if not builder.is_prepared():
+        raise SourceError(f"{text}: TFDS dataset '{name}' is not prepared under "
+                          f"{builder.data_dir}; medfound never downloads data - prepare it "
+                          "yourself (tfds build) and pass data_dir")
+    info = builder.info
+    if image_key not in info.features:
+        raise SourceError(f"{text}: no feature '{image_key}' (features: "
+                          f"{', '.join(info.features.keys())}); pass image_key=")
+    try:
+        count = int(info.splits[split].num_examples)
+    except (KeyError, ValueError):
+        raise SourceError(f"{text}: no split '{split}' (splits: "
+                          f"{', '.join(info.splits.keys())})") from None
+    return TFDSSource(
+        kind="tfds", num_examples=count, has_patients=False,
+        description=f"TFDS '{name}' split '{split}': {count} images (feature '{image_key}'); "
+                    "no patient ids",
+        skip_errors=skip_errors, name=name, split=split,
+        data_dir=None if data_dir is None else str(data_dir), image_key=image_key)
