@@ -23,6 +23,8 @@ setup(
         "tensorflow>=2.16,<2.22",
         "keras>=3.0,<4",
         "tensorflow-hub>=0.16,<0.17",
+        # TensorFlow 2.21 no longer installs it; tf.summary needs it for run logs.
+        "tensorboard>=2.16,<2.22",
         "tensorflow-datasets>=4.9,<5",
         "numpy>=1.26,<3",
         "absl-py>=1.0,<3",

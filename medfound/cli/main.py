@@ -14,7 +14,7 @@ import sys
 from medfound.version import __version__
 
 # Subcommand modules under medfound.cli, in the order `medfound --help` lists them.
-COMMAND_MODULES = ("models",)
+COMMAND_MODULES = ("models", "pretrain", "augment_preview", "make_tfrecords")
 
 
 def build_parser() -> argparse.ArgumentParser:

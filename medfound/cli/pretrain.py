@@ -1,0 +1,111 @@
+"""`medfound pretrain`: contrastive pretraining of a BiT backbone on unlabeled medical images."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from medfound.registry import MODALITIES
+
+_DEFAULTS = {}  # filled lazily from PretrainConfig so the CLI never restates a default
+
+
+def _defaults() -> dict:
+    if not _DEFAULTS:
+        from medfound.pretrain.config import PretrainConfig
+
+        _DEFAULTS.update({f.name: f.default for f in dataclasses.fields(PretrainConfig)
+                          if f.default is not dataclasses.MISSING})
+    return _DEFAULTS
+
+
+def register(subparsers) -> None:
+    d = _defaults()
+    p = subparsers.add_parser(
+        "pretrain", help="continue a BiT backbone with SimCLR / MICLe on unlabeled images",
+        description="Contrastive pretraining (SimCLR; MICLe pairs with --micle) of a BiT "
+                    "ResNetV2 on unlabeled medical images. The run directory holds the config, "
+                    "checkpoints, TensorBoard logs and the backbone for `medfound export`; "
+                    "running again on the same --out resumes from the last checkpoint.")
+    p.add_argument("--data", required=True,
+                   help="image folder, CSV (with --path-column), MedMNIST .npz, TFRecord folder "
+                        "or tfds:NAME")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--modality", choices=list(MODALITIES), default=d["modality"],
+                   help="cxr (448 px, chest X-ray preset) or path (224 px, pathology preset)")
+    p.add_argument("--arch", default=d["arch"], help="r50x1, r152x2, ... (see `medfound models`)")
+    p.add_argument("--init", default=d["init"], help="random, bit-s:PATH or bit-m:PATH")
+    p.add_argument("--image-size", type=int, help="crop size (default: the modality's)")
+    p.add_argument("--preset", help="augmentation preset (default: the modality's)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="global batch")
+    p.add_argument("--steps", type=int, default=d["steps"])
+    p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
+                   help="base rate before batch scaling")
+    p.add_argument("--lr-scaling", choices=["linear", "sqrt"], default=d["lr_scaling"])
+    p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"])
+    p.add_argument("--optimizer", choices=["lars", "sgd", "adamw"], default=d["optimizer"])
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--temperature", type=float, default=d["temperature"])
+    p.add_argument("--projection-dim", type=int, default=d["projection_dim"])
+    p.add_argument("--projection-layers", type=int, default=d["projection_layers"])
+    p.add_argument("--micle", action="store_true",
+                   help="positive pairs from two images of the same patient where possible")
+    p.add_argument("--micle-probability", type=float, default=d["micle_probability"])
+    p.add_argument("--path-column", help="CSV column with image paths")
+    p.add_argument("--patient-column", help="CSV column with patient / case ids")
+    p.add_argument("--split", default=d["split"], help="split of an .npz or TFDS source")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip and report unreadable images instead of failing")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker", "tpu"],
+                   default=d["strategy"], help="multiworker reads TF_CONFIG")
+    p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   default=d["precision"])
+    p.add_argument("--xla", action="store_true", help="compile the step with XLA")
+    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
+    p.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"])
+    p.add_argument("--log-every", type=int, default=d["log_every"])
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--deterministic", action="store_true", help="enable op determinism")
+    p.add_argument("--units", help="override units per block, e.g. 1,1,1,1 (small tests)")
+    p.add_argument("--width", type=float, help="override the width factor (small tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The PretrainConfig that the parsed command line describes."""
+    from medfound.pretrain.config import PretrainConfig
+
+    return PretrainConfig(
+        data=args.data, out_dir=args.out, modality=args.modality, arch=args.arch,
+        units=tuple(int(u) for u in args.units.split(",")) if args.units else None,
+        width=args.width, init=args.init, image_size=args.image_size, preset=args.preset,
+        batch_size=args.batch_size, steps=args.steps, learning_rate=args.learning_rate,
+        lr_scaling=args.lr_scaling, warmup_fraction=args.warmup_fraction,
+        optimizer=args.optimizer, weight_decay=args.weight_decay, temperature=args.temperature,
+        projection_layers=args.projection_layers, projection_dim=args.projection_dim,
+        micle=args.micle, micle_probability=args.micle_probability,
+        path_column=args.path_column, patient_column=args.patient_column, split=args.split,
+        skip_bad_images=args.skip_bad_images, strategy=args.strategy, precision=args.precision,
+        xla=args.xla, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, seed=args.seed,
+        deterministic=args.deterministic)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if config.strategy == "multiworker":
+        # The collective runtime must start before any other TensorFlow op in this process.
+        from medfound.pretrain.strategy import make_strategy
+
+        strategy = make_strategy("multiworker")
+    else:
+        strategy = None
+    from medfound.pretrain.trainer import pretrain
+
+    result = pretrain(config, strategy=strategy, verbose=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    print(f"run directory: {result.run_dir}")
+    print(f"steps: {result.steps} (resumed from {result.resumed_from})"
+          + (f", final loss {last['loss']:.4f}" if last else ""))
+    print(f"backbone weights: {result.backbone_weights}")
+    return 0

@@ -1,0 +1,141 @@
+"""Configuration of a pretraining run, validated before any work starts."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from medfound.models.configs import get_arch
+from medfound.registry import MODALITIES
+from medfound.utils.files import atomic_path
+
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+OPTIMIZERS = ("lars", "sgd", "adamw")
+LR_SCALINGS = ("linear", "sqrt")
+INIT_KINDS = ("bit-s", "bit-m")
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Everything a pretraining run needs; defaults follow SimCLR v2 / REMEDIS where they apply."""
+
+    data: str  # folder, CSV, MedMNIST .npz, TFRecord folder or 'tfds:NAME'
+    out_dir: str
+    modality: str = "cxr"  # picks the augmentation preset and the default image size
+    arch: str = "r50x1"
+    units: tuple[int, ...] | None = None  # overrides of the named architecture (small tests)
+    width: float | None = None
+    init: str = "random"  # 'random', 'bit-s:PATH' or 'bit-m:PATH' (a BiT .npz or SavedModel)
+    image_size: int | None = None  # default: the modality's module size (cxr 448, path 224)
+    preset: str | None = None  # augmentation preset; default: the modality
+    batch_size: int = 256  # global batch, over all replicas
+    steps: int = 1000
+    learning_rate: float = 0.3  # base rate, scaled by batch size (see lr_scaling)
+    lr_scaling: str = "linear"
+    warmup_fraction: float = 0.05
+    optimizer: str = "lars"
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    temperature: float = 0.1
+    projection_layers: int = 3
+    projection_dim: int = 128
+    micle: bool = False  # positive pairs from two images of one patient where possible
+    micle_probability: float = 1.0
+    path_column: str | None = None
+    patient_column: str | None = None
+    split: str = "train"  # split of an .npz or TFDS source
+    skip_bad_images: bool = False
+    strategy: str = "default"
+    precision: str = "float32"
+    xla: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    preview_images: int = 4  # augmented views written to TensorBoard
+    seed: int = 0
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
+
+    def __post_init__(self) -> None:
+        if self.units is not None:
+            self.units = tuple(self.units)
+
+    @property
+    def input_size(self) -> int:
+        return self.image_size or MODALITIES[self.modality]
+
+    @property
+    def init_kind(self) -> str:
+        """'random', 'bit-s' or 'bit-m'."""
+        return self.init.partition(":")[0]
+
+    @property
+    def init_path(self) -> str | None:
+        _, _, path = self.init.partition(":")
+        return path or None
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(round(self.warmup_fraction * self.steps))
+
+    def validate(self, num_replicas: int = 1) -> None:
+        """Refuses impossible values with one message listing every problem."""
+        problems = []
+
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        check(self.modality in MODALITIES, f"modality must be one of {list(MODALITIES)}, "
+                                           f"got {self.modality!r}")
+        try:
+            get_arch(self.arch)
+        except ValueError as err:
+            problems.append(str(err))
+        check(self.init == "random" or (self.init_kind in INIT_KINDS and self.init_path),
+              f"init must be 'random', 'bit-s:PATH' or 'bit-m:PATH', got {self.init!r}")
+        if self.init_path:
+            check(Path(self.init_path).exists(), f"init checkpoint not found: {self.init_path}")
+        check(self.image_size is None or self.image_size >= 32,
+              f"image_size must be >= 32, got {self.image_size}")
+        check(self.batch_size >= 2, f"batch_size must be >= 2 (contrastive pairs need "
+                                    f"negatives), got {self.batch_size}")
+        check(self.batch_size % max(num_replicas, 1) == 0 and self.batch_size >= num_replicas,
+              f"batch_size {self.batch_size} must be a multiple of the {num_replicas} replicas")
+        check(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        check(self.lr_scaling in LR_SCALINGS, f"lr_scaling must be one of {LR_SCALINGS}")
+        check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1)")
+        check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, "
+                                            f"got {self.optimizer!r}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        check(self.projection_layers >= 1 and self.projection_dim >= 1,
+              "projection_layers and projection_dim must be >= 1")
+        check(0 <= self.micle_probability <= 1, "micle_probability must be in [0, 1]")
+        check(self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, "
+                                           f"got {self.strategy!r}")
+        check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, "
+                                            f"got {self.precision!r}")
+        check(self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
+              "checkpoint_every and keep_checkpoints must be >= 1")
+        check(self.log_every >= 1, "log_every must be >= 1")
+        if self.preset is not None:
+            from medfound.augment.presets import PRESETS
+
+            check(self.preset in PRESETS, f"unknown augmentation preset {self.preset!r}; "
+                                          f"known: {list(PRESETS)}")
+        if problems:
+            raise ValueError("invalid pretraining configuration:\n  " + "\n  ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PretrainConfig":
+        return cls(**json.loads(Path(path).read_text()))

@@ -1,0 +1,61 @@
+"""Input pipeline of a pretraining run: source -> (MICLe) pairs -> two augmented views -> batches."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from medfound.augment.presets import AugmentConfig, augment_pair, get_preset
+from medfound.pretrain.config import PretrainConfig
+
+
+def augment_config(config: PretrainConfig) -> AugmentConfig:
+    """The augmentation preset of the run (its modality's unless named) at the run's size."""
+    return get_preset(config.preset or config.modality, config.input_size)
+
+
+def open_source(config: PretrainConfig):
+    """Opens the run's unlabeled image source (nothing is read yet)."""
+    from medfound.data.unlabeled import open_unlabeled
+
+    return open_unlabeled(config.data, path_column=config.path_column,
+                          patient_column=config.patient_column, split=config.split,
+                          skip_errors=config.skip_bad_images)
+
+
+def view_dataset(source, config: PretrainConfig, *, per_replica_batch: int,
+                 num_shards: int = 1, shard_index: int = 0, start_step: int = 0) -> tf.data.Dataset:
+    """Endless batches of {'view_a', 'view_b'} (B, S, S, 3) for one input pipeline.
+
+    Augmentation seeds derive from the run seed, the pipeline and the element's position, so a
+    run is reproducible; a resumed run starts its seeds after the steps already taken.
+    """
+    from medfound.data.micle import micle_pairs
+
+    aug = augment_config(config)
+    pairs = micle_pairs(source, micle=config.micle, probability=config.micle_probability,
+                        seed=config.seed + 7919 * start_step, shuffle=True, repeat=True)
+    if num_shards > 1:
+        pairs = pairs.shard(num_shards, shard_index)
+    first = start_step * per_replica_batch
+
+    def augment(index, pair):
+        seed = tf.stack([tf.cast(config.seed * 1000 + shard_index, tf.int64), index + first])
+        view_a, view_b = augment_pair(pair["image_a"], pair["image_b"], seed, aug)
+        return {"view_a": view_a, "view_b": view_b}
+
+    return (pairs.enumerate()
+            .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(per_replica_batch, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def distributed_views(strategy: tf.distribute.Strategy, source, config: PretrainConfig,
+                      start_step: int = 0):
+    """The run's distributed dataset: each input pipeline builds its own shard of the batch."""
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return view_dataset(source, config,
+                            per_replica_batch=context.get_per_replica_batch_size(config.batch_size),
+                            num_shards=context.num_input_pipelines,
+                            shard_index=context.input_pipeline_id, start_step=start_step)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)

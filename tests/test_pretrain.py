@@ -1,0 +1,118 @@
+"""Pretraining runs on real images: checkpoints, resume, validation, replicas and MICLe."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import medfound
+from medfound.pretrain import PretrainConfig, pretrain
+from medfound.runinfo import RunInfo
+
+
+def _config(shared_data, out, **overrides) -> PretrainConfig:
+    base = dict(data=str(shared_data / "pneumoniamnist.npz"), out_dir=str(out), arch="tiny",
+                image_size=32, batch_size=8, steps=4, log_every=1, checkpoint_every=2,
+                keep_checkpoints=2, preview_images=2, seed=1)
+    base.update(overrides)
+    return PretrainConfig(**base)
+
+
+def test_run_writes_checkpoints_logs_and_export_files(shared_data, tmp_path):
+    result = pretrain(_config(shared_data, tmp_path / "run", steps=6, checkpoint_every=2),
+                      verbose=False)
+    assert result.steps == 6 and result.resumed_from == 0
+    assert [h["step"] for h in result.history] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(h["loss"]) and h["images_per_second"] > 0 for h in result.history)
+    assert result.history[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-9)  # cosine end
+    ckpts = tf.train.get_checkpoint_state(str(tmp_path / "run" / "checkpoints"))
+    assert [p.rsplit("-", 1)[1] for p in ckpts.all_model_checkpoint_paths] == ["4", "6"]
+    info = RunInfo.load(tmp_path / "run")
+    assert (info.arch, info.steps, info.init, info.modality) == ("tiny", 6, "random", "cxr")
+    assert "pneumoniamnist.npz" in info.data and info.image_size == 32
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["batch_size"] == 8
+    assert list((tmp_path / "run" / "logs").iterdir())  # TensorBoard events
+    reloaded = medfound.build_backbone("tiny")
+    reloaded.load_weights(result.backbone_weights)
+    for a, b in zip(reloaded.get_weights(), result.backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_continues_step_count_optimizer_and_schedule(shared_data, tmp_path):
+    first = pretrain(_config(shared_data, tmp_path / "run", steps=4), verbose=False)
+    resumed = pretrain(_config(shared_data, tmp_path / "run", steps=6), verbose=False)
+    assert resumed.resumed_from == 4 and resumed.steps == 6
+    assert [h["step"] for h in resumed.history] == [5, 6]
+    # The resumed backbone started from the checkpointed one, not from scratch.
+    changed = [np.abs(a - b).max() for a, b in
+               zip(first.backbone.get_weights(), resumed.backbone.get_weights())]
+    assert max(changed) > 0
+    again = pretrain(_config(shared_data, tmp_path / "run", steps=6), verbose=False)
+    assert again.resumed_from == 6 and again.history == []
+
+
+def test_resume_with_another_architecture_is_refused(shared_data, tmp_path):
+    pretrain(_config(shared_data, tmp_path / "run", steps=2), verbose=False)
+    with pytest.raises(ValueError, match="another configuration.*arch: 'tiny' -> 'small'"):
+        pretrain(_config(shared_data, tmp_path / "run", arch="small"), verbose=False)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"temperature": -0.1}, "temperature must be > 0"),
+    ({"preset": "mri"}, "unknown augmentation preset 'mri'"),
+    ({"batch_size": 1}, "batch_size must be >= 2"),
+    ({"strategy": "horovod"}, "strategy must be one of"),
+    ({"init": "bit-m:/nowhere/BiT-M-R50x1.npz"}, "init checkpoint not found"),
+    ({"init": "imagenet"}, "init must be 'random'"),
+])
+def test_impossible_configurations_are_refused_before_work(shared_data, tmp_path, overrides,
+                                                           message):
+    with pytest.raises(ValueError, match=message):
+        pretrain(_config(shared_data, tmp_path / "run", **overrides), verbose=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_batch_must_split_over_replicas(shared_data, tmp_path, two_replica_strategy):
+    with pytest.raises(ValueError, match="batch_size 9 must be a multiple of the 2 replicas"):
+        pretrain(_config(shared_data, tmp_path / "run", batch_size=9),
+                 strategy=two_replica_strategy, verbose=False)
+
+
+def test_two_replicas_train(shared_data, tmp_path, two_replica_strategy):
+    result = pretrain(_config(shared_data, tmp_path / "run", steps=2),
+                      strategy=two_replica_strategy, verbose=False)
+    assert result.steps == 2 and all(np.isfinite(h["loss"]) for h in result.history)
+    # Global batch 8 over 2 replicas: each example meets 2*8-2 negatives, so a uniform
+    # guess would have loss log(15); training from scratch starts near it.
+    assert result.history[0]["loss"] == pytest.approx(np.log(15), rel=0.3)
+
+
+def test_bit_initialisation_is_recorded(shared_data, tmp_path):
+    from tests.bit_reference import bit_random_checkpoint
+
+    npz = tmp_path / "BiT-M-tiny.npz"
+    np.savez(npz, **bit_random_checkpoint((1, 1, 1, 1), 0.5))
+    result = pretrain(_config(shared_data, tmp_path / "run", steps=1, init=f"bit-m:{npz}"),
+                      verbose=False)
+    info = RunInfo.load(result.run_dir)
+    assert info.init == "bit-m" and info.init_path == str(npz)
+    assert info.init_sha256 == medfound.utils.sha256_file(npz)
+
+
+def test_micle_pretraining_on_nih_patients(shared_data, tmp_path):
+    result = pretrain(_config(shared_data, tmp_path / "run", steps=2, micle=True,
+                              data=str(shared_data / "nih-cxr14-sample" / "images")),
+                      verbose=False)
+    assert result.steps == 2 and np.isfinite(result.history[-1]["loss"])
+
+
+def test_mixed_bfloat16_step(shared_data, tmp_path):
+    result = pretrain(_config(shared_data, tmp_path / "run", steps=1,
+                              precision="mixed_bfloat16"), verbose=False)
+    assert np.isfinite(result.history[0]["loss"])
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
