@@ -21,6 +21,8 @@ _API = {
     "build_backbone": "medfound.models.bit",
     "BiTWeightsError": "medfound.models.bit_weights",
     "load_bit_weights": "medfound.models.bit_weights",
+    "load": "medfound.export.loader",
+    "export_module": "medfound.export.exporter",
     "HUB_MODULES": "medfound.registry",
     "HubModuleSpec": "medfound.registry",
     "get_module_spec": "medfound.registry",

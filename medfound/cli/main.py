@@ -14,7 +14,8 @@ import sys
 from medfound.version import __version__
 
 # Subcommand modules under medfound.cli, in the order `medfound --help` lists them.
-COMMAND_MODULES = ("models", "pretrain", "augment_preview", "make_tfrecords")
+COMMAND_MODULES = ("models", "augment_preview", "make_tfrecords", "pretrain", "export", "info",
+                   "publish", "verify")
 
 
 def build_parser() -> argparse.ArgumentParser:

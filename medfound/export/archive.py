@@ -1,0 +1,126 @@
+"""Safe ``.tar.gz`` handling for hub modules: deterministic packing and tar-slip-proof unpacking.
+
+Modules are packed in the TF-Hub compressed layout (the SavedModel's files at the archive root).
+Unpacking refuses absolute paths, ``..`` components, links that point outside the target and
+anything that is not a plain file, folder or internal link, and checks the archive's SHA-256
+before reading a single member when an expected hash is given.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import posixpath
+import tarfile
+from pathlib import Path
+
+from medfound.utils.files import atomic_path, sha256_file
+
+
+# Python's own extraction filter (3.10.12+ / 3.11.4+), as a second line of defence.
+_DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member could escape the target folder, or the archive's hash is wrong."""
+
+
+def pack_module(module_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Packs a SavedModel folder as ``out`` (.tar.gz, files at the root), written atomically.
+
+    The archive is deterministic (sorted members, zero timestamps and owners), so the same
+    module always gives the same bytes and the same SHA-256.
+    """
+    module_dir, out = Path(module_dir), Path(out)
+    if not (module_dir / "saved_model.pb").is_file():
+        raise ValueError(f"{module_dir}: not a SavedModel folder (no saved_model.pb)")
+    files = sorted(p for p in module_dir.rglob("*"))
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path in files:
+                if path.is_symlink():
+                    raise ValueError(f"{path}: refusing to pack a symbolic link")
+                info = tarfile.TarInfo(path.relative_to(module_dir).as_posix())
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                if path.is_dir():
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                else:
+                    info.size, info.mode = path.stat().st_size, 0o644
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+    return out
+
+
+def _check_member(member: tarfile.TarInfo, archive: Path) -> str:
+    """The member's normalised relative name, or ``UnsafeArchiveError`` naming the problem."""
+    name = member.name
+    where = f"{archive}: member {name!r}"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"{where} has an absolute path; refusing to unpack")
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise UnsafeArchiveError(f"{where} contains '..'; refusing to unpack (tar-slip)")
+    normal = posixpath.normpath(name.replace("\\", "/"))
+    if member.issym() or member.islnk():
+        target = member.linkname.replace("\\", "/")
+        base = posixpath.dirname(normal) if member.issym() else ""
+        resolved = posixpath.normpath(posixpath.join(base, target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            raise UnsafeArchiveError(f"{where} links to {member.linkname!r} outside the target "
+                                     "folder; refusing to unpack")
+    elif not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(f"{where} is a device, fifo or other special file; refusing")
+    return normal
+
+
+def check_archive(archive: str | os.PathLike, expected_sha256: str | None = None) -> list[str]:
+    """Checks the hash (if given) and every member's name; returns the member names."""
+    archive = Path(archive)
+    if expected_sha256 is not None:
+        actual = sha256_file(archive)
+        if actual != expected_sha256:
+            raise UnsafeArchiveError(f"{archive}: SHA-256 {actual} does not match the expected "
+                                     f"{expected_sha256}; the file is corrupt or was altered")
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            return [_check_member(m, archive) for m in tar.getmembers()]
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise UnsafeArchiveError(f"{archive}: not a readable .tar.gz ({err})") from err
+
+
+def safe_extract(archive: str | os.PathLike, target: str | os.PathLike,
+                 expected_sha256: str | None = None) -> Path:
+    """Unpacks ``archive`` into the folder ``target`` (atomically), after ``check_archive``.
+
+    ``target`` must be new, empty, or an earlier unpacked module (it is replaced whole).
+
+    Symbolic links are resolved once more on disk before each write, and Python's own 'data'
+    extraction filter is applied as a second line of defence.
+    """
+    archive, target = Path(archive), Path(target)
+    if target.is_dir() and any(target.iterdir()) and not (target / "saved_model.pb").is_file():
+        raise ValueError(f"{target}: exists and is not an unpacked module; refusing to replace it")
+    check_archive(archive, expected_sha256)
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        root = tmp.resolve()
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                name = _check_member(member, archive)
+                dest = (root / name).resolve()
+                if dest != root and root not in dest.parents:
+                    raise UnsafeArchiveError(f"{archive}: member {member.name!r} would be written "
+                                             f"outside {target}; refusing to unpack")
+                tar.extract(member, root, **_DATA_FILTER)
+    return target
+
+
+def read_member(archive: str | os.PathLike, name: str) -> bytes:
+    """Reads one plain-file member (checked like any other) without unpacking the archive."""
+    archive = Path(archive)
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            if _check_member(member, archive) == name and member.isfile():
+                return tar.extractfile(member).read()
+    raise KeyError(f"{archive}: no member {name!r}")

@@ -1,0 +1,206 @@
+"""``medfound.load``: a REMEDIS module (or other image SavedModel) as a Keras 3 model to fine-tune.
+
+A medfound module comes back as the native ``BiTBackbone`` (weight standardisation in the graph,
+every weight trainable) rebuilt from the module's variables. Any other SavedModel, such as the
+PhysioNet REMEDIS files, comes back as a Keras model around a ``SavedModelLayer`` whose trainable
+variables are the SavedModel's own.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from medfound.export.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
+from medfound.registry import HUB_MODULES, is_module_name
+
+MODULES_ENV = "MEDFOUND_MODULES"  # os.pathsep-separated folders searched for modules by name
+CACHE_ENV = "MEDFOUND_CACHE"  # where .tar.gz modules are unpacked (default ~/.cache/medfound)
+MANIFEST = "manifest.json"
+
+
+def default_search_path() -> list[Path]:
+    """Folders searched for a module given by name: $MEDFOUND_MODULES, then ~/.medfound/modules."""
+    folders = [Path(p) for p in os.environ.get(MODULES_ENV, "").split(os.pathsep) if p]
+    return folders + [Path.home() / ".medfound" / "modules"]
+
+
+def find_module(name: str, search_path: list[Path] | None = None) -> Path:
+    """The local folder or ``.tar.gz`` of module ``name``; nothing is downloaded."""
+    folders = default_search_path() if search_path is None else [Path(p) for p in search_path]
+    for folder in folders:
+        for candidate in (folder / name, folder / f"{name}.tar.gz"):
+            if candidate.exists():
+                return candidate
+    where = ", ".join(str(f) for f in folders)
+    raise FileNotFoundError(
+        f"module {name!r} not found in {where}; nothing is downloaded: put the module folder or "
+        f"{name}.tar.gz in one of them (or set ${MODULES_ENV}), or pass its path")
+
+
+def expected_archive_sha256(archive: Path) -> str | None:
+    """The SHA-256 that the ``manifest.json`` beside ``archive`` records for it (None: no manifest).
+
+    A manifest that exists but does not list the archive is an error: the file does not belong
+    to that release.
+    """
+    manifest = archive.parent / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{manifest}: not a medfound release manifest ({err})") from err
+    if archive.name not in files:
+        raise ValueError(f"{archive}: not listed in {manifest}; refusing to load an archive that "
+                         "does not belong to that release")
+    return files[archive.name]
+
+
+def unpack_cached(archive: str | os.PathLike, expected_sha256: str | None = None) -> Path:
+    """Checks and safely unpacks a module ``.tar.gz`` into the cache; returns the folder.
+
+    The hash is checked against ``expected_sha256`` or the release ``manifest.json`` beside the
+    archive before anything is read; the cache folder is named by the archive's hash.
+    """
+    from medfound.export.archive import UnsafeArchiveError, safe_extract
+    from medfound.utils.files import sha256_file
+
+    archive = Path(archive)
+    expected = expected_sha256 or expected_archive_sha256(archive)
+    actual = sha256_file(archive)
+    if expected is not None and actual != expected:
+        raise UnsafeArchiveError(f"{archive}: SHA-256 {actual} does not match the release manifest "
+                                 f"({expected}); the file is corrupt or was altered")
+    cache = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "medfound")) / "modules"
+    target = cache / actual[:32]
+    if not (target / "saved_model.pb").is_file():
+        safe_extract(archive, target, expected_sha256=actual)
+    return target
+
+
+def load(name_or_path: str | os.PathLike, *, trainable: bool = True,
+         search_path: list[Path] | None = None, expected_sha256: str | None = None):
+    """Loads a module as a Keras 3 model ready for fine-tuning.
+
+    ``name_or_path`` is a SavedModel folder, a module ``.tar.gz`` (hash-checked, safely unpacked),
+    a ``.keras`` file, or a registry name found on the search path. medfound modules give the
+    native ``BiTBackbone`` (dict outputs); other SavedModels give a wrapper model.
+    """
+    path = Path(name_or_path)
+    if not path.exists():
+        if is_module_name(str(name_or_path)):
+            path = find_module(str(name_or_path), search_path)
+        else:
+            raise FileNotFoundError(f"{name_or_path}: no such file or folder, and not a module "
+                                    f"name (REMEDIS names: {', '.join(HUB_MODULES)})")
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        path = unpack_cached(path, expected_sha256)
+    if path.is_file() and path.suffix == ".keras":
+        model = keras.saving.load_model(str(path))
+    elif path.is_dir() and (path / "saved_model.pb").is_file():
+        if (path / METADATA_ASSET).is_file():
+            model = load_native(path)
+        else:
+            model = wrap_saved_model(path)
+    else:
+        raise ValueError(f"{path}: not a SavedModel folder, module .tar.gz or .keras file")
+    model.trainable = trainable
+    return model
+
+
+def load_native(module_dir: str | os.PathLike):
+    """Rebuilds the native backbone of a medfound module folder and copies its weights in.
+
+    The module stores folded (already standardised) kernels; standardising them again in the
+    native graph leaves them unchanged, so the rebuilt model computes the same features.
+    """
+    from medfound.models.bit import build_backbone
+    from medfound.models.configs import get_arch
+
+    module_dir = Path(module_dir)
+    meta: ModuleMetadata = read_metadata(module_dir)
+    base = get_arch(meta.arch)
+    same = tuple(meta.units) == base.units and float(meta.width) == float(base.width)
+    backbone = build_backbone(meta.arch, units=None if same else tuple(meta.units),
+                              width=None if same else meta.width)
+    module = tf.saved_model.load(str(module_dir))
+    values = list(module.variables)
+    if len(values) != len(backbone.weights):
+        raise ValueError(f"{module_dir}: has {len(values)} variables but a {meta.arch} backbone "
+                         f"needs {len(backbone.weights)}; the module is damaged or mislabeled")
+    for weight, value in zip(backbone.weights, values):
+        if tuple(weight.shape) != tuple(value.shape):
+            raise ValueError(f"{module_dir}: variable {value.name} has shape {tuple(value.shape)} "
+                             f"but {weight.path} needs {tuple(weight.shape)}")
+        weight.assign(value.numpy())
+    return backbone
+
+
+def wrap_saved_model(saved_model_dir: str | os.PathLike, input_shape=(None, None, 3)):
+    """A Keras 3 model around any image SavedModel (``images -> outputs``), variables trainable."""
+    layer = SavedModelLayer(str(saved_model_dir))
+    inputs = keras.Input(input_shape, name="images")
+    return keras.Model(inputs, layer(inputs), name=Path(saved_model_dir).name.replace("-", "_"))
+
+
+class SavedModelLayer(keras.layers.Layer):
+    """A Keras 3 layer calling a SavedModel's ``__call__`` (or its ``serving_default`` signature).
+
+    The SavedModel's own ``tf.Variable`` objects become the layer's weights (the same variables,
+    not copies), so an optimizer step on the layer changes what the SavedModel computes. Its
+    trainable variables are those the SavedModel lists in ``trainable_variables`` (the reusable
+    SavedModel API) or, failing that, those created with ``trainable=True``.
+    """
+
+    def __init__(self, saved_model_dir: str, **kwargs):
+        super().__init__(**kwargs)
+        self.saved_model_dir = saved_model_dir
+        self._loaded = tf.saved_model.load(saved_model_dir)
+        obj = self._loaded
+        self._signature = None
+        if _has_restored_call(obj):
+            self._fn = obj.__call__
+            self._takes_training = hasattr(obj, "trainable_variables")
+        elif "serving_default" in obj.signatures:
+            self._fn = self._signature = obj.signatures["serving_default"]
+            self._takes_training = False
+        else:
+            raise ValueError(f"{saved_model_dir}: SavedModel has neither __call__ nor a "
+                             "serving_default signature to call")
+        variables = list(getattr(obj, "variables", None) or self._function_variables())
+        trainable_ids = {id(v) for v in (getattr(obj, "trainable_variables", None)
+                                         or [v for v in variables if v.trainable])}
+        for index, variable in enumerate(variables):
+            clean = variable.name.split(":")[0].replace("/", "_")  # Keras names have no '/'
+            weight = keras.Variable(variable, trainable=id(variable) in trainable_ids,
+                                    name=f"v{index}_{clean}")
+            self._track_variable(weight)
+        self.built = True
+
+    def _function_variables(self) -> list:
+        functions = getattr(self._fn, "concrete_functions", None) or [self._fn]
+        seen, found = set(), []
+        for fn in functions:
+            for v in fn.variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    found.append(v)
+        return found
+
+    def call(self, inputs, training=False):
+        if self._signature is not None:
+            (arg_name,) = self._signature.structured_input_signature[1].keys()
+            out = self._signature(**{arg_name: inputs})
+            return next(iter(out.values())) if len(out) == 1 else out
+        if self._takes_training:
+            return self._fn(inputs, training=bool(training))
+        return self._fn(inputs)
+
+
+def _has_restored_call(obj) -> bool:
+    """Whether a loaded SavedModel object has a saved ``__call__`` function."""
+    return "__call__" in getattr(type(obj), "__dict__", {}) or "__call__" in vars(obj)

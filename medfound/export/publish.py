@@ -1,0 +1,131 @@
+"""``medfound publish``: turn a release folder of module folders into downloadable, checkable files.
+
+Per module it writes ``<name>.tar.gz`` (TF-Hub compressed layout) and ``<name>.md`` (model card);
+for the release ``MODEL_CARD.md``, ``manifest.json`` (hashes, metadata, probe fingerprints) and
+``SHA256SUMS``. Every file is written to a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from medfound.export.archive import pack_module
+from medfound.export.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
+from medfound.export.model_card import render_module_card
+from medfound.registry import HUB_MODULES, is_module_name
+from medfound.utils.files import atomic_path, sha256_file
+from medfound.version import __version__
+
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+RELEASE_CARD = "MODEL_CARD.md"
+MANIFEST_FORMAT = "medfound-release"
+
+
+class PublishError(ValueError):
+    """The release folder cannot be published as it is; the message says which file and why."""
+
+
+def probe_image(size: int) -> np.ndarray:
+    """The fixed probe: a smooth, deterministic (1, size, size, 3) float32 image in [0, 1]."""
+    grid = np.linspace(0.0, 1.0, size, dtype=np.float64)
+    yy, xx = np.meshgrid(grid, grid, indexing="ij")
+    channels = [0.5 + 0.5 * np.sin(2 * np.pi * (k + 1) * xx + 3 * yy * (k + 1) + k) * np.cos(5 * yy)
+                for k in range(3)]
+    return np.stack(channels, axis=-1)[None].astype(np.float32)
+
+
+def probe_embedding(module, size: int) -> np.ndarray:
+    """The pooled embedding a loaded module gives for the probe image (through serving_default)."""
+    import tensorflow as tf
+
+    out = module.signatures["serving_default"](images=tf.constant(probe_image(size)))
+    return out["pre_logits"].numpy()[0].astype(np.float64)
+
+
+def probe_record(embedding: np.ndarray, size: int) -> dict:
+    """What the manifest keeps of a probe run: the embedding and two summaries for the card."""
+    return {"size": int(size), "norm": float(np.linalg.norm(embedding)),
+            "mean": float(embedding.mean()), "embedding": [float(v) for v in embedding]}
+
+
+def find_release_card(release_dir: Path, model_card: str | os.PathLike | None) -> Path:
+    """The release MODEL_CARD.md: the one given, the release's own, or the repository's."""
+    candidates = [Path(model_card)] if model_card else [
+        release_dir / RELEASE_CARD, Path(__file__).resolve().parents[2] / RELEASE_CARD]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise PublishError(f"no {RELEASE_CARD} found (looked at {', '.join(map(str, candidates))}); "
+                       "pass --model-card")
+
+
+def module_folders(release_dir: Path) -> list[Path]:
+    """The module folders of a release (sub-folders holding a SavedModel), checked by name."""
+    folders = sorted(p for p in release_dir.iterdir()  # hidden: temporaries, staging
+                     if p.is_dir() and not p.name.startswith(".")
+                     and (p / "saved_model.pb").is_file())
+    if not folders:
+        raise PublishError(f"{release_dir}: no module folders (sub-folders with saved_model.pb)")
+    for folder in folders:
+        if not is_module_name(folder.name):
+            raise PublishError(f"{folder}: folder name is neither a REMEDIS module name "
+                               f"({', '.join(HUB_MODULES)}) nor a valid custom name")
+        if not (folder / METADATA_ASSET).is_file():
+            raise PublishError(f"{folder}: no {METADATA_ASSET}; export it with `medfound export`")
+    return folders
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | None = None,
+            allow_test_modules: bool = False) -> dict:
+    """Publishes every module folder in ``release_dir`` beside it; returns the manifest.
+
+    Refuses modules whose metadata is marked ``test_only`` unless ``allow_test_modules`` (tests).
+    """
+    import tensorflow as tf
+
+    release_dir = Path(release_dir)
+    if not release_dir.is_dir():
+        raise PublishError(f"{release_dir}: not a folder")
+    card_source = find_release_card(release_dir, model_card)
+    release_card = card_source.read_text()
+    files: dict[str, str] = {}
+    modules: dict[str, dict] = {}
+    for folder in module_folders(release_dir):
+        meta: ModuleMetadata = read_metadata(folder)
+        if meta.name != folder.name:
+            raise PublishError(f"{folder}: metadata says {meta.name!r}, folder is {folder.name!r}")
+        if meta.test_only and not allow_test_modules:
+            raise PublishError(f"{folder}: test-only architecture {meta.arch!r}; refusing to "
+                               "publish it as a REMEDIS module (tests: allow_test_modules=True)")
+        archive = pack_module(folder, release_dir / f"{meta.name}.tar.gz")
+        digest = sha256_file(archive)
+        probe = probe_record(probe_embedding(tf.saved_model.load(str(folder)), meta.input_size),
+                             meta.input_size)
+        card = release_dir / f"{meta.name}.md"
+        write_text(card, render_module_card(meta, archive=archive.name, sha256=digest,
+                                            probe=probe, release_card=release_card))
+        files[archive.name] = digest
+        files[card.name] = sha256_file(card)
+        modules[meta.name] = {"archive": archive.name, "card": card.name, "sha256": digest,
+                              "metadata": json.loads(meta.to_json()), "probe": probe}
+    release_card_path = release_dir / RELEASE_CARD
+    if card_source.resolve() != release_card_path.resolve():
+        with atomic_path(release_card_path) as tmp:
+            shutil.copyfile(card_source, tmp)
+    files[RELEASE_CARD] = sha256_file(release_card_path)
+    manifest = {"format": MANIFEST_FORMAT, "format_version": 1, "medfound_version": __version__,
+                "files": dict(sorted(files.items())), "modules": modules}
+    write_text(release_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    sums = {**files, MANIFEST: sha256_file(release_dir / MANIFEST)}
+    write_text(release_dir / SUMS, "".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
+    return manifest

@@ -1,0 +1,153 @@
+"""``medfound verify``: re-hash every published file, load every module, compare probe fingerprints.
+
+Hashes are checked before anything is unpacked or loaded; a module whose archive fails its hash
+is never opened. Every problem is reported with the file it concerns.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from medfound.export.archive import UnsafeArchiveError, safe_extract
+from medfound.export.metadata import read_metadata
+from medfound.export.publish import MANIFEST, MANIFEST_FORMAT, SUMS, probe_embedding
+from medfound.utils.files import sha256_file
+
+PROBE_TOLERANCE = 1e-4  # absolute and relative, per embedding value
+
+
+class VerifyError(ValueError):
+    """A release failed verification; ``problems`` lists each one, naming its file."""
+
+    def __init__(self, release_dir: Path, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{release_dir}: verification failed ({len(problems)} problem(s)):\n"
+                         + "\n".join(f"  - {p}" for p in problems))
+
+
+def read_sums(path: Path, problems: list[str]) -> dict[str, str]:
+    """Parses SHA256SUMS ('<hex>  <name>' lines); malformed lines become problems."""
+    sums: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) \
+                or not name or "/" in name or "\\" in name or name in ("..", "."):
+            problems.append(f"{SUMS}: line {number} is malformed: {line[:100]!r}")
+            continue
+        sums[name] = digest
+    return sums
+
+
+def _unverified_manifest_files(path: Path) -> dict:
+    """The manifest's file hashes, read without trusting them (only to tell who was altered)."""
+    try:
+        files = json.loads(path.read_text()).get("files", {})
+        return files if isinstance(files, dict) else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return {}
+
+
+def check_hashes(release_dir: Path, problems: list[str]) -> tuple[dict, set[str]]:
+    """Checks SHA256SUMS and manifest.json against the files.
+
+    Returns the manifest and the names of the files whose hashes passed.
+    """
+    sums_path, manifest_path = release_dir / SUMS, release_dir / MANIFEST
+    for required in (sums_path, manifest_path):
+        if not required.is_file():
+            problems.append(f"{required.name}: missing; is {release_dir} a published release?")
+    if problems:
+        return {}, set()
+    sums = read_sums(sums_path, problems)
+    claimed = _unverified_manifest_files(manifest_path)
+    good = set()
+    for name, digest in sorted(sums.items()):
+        path = release_dir / name
+        if not path.is_file():
+            problems.append(f"{name}: listed in {SUMS} but missing")
+            continue
+        actual = sha256_file(path)
+        if actual == digest:
+            good.add(name)
+        elif claimed.get(name) == actual:  # the file agrees with the manifest: SUMS was altered
+            problems.append(f"{SUMS}: its SHA-256 for {name} ({digest}) is wrong; "
+                            f"{SUMS} was altered")
+        elif name == MANIFEST:  # nothing else records its hash: either file may be the culprit
+            problems.append(f"{name}: SHA-256 {actual} does not match {SUMS} ({digest}); "
+                            f"{name} or {SUMS} was altered")
+        else:
+            problems.append(f"{name}: SHA-256 {actual} does not match {SUMS} ({digest}); the file "
+                            "is corrupt or was altered")
+    if MANIFEST not in sums:
+        problems.append(f"{MANIFEST}: not listed in {SUMS}")
+    if MANIFEST not in good:
+        return {}, good
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise KeyError("format")
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        problems.append(f"{MANIFEST}: not a medfound release manifest ({err})")
+        return {}, set()
+    for name, digest in sorted(files.items()):
+        if sums.get(name) != digest:
+            problems.append(f"{name}: {MANIFEST} and {SUMS} disagree about its SHA-256")
+            good.discard(name)
+    for name in sorted(set(sums) - set(files) - {MANIFEST}):
+        problems.append(f"{name}: listed in {SUMS} but not in {MANIFEST}")
+    return manifest, good
+
+
+def check_module(release_dir: Path, name: str, entry: dict, problems: list[str]) -> None:
+    """Unpacks one (already hash-checked) module, loads it and compares its probe embedding."""
+    import tensorflow as tf
+
+    archive = release_dir / entry["archive"]
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / name
+        try:
+            safe_extract(archive, folder, expected_sha256=entry["sha256"])
+        except UnsafeArchiveError as err:
+            problems.append(f"{archive.name}: {err}")
+            return
+        meta = read_metadata(folder)
+        if meta.name != name:
+            problems.append(f"{archive.name}: module metadata says {meta.name!r}, "
+                            f"manifest {name!r}")
+        probe = entry["probe"]
+        got = probe_embedding(tf.saved_model.load(str(folder)), probe["size"])
+    want = np.asarray(probe["embedding"], dtype=np.float64)
+    if got.shape != want.shape:
+        problems.append(f"{archive.name}: probe embedding has shape {got.shape}, recorded "
+                        f"{want.shape}")
+    elif not np.allclose(got, want, rtol=PROBE_TOLERANCE, atol=PROBE_TOLERANCE):
+        problems.append(f"{archive.name}: probe embedding differs from the one recorded at "
+                        f"publish time by up to {np.abs(got - want).max():.3g}")
+
+
+def verify(release_dir: str | os.PathLike) -> dict:
+    """Verifies a published release; returns {module name: 'ok'} or raises ``VerifyError``."""
+    release_dir = Path(release_dir)
+    if not release_dir.is_dir():
+        raise VerifyError(release_dir, [f"{release_dir}: not a folder"])
+    problems: list[str] = []
+    manifest, good = check_hashes(release_dir, problems)
+    results = {}
+    for name, entry in sorted(manifest.get("modules", {}).items()):
+        for key in ("archive", "card"):
+            if entry.get(key) not in manifest["files"]:
+                problems.append(f"{MANIFEST}: module {name} {key} {entry.get(key)!r} is not listed")
+        if entry.get("archive") in good:
+            before = len(problems)
+            check_module(release_dir, name, entry, problems)
+            results[name] = "ok" if len(problems) == before else "failed"
+        else:
+            results[name] = "not loaded (hash check failed)"
+    if problems:
+        raise VerifyError(release_dir, problems)
+    return results
