@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 
 from medfound.models.configs import ArchSpec, get_arch
 
@@ -62,3 +63,30 @@ def module_name(modality: str, arch: str, init: str) -> str:
         f"no REMEDIS module for modality={modality!r}, arch={arch!r}, init={init!r}; "
         f"valid names: {', '.join(HUB_MODULES)}"
     )
+
+
+RESERVED_WORD = "remedis"  # only the eight names above may carry it
+_CUSTOM_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def is_module_name(name: str) -> bool:
+    """Whether ``name`` is a REMEDIS name or a valid custom module name."""
+    return name in HUB_MODULES or (bool(_CUSTOM_NAME.match(name)) and RESERVED_WORD not in name)
+
+
+def check_custom_name(name: str) -> str:
+    """Validates the name of a module that is not one of the eight REMEDIS modules.
+
+    Users publish what they trained on their own data (from random init, other sizes): such
+    modules get their own names, lowercase letters, digits, '.', '_' and '-', and may not use
+    the word 'remedis', so that no module can pass for one of the eight.
+    """
+    if name in HUB_MODULES:
+        return name
+    if RESERVED_WORD in name:
+        raise ValueError(f"unknown module name {name!r}: names containing {RESERVED_WORD!r} are "
+                         f"reserved for the eight REMEDIS modules; valid names: {', '.join(HUB_MODULES)}")
+    if not _CUSTOM_NAME.match(name):
+        raise ValueError(f"invalid module name {name!r}: use 1-64 lowercase letters, digits, "
+                         "'.', '_' or '-', starting with a letter or digit")
+    return name
