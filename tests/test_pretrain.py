@@ -116,3 +116,19 @@ def test_mixed_bfloat16_step(shared_data, tmp_path):
     import keras
 
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+
+
+def test_pretrain_command_with_augment_overrides(shared_data, tmp_path, capsys):
+    from medfound.cli.main import main
+
+    out = tmp_path / "run"
+    code = main(["pretrain", "--data", str(shared_data / "pneumoniamnist.npz"), "--out", str(out),
+                 "--arch", "tiny", "--image-size", "32", "--batch-size", "8", "--steps", "1",
+                 "--augment", "crop_area=0.4,1", "--augment", "elastic_prob=0", "--quiet"])
+    assert code == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["augment"] == {"crop_area": [0.4, 1], "elastic_prob": 0}
+    assert "steps: 1 (resumed from 0)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="augmentation: .*crop_area"):
+        main(["pretrain", "--data", str(shared_data / "pneumoniamnist.npz"), "--out",
+              str(tmp_path / "bad"), "--augment", "crop_area=0,2"])

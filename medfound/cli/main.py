@@ -14,7 +14,7 @@ import sys
 from medfound.version import __version__
 
 # Subcommand modules under medfound.cli, in the order `medfound --help` lists them.
-COMMAND_MODULES = ("models", "augment_preview", "make_tfrecords", "pretrain", "export", "info",
+COMMAND_MODULES = ("quickstart", "models", "augment_preview", "make_tfrecords", "pretrain", "export", "info",
                    "publish", "verify")
 
 

@@ -36,6 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--init", default=d["init"], help="random, bit-s:PATH or bit-m:PATH")
     p.add_argument("--image-size", type=int, help="crop size (default: the modality's)")
     p.add_argument("--preset", help="augmentation preset (default: the modality's)")
+    p.add_argument("--augment", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a preset field, e.g. --augment elastic_prob=0 "
+                        "--augment crop_area=0.4,1 (repeatable; fields: `medfound "
+                        "augment-preview --help` and medfound.augment.AugmentConfig)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="global batch")
     p.add_argument("--steps", type=int, default=d["steps"])
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
@@ -71,6 +75,30 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """'field=value' strings -> {field: value}; numbers, tuples ('0.4,1') and booleans parsed."""
+    overrides = {}
+    for item in items:
+        field, sep, text = item.partition("=")
+        if not sep or not field:
+            raise SystemExit(f"medfound pretrain: error: --augment takes FIELD=VALUE, got {item!r}")
+        values = [_scalar(v) for v in text.split(",")]
+        overrides[field.strip()] = tuple(values) if len(values) > 1 else values[0]
+    return overrides
+
+
+def _scalar(text: str):
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def config_from_args(args: argparse.Namespace):
     """The PretrainConfig that the parsed command line describes."""
     from medfound.pretrain.config import PretrainConfig
@@ -79,6 +107,7 @@ def config_from_args(args: argparse.Namespace):
         data=args.data, out_dir=args.out, modality=args.modality, arch=args.arch,
         units=tuple(int(u) for u in args.units.split(",")) if args.units else None,
         width=args.width, init=args.init, image_size=args.image_size, preset=args.preset,
+        augment=parse_overrides(args.augment),
         batch_size=args.batch_size, steps=args.steps, learning_rate=args.learning_rate,
         lr_scaling=args.lr_scaling, warmup_fraction=args.warmup_fraction,
         optimizer=args.optimizer, weight_decay=args.weight_decay, temperature=args.temperature,

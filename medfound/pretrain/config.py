@@ -30,6 +30,7 @@ class PretrainConfig:
     init: str = "random"  # 'random', 'bit-s:PATH' or 'bit-m:PATH' (a BiT .npz or SavedModel)
     image_size: int | None = None  # default: the modality's module size (cxr 448, path 224)
     preset: str | None = None  # augmentation preset; default: the modality
+    augment: dict = dataclasses.field(default_factory=dict)  # preset overrides (AugmentConfig)
     batch_size: int = 256  # global batch, over all replicas
     steps: int = 1000
     learning_rate: float = 0.3  # base rate, scaled by batch size (see lr_scaling)
@@ -121,11 +122,16 @@ class PretrainConfig:
         check(self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
               "checkpoint_every and keep_checkpoints must be >= 1")
         check(self.log_every >= 1, "log_every must be >= 1")
-        if self.preset is not None:
-            from medfound.augment.presets import PRESETS
+        from medfound.augment.presets import PRESETS, get_preset
 
-            check(self.preset in PRESETS, f"unknown augmentation preset {self.preset!r}; "
-                                          f"known: {list(PRESETS)}")
+        preset = self.preset or self.modality
+        if preset in PRESETS and self.modality in MODALITIES:
+            try:
+                get_preset(preset, self.input_size, **self.augment)
+            except (TypeError, ValueError) as err:
+                problems.append(f"augmentation: {err}")
+        else:
+            problems.append(f"unknown augmentation preset {preset!r}; known: {list(PRESETS)}")
         if problems:
             raise ValueError("invalid pretraining configuration:\n  " + "\n  ".join(problems))
 

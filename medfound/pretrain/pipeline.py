@@ -8,8 +8,9 @@ from medfound.pretrain.config import PretrainConfig
 
 
 def augment_config(config: PretrainConfig) -> AugmentConfig:
-    """The augmentation preset of the run (its modality's unless named) at the run's size."""
-    return get_preset(config.preset or config.modality, config.input_size)
+    """The augmentation preset of the run (its modality's unless named) at the run's size,
+    with the run's overrides."""
+    return get_preset(config.preset or config.modality, config.input_size, **config.augment)
 
 
 def open_source(config: PretrainConfig):

@@ -1,0 +1,1 @@
+"""Fine-tuning and probing of pretrained backbones (linear_probe.py)."""

@@ -1,0 +1,48 @@
+"""Evidence that pretraining helps, on real chest X-rays (PneumoniaMNIST, labels unused).
+
+A tiny BiT backbone is pretrained with SimCLR for about two minutes on CPU. The NT-Xent loss
+must fall clearly, and a linear probe on its features must beat the same probe on the same
+architecture from random initialisation, on the validation split. The augmentation is milder
+than the cxr preset (stated below): at 32 px a tiny network learns the preset's task too slowly
+to show in minutes. Measured when written: loss 4.81 -> 4.23, probe AUC 0.974 vs 0.925.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import medfound
+from medfound.evaluation.metrics import roc_auc
+from medfound.finetune.linear_probe import fit_linear_probe
+from medfound.pretrain import PretrainConfig, pretrain
+
+MILD = dict(crop_area=(0.5, 1.0), elastic_prob=0.0, equalize_prob=0.0, rotation_degrees=10.0)
+
+
+def _features(model, images: np.ndarray) -> np.ndarray:
+    x = tf.image.resize(np.repeat(images[..., None], 3, -1).astype("float32") / 255.0, (32, 32))
+    return np.concatenate([model(x[i:i + 512])["pre_logits"].numpy()
+                           for i in range(0, len(images), 512)])
+
+
+@pytest.mark.slow
+def test_pretraining_lowers_loss_and_beats_random_init_probe(shared_data, tmp_path):
+    result = pretrain(PretrainConfig(
+        data=str(shared_data / "pneumoniamnist.npz"), out_dir=str(tmp_path / "run"),
+        arch="tiny", image_size=32, batch_size=64, steps=150, learning_rate=1.0,
+        temperature=0.2, augment=MILD, log_every=10, checkpoint_every=150, preview_images=0,
+        seed=0), verbose=False)
+    losses = [h["loss"] for h in result.history]
+    assert np.mean(losses[-3:]) < 0.93 * np.mean(losses[:2]), losses
+
+    data = np.load(shared_data / "pneumoniamnist.npz")
+    y_train = data["train_labels"][:, 0].astype(np.float32)
+    y_val = data["val_labels"][:, 0]
+    tf.keras.utils.set_random_seed(0)
+    random_init = medfound.build_backbone("tiny")
+    aucs = {}
+    for label, model in (("pretrained", result.backbone), ("random", random_init)):
+        probe = fit_linear_probe(_features(model, data["train_images"]), y_train)
+        aucs[label] = roc_auc(y_val, probe.predict(_features(model, data["val_images"]))[:, 0])
+    assert aucs["pretrained"] > aucs["random"] + 0.01, aucs
