@@ -1,13 +1,13 @@
 """Export of a run as a REMEDIS hub module: layout, interface, input checks, metadata, names."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from medfound.cli.main import main
 from medfound.cli import export as export_cli
 from medfound.cli import info as info_cli
 from medfound.export.exporter import ExportError, ExportOptions, export_module, resolve_spec
@@ -34,10 +34,8 @@ def make_tiny_run(run_dir, *, modality="cxr", init="bit-m", seed=0):
 
 
 def cli(module, argv):
-    parser = argparse.ArgumentParser()
-    module.register(parser.add_subparsers())
-    args = parser.parse_args([module.__name__.rsplit(".", 1)[-1], *argv])
-    return args.func(args)
+    """Runs the subcommand that ``module`` defines through the real `medfound` entry point."""
+    return main([module.__name__.rsplit(".", 1)[-1], *argv])
 
 
 @pytest.fixture(scope="module")

@@ -132,3 +132,25 @@ def test_pretrain_command_with_augment_overrides(shared_data, tmp_path, capsys):
     with pytest.raises(ValueError, match="augmentation: .*crop_area"):
         main(["pretrain", "--data", str(shared_data / "pneumoniamnist.npz"), "--out",
               str(tmp_path / "bad"), "--augment", "crop_area=0,2"])
+
+
+def test_xla_and_mixed_float16_steps(shared_data, tmp_path):
+    xla = pretrain(_config(shared_data, tmp_path / "xla", steps=2, xla=True), verbose=False)
+    assert np.isfinite(xla.history[-1]["loss"])
+    f16 = pretrain(_config(shared_data, tmp_path / "f16", steps=2, precision="mixed_float16"),
+                   verbose=False)
+    assert np.isfinite(f16.history[-1]["loss"])
+    assert all(np.isfinite(w).all() for w in f16.backbone.get_weights())
+
+
+def test_resumed_learning_rate_matches_an_uninterrupted_run(shared_data, tmp_path):
+    straight = pretrain(_config(shared_data, tmp_path / "straight", steps=6, warmup_fraction=0.5),
+                        verbose=False)
+    pretrain(_config(shared_data, tmp_path / "split", steps=3, warmup_fraction=0.5),
+             verbose=False)
+    # Same total steps => same schedule; the resumed half must sit at the same positions.
+    resumed = pretrain(_config(shared_data, tmp_path / "split", steps=6, warmup_fraction=0.5),
+                       verbose=False)
+    expected = {h["step"]: h["learning_rate"] for h in straight.history}
+    for h in resumed.history:
+        assert h["learning_rate"] == pytest.approx(expected[h["step"]], rel=1e-6)

@@ -1,7 +1,6 @@
 """Publishing a release, hub.load over HTTP, verify, and tar-slip-proof unpacking."""
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import http.server
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from medfound.cli.main import main
 from medfound.cli import publish as publish_cli
 from medfound.cli import verify as verify_cli
 from medfound.export.archive import UnsafeArchiveError, safe_extract
@@ -44,10 +44,8 @@ make_release = _import_make_release()
 
 
 def cli(module, argv):
-    parser = argparse.ArgumentParser()
-    module.register(parser.add_subparsers())
-    args = parser.parse_args([module.__name__.rsplit(".", 1)[-1], *argv])
-    return args.func(args)
+    """Runs the subcommand that ``module`` defines through the real `medfound` entry point."""
+    return main([module.__name__.rsplit(".", 1)[-1], *argv])
 
 
 @pytest.fixture(scope="module")
