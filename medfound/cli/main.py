@@ -14,8 +14,8 @@ import sys
 from medfound.version import __version__
 
 # Subcommand modules under medfound.cli, in the order `medfound --help` lists them.
-COMMAND_MODULES = ("quickstart", "models", "augment_preview", "make_tfrecords", "pretrain", "export", "info",
-                   "publish", "verify")
+COMMAND_MODULES = ("quickstart", "models", "augment_preview", "make_tfrecords", "pretrain",
+                   "export", "info", "publish", "verify", "finetune", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

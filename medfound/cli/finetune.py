@@ -1,0 +1,115 @@
+"""`medfound finetune`: a linear probe or end-to-end fine-tune of a module on a labeled medical task."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+TASK_CHOICES = ("chexpert", "mimic", "nih", "camelyon", "breakhis", "medmnist", "csv", "folder")
+
+
+def _defaults() -> dict:
+    from medfound.finetune.config import FinetuneConfig
+
+    return {f.name: f.default for f in dataclasses.fields(FinetuneConfig) if f.default is not dataclasses.MISSING}
+
+
+def register(subparsers) -> None:
+    d = _defaults()
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune or linear-probe a module on a labeled task (CheXpert, Camelyon, ...)",
+        description="Trains a linear head on a module's embeddings (--mode linear, backbone frozen) or the "
+                    "whole network (--mode full) on a labeled task with patient-level splits, stops early "
+                    "on validation mean AUC, and writes model.keras, config.json, metrics.json (per-class "
+                    "AUC with bootstrap 95%% CIs), history.json, roc_test.png and training_curves.png.")
+    p.add_argument("--module", required=True,
+                   help="module name or path (anything medfound.load takes), bit:ARCH:CHECKPOINT for a "
+                        "BiT-initialised backbone, or random:ARCH for random initialisation")
+    p.add_argument("--task", required=True, choices=TASK_CHOICES)
+    p.add_argument("--data", required=True, help="dataset folder or file for the task")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--mode", choices=["linear", "full"], default=d["mode"])
+    p.add_argument("--label-fraction", default=str(d["label_fraction"]),
+                   help="patient-level fraction of the training labels: 0.1, 10%% or 10 (default: all)")
+    p.add_argument("--classes", help="comma-separated label columns to keep (multi-label tasks)")
+    p.add_argument("--epochs", type=int, default=d["epochs"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], default=d["optimizer"])
+    p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
+    p.add_argument("--momentum", type=float, default=d["momentum"])
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"])
+    p.add_argument("--patience", type=int, default=d["patience"],
+                   help="epochs without a better validation score before stopping (0: never)")
+    p.add_argument("--min-delta", type=float, default=d["min_delta"])
+    p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch")
+    p.add_argument("--image-size", type=int, help="input size (default: the module's, else cxr 448 / path 224)")
+    p.add_argument("--center-crop", type=float, help="central fraction of the square to keep, in (0, 1]")
+    p.add_argument("--threshold", type=float, default=d["threshold"],
+                   help="decision threshold for accuracy, sensitivity and specificity")
+    p.add_argument("--n-boot", type=int, default=d["n_boot"], help="bootstrap draws for the 95%% intervals")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the task loader, e.g. tile=96 or uncertainty=ignore (repeatable)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def parse_options(items: list[str], flag: str = "--data-option") -> dict:
+    """'key=value' strings -> {key: value}; ints, floats, booleans, 'none' and comma lists parsed."""
+    options = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"medfound: error: {flag} takes KEY=VALUE, got {item!r}")
+        values = [_scalar(v) for v in text.split(",")] if "," in text else [_scalar(text)]
+        options[key.strip()] = values if len(values) > 1 else values[0]
+    return options
+
+
+def _scalar(text: str):
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def config_from_args(args: argparse.Namespace):
+    """The FinetuneConfig the parsed command line describes."""
+    from medfound.finetune.config import FinetuneConfig
+
+    return FinetuneConfig(
+        module=args.module, task=args.task, data=args.data, out_dir=args.out, mode=args.mode,
+        classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
+        label_fraction=args.label_fraction, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, learning_rate=args.learning_rate, momentum=args.momentum,
+        weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction, patience=args.patience,
+        min_delta=args.min_delta, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
+        center_crop=args.center_crop if args.center_crop is not None else False, threshold=args.threshold,
+        n_boot=args.n_boot, data_options=parse_options(args.data_option), seed=args.seed, verbose=not args.quiet)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    try:
+        config.validate()
+    except ValueError as err:
+        print(f"medfound finetune: {err}")
+        return 2
+    from medfound.finetune.trainer import finetune
+
+    result = finetune(config)
+    test = result.metrics["test"]
+    auc = test["mean_auc"]
+    low, high = test["mean_auc_ci95"]
+    shown = "n/a" if auc is None else f"{auc:.4f}" + ("" if low is None else f" (95% CI {low:.4f}-{high:.4f})")
+    print(f"test mean AUC: {shown}")
+    print(f"model:   {result.model_path}")
+    print(f"metrics: {result.out_dir / 'metrics.json'}")
+    return 0

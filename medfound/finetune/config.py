@@ -1,0 +1,173 @@
+"""Configuration of a fine-tuning run (``medfound finetune``), validated before any work starts."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+MODES = ("linear", "full")
+OPTIMIZERS = ("sgd", "lars", "adamw")
+MODULE_KINDS = ("random", "bit")  # 'random:ARCH' and 'bit:ARCH:CHECKPOINT'; anything else goes to medfound.load
+# Default input size of a task when the module does not say (cxr 448, path 224, as the modules).
+TASK_MODALITY = {"chexpert": "cxr", "mimic": "cxr", "nih": "cxr", "camelyon": "path", "breakhis": "path"}
+FALLBACK_IMAGE_SIZE = 224
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleSpec:
+    """What ``--module`` names: a random-init or BiT-initialised backbone, or anything ``medfound.load`` takes."""
+
+    kind: str  # 'random', 'bit' or 'load'
+    arch: str | None = None
+    path: str | None = None  # BiT checkpoint (kind 'bit') or module name/path (kind 'load')
+
+
+def parse_module(text: str) -> ModuleSpec:
+    """Parses ``random:ARCH``, ``bit:ARCH:CHECKPOINT`` or a module name/path (``medfound.load``)."""
+    head, sep, rest = str(text).partition(":")
+    if sep and head == "random":
+        if not rest:
+            raise ValueError(f"module {text!r}: 'random:ARCH' needs an architecture, e.g. random:r50x1")
+        return ModuleSpec("random", arch=rest)
+    if sep and head == "bit":
+        arch, sep2, path = rest.partition(":")
+        if not arch or not sep2 or not path:
+            raise ValueError(f"module {text!r}: expected 'bit:ARCH:CHECKPOINT' (a BiT .npz or SavedModel)")
+        return ModuleSpec("bit", arch=arch, path=path)
+    return ModuleSpec("load", path=str(text))
+
+
+@dataclasses.dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run needs: module, task data, head/backbone training and evaluation."""
+
+    module: str  # medfound.load name/path, 'random:ARCH' or 'bit:ARCH:CHECKPOINT'
+    task: str  # chexpert|mimic|nih|camelyon|breakhis|medmnist|csv|folder
+    data: str
+    out_dir: str
+    mode: str = "linear"  # 'linear': frozen backbone, head only; 'full': end to end
+    classes: list[str] | None = None  # label columns to keep (multi-label tasks); default all
+    label_fraction: float = 1.0  # patient-level fraction of the training split, in (0, 1]
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.05
+    patience: int = 3  # epochs without a better validation score before stopping; 0 = never stop early
+    min_delta: float = 0.0  # an improvement must exceed this
+    steps_per_epoch: int | None = None  # cap on training steps per epoch (default: one pass)
+    image_size: int | None = None  # default: the module's input size, else the task's modality
+    center_crop: bool | float = False
+    threshold: float = 0.5  # decision threshold for accuracy, sensitivity and specificity
+    n_boot: int = 1000  # bootstrap draws for the 95% intervals
+    data_options: dict = dataclasses.field(default_factory=dict)  # keyword arguments for the task loader
+    seed: int = 0
+    verbose: bool = True
+
+    def validate(self) -> None:
+        """Refuses impossible values with one message listing every problem, before any work."""
+        from medfound.data.labeled import TASKS, parse_fraction
+        from medfound.models.configs import get_arch
+
+        problems: list[str] = []
+
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        check(self.task in TASKS, f"unknown task {self.task!r}; choose from {list(TASKS)}")
+        check(self.mode in MODES, f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if isinstance(self.label_fraction, str):  # '10%', '0.1' or '10' (read as a percentage)
+            try:
+                self.label_fraction = parse_fraction(self.label_fraction)
+            except ValueError as err:
+                problems.append(str(err))
+        else:
+            check(_finite(self.label_fraction) and 0 < self.label_fraction <= 1,
+                  f"label_fraction must be in (0, 1], got {self.label_fraction!r}")
+        check(is_int(self.epochs) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
+        check(is_int(self.batch_size) and self.batch_size >= 1,
+              f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        check(_finite(self.learning_rate) and self.learning_rate > 0,
+              f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        check(_finite(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
+        check(_finite(self.weight_decay) and self.weight_decay >= 0,
+              f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check(_finite(self.warmup_fraction) and 0 <= self.warmup_fraction < 1,
+              f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        check(is_int(self.patience) and self.patience >= 0, f"patience must be an integer >= 0, got {self.patience!r}")
+        check(_finite(self.min_delta) and self.min_delta >= 0, f"min_delta must be >= 0, got {self.min_delta!r}")
+        check(self.steps_per_epoch is None or (is_int(self.steps_per_epoch) and self.steps_per_epoch >= 1),
+              f"steps_per_epoch must be an integer >= 1 or None, got {self.steps_per_epoch!r}")
+        check(self.image_size is None or (is_int(self.image_size) and self.image_size >= 32),
+              f"image_size must be an integer >= 32, got {self.image_size!r}")
+        check(isinstance(self.center_crop, bool) or (_finite(self.center_crop) and 0 < self.center_crop <= 1),
+              f"center_crop must be true/false or a fraction in (0, 1], got {self.center_crop!r}")
+        check(_finite(self.threshold) and 0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold!r}")
+        check(is_int(self.n_boot) and self.n_boot >= 1, f"n_boot must be an integer >= 1, got {self.n_boot!r}")
+        check(self.classes is None or (isinstance(self.classes, (list, tuple)) and len(self.classes) >= 1
+                                       and all(isinstance(c, str) and c for c in self.classes)),
+              f"classes must be a non-empty list of class names, got {self.classes!r}")
+        check(isinstance(self.data_options, dict), f"data_options must be a dict, got {type(self.data_options)}")
+        check(bool(str(self.out_dir)), "out_dir must be given")
+        check(Path(self.data).exists(), f"data not found: {self.data}")
+        try:
+            spec = parse_module(self.module)
+        except ValueError as err:
+            problems.append(str(err))
+        else:
+            if spec.arch is not None:
+                try:
+                    get_arch(spec.arch)
+                except ValueError as err:
+                    problems.append(f"module {self.module!r}: {err}")
+            if spec.kind == "bit":
+                check(Path(spec.path).exists(), f"module {self.module!r}: BiT checkpoint not found: {spec.path}")
+            if spec.kind == "load":
+                from medfound.registry import is_module_name
+
+                check(Path(spec.path).exists() or is_module_name(spec.path),
+                      f"module {self.module!r}: no such file or folder, and not a module name "
+                      "(or use random:ARCH / bit:ARCH:CHECKPOINT)")
+        if problems:
+            raise ValueError("invalid fine-tuning configuration:\n  " + "\n  ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike, run: dict | None = None) -> None:
+        """Writes the configuration as JSON, atomically; ``run`` (resolved values) goes under the key 'run'."""
+        from medfound.utils.files import atomic_path
+
+        data = self.to_dict()
+        if run is not None:
+            data["run"] = run
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "FinetuneConfig":
+        """Reads a ``config.json`` written by ``save`` (unknown keys are refused, naming the file)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        data.pop("run", None)  # what the run resolved (image size, classes), written beside the config
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown fine-tuning config keys {unknown}")
+        return cls(**data)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,395 @@
+"""``finetune``: a backbone plus a linear head trained on a labeled task, measured on val and test.
+
+Linear mode freezes the backbone and computes every embedding once, so only the head trains;
+full mode trains end to end. Both use a warm-up cosine schedule and stop early when the
+validation mean AUC (or, where no class has both labels in val, the validation loss) stops
+improving, restoring the best epoch's weights. Everything in the run folder is written atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from medfound.finetune.config import FinetuneConfig
+from medfound.finetune.losses import loss_for_task
+from medfound.finetune.model import (build_classifier, build_head, default_image_size, load_backbone,
+                                     pooled_features)
+from medfound.utils.files import atomic_path
+
+MODEL_FILE = "model.keras"
+WEIGHTS_FILE = "model.weights.h5"  # written instead when the backbone cannot be serialised (foreign SavedModel)
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """What a fine-tuning run produced: where, the metrics, the per-epoch history and the model."""
+
+    out_dir: Path
+    model_path: Path
+    metrics: dict
+    history: list[dict]
+    best_epoch: int
+    stopped_early: bool
+    image_size: int
+    class_names: tuple[str, ...]
+    task_type: str
+    model: keras.Model | None = None
+
+    @property
+    def test_mean_auc(self) -> float | None:
+        return self.metrics["test"]["mean_auc"]
+
+    @property
+    def val_mean_auc(self) -> float | None:
+        return self.metrics["val"]["mean_auc"]
+
+
+def make_optimizer(config: FinetuneConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """SGD-momentum, LARS or AdamW on a linear warm-up + cosine decay schedule over ``total_steps``."""
+    from medfound.optim import LARS, WarmupCosineDecay
+
+    warmup = min(int(round(config.warmup_fraction * total_steps)), total_steps)
+    schedule = WarmupCosineDecay(config.learning_rate, total_steps, warmup)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=config.momentum,
+                                    weight_decay=config.weight_decay or None)
+    if config.optimizer == "lars":
+        return LARS(schedule, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def select_classes(ds, classes: list[str] | tuple[str, ...] | None):
+    """The dataset with only the named label columns (in that order); multi-label tasks only."""
+    from medfound.data.labeled import LabeledDataset
+
+    if classes is None or tuple(classes) == ds.class_names:
+        return ds
+    unknown = [c for c in classes if c not in ds.class_names]
+    if unknown:
+        raise ValueError(f"{ds.name or 'dataset'}: unknown class(es) {unknown}; the task has {list(ds.class_names)}")
+    if ds.task != "multilabel":
+        raise ValueError(f"{ds.name or 'dataset'}: choosing classes needs a multi-label task, this one is {ds.task}")
+    cols = [ds.class_names.index(c) for c in classes]
+    return LabeledDataset(labels=ds.labels[:, cols], mask=ds.mask[:, cols], patient_ids=ds.patient_ids,
+                          class_names=tuple(classes), task="multilabel", paths=ds.paths, source=ds.source,
+                          source_rows=ds.source_rows, boxes=ds.boxes, name=ds.name, meta=dict(ds.meta))
+
+
+def has_auc(labels: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether any class has both a positive and a negative under the mask (so a mean AUC exists)."""
+    used = mask > 0
+    pos = np.sum(used & (labels > 0.5), axis=0)
+    neg = np.sum(used & (labels < 0.5), axis=0)
+    return bool(np.any((pos > 0) & (neg > 0)))
+
+
+def embed_dataset(backbone: keras.Model, ds, image_size: int, batch_size: int,
+                  center_crop: bool | float = False) -> np.ndarray:
+    """The (N, D) pooled embeddings of a ``LabeledDataset`` in row order, backbone in inference mode."""
+
+    @tf.function(reduce_retracing=True)
+    def forward(images):
+        return pooled_features(backbone(images, training=False))
+
+    rows = []
+    for batch in ds.tf_dataset(image_size, batch_size, center_crop=center_crop):
+        rows.append((batch["index"].numpy(), forward(batch["image"]).numpy()))
+    index = np.concatenate([r[0] for r in rows])
+    feats = np.concatenate([r[1] for r in rows]).astype(np.float32)
+    out = np.empty_like(feats)
+    out[index] = feats
+    return out
+
+
+def predict_logits(classifier: keras.Model, ds, image_size: int, batch_size: int,
+                   center_crop: bool | float = False,
+                   transform: Callable[[tf.Tensor], tf.Tensor] | None = None) -> np.ndarray:
+    """The (N, K) logits of a classifier over a ``LabeledDataset``, in row order; ``transform`` edits images first."""
+
+    @tf.function(reduce_retracing=True)
+    def forward(images):
+        if transform is not None:
+            images = transform(images)
+        return classifier(images, training=False)["logits"]
+
+    index, logits = [], []
+    for batch in ds.tf_dataset(image_size, batch_size, center_crop=center_crop):
+        index.append(batch["index"].numpy())
+        logits.append(forward(batch["image"]).numpy())
+    index_all, logits_all = np.concatenate(index), np.concatenate(logits)
+    out = np.empty_like(logits_all)
+    out[index_all] = logits_all
+    return out
+
+
+def probabilities(logits: np.ndarray, task_type: str) -> np.ndarray:
+    """Sigmoid (multi-label, binary) or softmax (multi-class) of logits, in NumPy."""
+    logits = np.asarray(logits, np.float64)
+    if task_type == "multiclass":
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+class EarlyStopping:
+    """Tracks the best epoch of a monitored score, keeps its weights, and says when patience ran out."""
+
+    def __init__(self, variables: list, higher_is_better: bool, patience: int, min_delta: float = 0.0):
+        self.variables = variables
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = -math.inf
+        self.best_epoch = 0
+        self.wait = 0
+        self._weights: list[np.ndarray] | None = None
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Records one epoch's score; returns True when training should stop."""
+        value = self.sign * score if np.isfinite(score) else -math.inf
+        if self._weights is None or value > self.best + self.min_delta:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self._weights = [np.array(v.numpy()) for v in self.variables]
+            return False
+        self.wait += 1
+        return self.patience > 0 and self.wait >= self.patience
+
+    def restore(self) -> None:
+        """Puts the best epoch's weights back."""
+        if self._weights is not None:
+            for variable, value in zip(self.variables, self._weights):
+                variable.assign(value)
+
+
+def _feature_batches(features: np.ndarray, labels: np.ndarray, mask: np.ndarray, batch_size: int,
+                     steps: int, seed: int, epoch: int) -> Iterator[tuple[np.ndarray, ...]]:
+    order = np.random.default_rng([seed, epoch]).permutation(len(features))
+    for step in range(steps):
+        idx = order[step * batch_size:(step + 1) * batch_size]
+        if idx.size == 0:
+            return
+        yield features[idx], labels[idx], mask[idx]
+
+
+def _log(config: FinetuneConfig, message: str) -> None:
+    if config.verbose:
+        print(f"[finetune] {message}", flush=True)
+
+
+def write_json(path: Path, data) -> None:
+    """Writes JSON atomically (NaN and infinity become null)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(_jsonable(data), indent=2, sort_keys=True))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Fine-tunes ``config.module`` on ``config.task`` and writes model, config, metrics, history and plots."""
+    from medfound.data.labeled import label_fraction_subset, load_task_splits
+    from medfound.evaluation.metrics import classification_report, mean_auc
+    from medfound.evaluation.plots import plot_roc_curves
+
+    config.validate()
+    started = time.time()
+    out = Path(config.out_dir)
+    splits = load_task_splits(config.task, config.data, seed=config.seed, **config.data_options)
+    missing = [s for s in ("train", "val", "test") if s not in splits or len(splits[s]) == 0]
+    if missing:
+        raise ValueError(f"{config.data}: task {config.task!r} gave no examples for split(s) {missing}")
+    splits = {name: select_classes(splits[name], config.classes) for name in ("train", "val", "test")}
+    train = label_fraction_subset(splits["train"], config.label_fraction, config.seed)
+    val, test = splits["val"], splits["test"]
+    task_type, num_classes, class_names = train.task, train.num_classes, train.class_names
+    loaded = load_backbone(config.module, config.seed)
+    backbone = loaded.model
+    size = default_image_size(config.task, loaded.input_size, config.image_size)
+    _log(config, f"{config.task}: train {len(train)} ({train.patients.size} patients, fraction "
+                 f"{config.label_fraction:g}), val {len(val)}, test {len(test)}; {task_type} with "
+                 f"{num_classes} class(es); {config.mode} mode at {size} px")
+    loss_fn = loss_for_task(task_type)
+    steps = math.ceil(len(train) / config.batch_size)
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch) if config.mode == "linear" else config.steps_per_epoch
+    optimizer = make_optimizer(config, total_steps=config.epochs * steps)
+    monitor_auc = has_auc(val.labels, val.mask)
+    monitor = "val_mean_auc" if monitor_auc else "val_loss"
+
+    if config.mode == "linear":
+        backbone.trainable = False
+        feats = {name: embed_dataset(backbone, ds, size, config.batch_size, config.center_crop)
+                 for name, ds in (("train", train), ("val", val), ("test", test))}
+        mean, var = feats["train"].mean(0), feats["train"].var(0) + 1e-6
+        head = build_head(num_classes, mean, var)
+        head.build((None, feats["train"].shape[1]))
+        variables = head.trainable_variables
+
+        def forward(inputs, training):
+            return head(inputs, training=training)
+
+        def epoch_batches(epoch: int):
+            return _feature_batches(feats["train"], train.labels, train.mask, config.batch_size, steps,
+                                    config.seed, epoch)
+
+        def val_logits() -> np.ndarray:
+            return np.asarray(head(feats["val"], training=False))
+    else:
+        head = build_head(num_classes)
+        backbone.trainable = True
+        classifier = build_classifier(backbone, head, task_type)
+        variables = classifier.trainable_variables
+        stream = train.tf_dataset(size, config.batch_size, shuffle=True, seed=config.seed,
+                                  center_crop=config.center_crop, repeat=config.steps_per_epoch is not None)
+
+        def forward(inputs, training):
+            return classifier(inputs, training=training)["logits"]
+
+        def epoch_batches(epoch: int):
+            for batch in stream.take(steps):
+                yield batch["image"], batch["label"], batch["mask"]
+
+        def val_logits() -> np.ndarray:
+            return predict_logits(classifier, val, size, config.batch_size, config.center_crop)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(inputs, labels, mask):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, forward(inputs, True), mask)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss
+
+    stopper = EarlyStopping(variables, higher_is_better=monitor_auc, patience=config.patience,
+                            min_delta=config.min_delta)
+    history: list[dict] = []
+    stopped = False
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.time()
+        losses = [float(train_step(*batch)) for batch in epoch_batches(epoch)]
+        logits = val_logits()
+        val_loss = float(loss_fn(val.labels, logits, val.mask))
+        val_auc = mean_auc(val.labels, probabilities(logits, task_type), val.mask)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  "steps": len(losses), "val_loss": val_loss, "val_mean_auc": val_auc,
+                  "learning_rate": float(optimizer.learning_rate), "seconds": time.time() - t0}
+        history.append(record)
+        _log(config, f"epoch {epoch}: loss {record['train_loss']:.4f}, val loss {val_loss:.4f}, "
+                     f"val mean AUC {val_auc:.4f}")
+        if not all(np.isfinite([record["train_loss"], val_loss])):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {record['train_loss']}, "
+                                     f"val loss {val_loss}); lower the learning rate")
+        if stopper.update(epoch, val_auc if monitor_auc else val_loss):
+            stopped = True
+            _log(config, f"early stop after epoch {epoch}: no better {monitor} for {config.patience} epoch(s); "
+                         f"best epoch {stopper.best_epoch}")
+            break
+    stopper.restore()
+
+    if config.mode == "linear":
+        classifier = build_classifier(backbone, head, task_type)
+        split_logits = {"val": val_logits(), "test": np.asarray(head(feats["test"], training=False))}
+    else:
+        split_logits = {"val": val_logits(),
+                        "test": predict_logits(classifier, test, size, config.batch_size, config.center_crop)}
+    metrics: dict = {}
+    for name, ds in (("val", val), ("test", test)):
+        probs = probabilities(split_logits[name], task_type)
+        metrics[name] = classification_report(ds.labels, probs, class_names, task_type, mask=ds.mask,
+                                              threshold=config.threshold, n_boot=config.n_boot,
+                                              seed=config.seed, groups=ds.patient_ids)
+        metrics[name]["patients"] = int(ds.patients.size)
+        metrics[name]["loss"] = float(loss_fn(ds.labels, split_logits[name], ds.mask))
+    metrics.update({"module": config.module, "mode": config.mode, "task": config.task, "task_type": task_type,
+                    "image_size": size, "label_fraction": config.label_fraction,
+                    "train_examples": len(train), "train_patients": int(train.patients.size),
+                    "monitor": monitor, "best_epoch": stopper.best_epoch, "epochs_run": len(history),
+                    "stopped_early": stopped, "seconds": time.time() - started})
+
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = save_classifier(classifier, out)
+    run_info = {"task_type": task_type, "class_names": list(class_names), "image_size": size,
+                "module_kind": loaded.kind, "arch": loaded.arch, "model_file": model_path.name,
+                "splits": {name: ds.describe() for name, ds in (("train", train), ("val", val), ("test", test))}}
+    config.save(out / "config.json", run=_jsonable(run_info))
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "history.json", history)
+    plot_roc_curves(test.labels, probabilities(split_logits["test"], task_type), class_names,
+                    out / "roc_test.png", mask=test.mask,
+                    title=f"{config.task} test ROC ({config.mode}, {config.module})")
+    plot_training_curves(history, out / "training_curves.png", best_epoch=stopper.best_epoch)
+    test_auc = metrics["test"]["mean_auc"]
+    _log(config, f"test mean AUC {test_auc if test_auc is None else round(test_auc, 4)}; wrote {out}")
+    return FinetuneResult(out_dir=out, model_path=model_path, metrics=_jsonable(metrics), history=history,
+                          best_epoch=stopper.best_epoch, stopped_early=stopped, image_size=size,
+                          class_names=tuple(class_names), task_type=task_type, model=classifier)
+
+
+def save_classifier(classifier: keras.Model, out: Path) -> Path:
+    """Saves backbone + head as ``model.keras``; a backbone Keras cannot serialise gets its weights saved instead."""
+    path = out / MODEL_FILE
+    try:
+        with atomic_path(path) as tmp:
+            classifier.save(tmp)
+        return path
+    except (TypeError, ValueError, NotImplementedError) as err:
+        weights = out / WEIGHTS_FILE
+        with atomic_path(weights) as tmp:
+            classifier.save_weights(tmp)
+        print(f"[finetune] note: {MODEL_FILE} could not be written ({err}); saved {weights.name} instead, "
+              "which loads into a classifier rebuilt on the same module")
+        return weights
+
+
+def plot_training_curves(history: list[dict], path: str | os.PathLike, best_epoch: int | None = None,
+                         dpi: int = 110) -> Path:
+    """Training and validation loss, and validation mean AUC, per epoch as a PNG (written atomically)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [h["epoch"] for h in history]
+    fig = Figure(figsize=(9.0, 3.8))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_auc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    aucs = [np.nan if h["val_mean_auc"] is None else h["val_mean_auc"] for h in history]
+    ax_auc.plot(epochs, aucs, marker="o", color="tab:green")
+    ax_auc.set_xlabel("epoch")
+    ax_auc.set_ylabel("validation mean AUC")
+    for ax in (ax_loss, ax_auc):
+        if best_epoch:
+            ax.axvline(best_epoch, color="0.5", linestyle="--", linewidth=1)
+    fig.suptitle("fine-tuning" + (f" (best epoch {best_epoch})" if best_epoch else ""))
+    fig.tight_layout()
+    out = Path(path)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return out
