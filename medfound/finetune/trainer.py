@@ -94,11 +94,15 @@ def has_auc(labels: np.ndarray, mask: np.ndarray) -> bool:
     return bool(np.any((pos > 0) & (neg > 0)))
 
 
+# Any batch and image size: one trace per function, not one per batch shape.
+IMAGES_SPEC = tf.TensorSpec((None, None, None, 3), tf.float32)
+
+
 def embed_dataset(backbone: keras.Model, ds, image_size: int, batch_size: int,
                   center_crop: bool | float = False) -> np.ndarray:
     """The (N, D) pooled embeddings of a ``LabeledDataset`` in row order, backbone in inference mode."""
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[IMAGES_SPEC])
     def forward(images):
         return pooled_features(backbone(images, training=False))
 
@@ -117,7 +121,7 @@ def predict_logits(classifier: keras.Model, ds, image_size: int, batch_size: int
                    transform: Callable[[tf.Tensor], tf.Tensor] | None = None) -> np.ndarray:
     """The (N, K) logits of a classifier over a ``LabeledDataset``, in row order; ``transform`` edits images first."""
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[IMAGES_SPEC])
     def forward(images):
         if transform is not None:
             images = transform(images)

@@ -1,0 +1,31 @@
+"""The notebooks run top to bottom on the real sample data (a failing cell fails the test)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, expected", [
+    ("finetune_chexpert.ipynb", "finetune_chexpert"),
+    ("finetune_camelyon.ipynb", "finetune_camelyon"),
+])
+def test_notebook_executes(name, expected, shared_data, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat", reason="the notebooks extra is not installed")
+    nbclient = pytest.importorskip("nbclient", reason="the notebooks extra is not installed")
+    monkeypatch.setenv("MEDFOUND_TEST_DATA", str(shared_data))
+    monkeypatch.setenv("MEDFOUND_NOTEBOOK_OUT", str(tmp_path))
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    assert any("parameters" in c.metadata.get("tags", []) for c in notebook.cells)
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    out = tmp_path / expected
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test" in metrics and (out / "training_curves.png").is_file()
+    images = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # sample images and training curves were drawn
