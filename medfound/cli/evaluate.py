@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-TASK_CHOICES = ("chexpert", "mimic", "nih", "camelyon", "breakhis", "medmnist", "csv", "folder")
+from medfound.cli.finetune import TASK_CHOICES
+from medfound.cli.options import parse_key_values
 SHIFT_CHOICES = ("contrast", "sharpness", "tint", "zoom", "gamma")
 
 
@@ -42,7 +43,6 @@ def _severities(text: str) -> tuple[float, ...]:
 
 def config_from_args(args: argparse.Namespace):
     """The EvaluateConfig the parsed command line describes."""
-    from medfound.cli.finetune import parse_options
     from medfound.evaluation.evaluate import EvaluateConfig
 
     shifts = [k.strip() for item in args.shift for k in item.split(",") if k.strip()]
@@ -50,7 +50,7 @@ def config_from_args(args: argparse.Namespace):
         model=args.model, task=args.task, data=args.data, out_dir=args.out, split=args.split, shifts=shifts,
         severities=_severities(args.severities), image_size=args.image_size, batch_size=args.batch_size,
         threshold=args.threshold, n_boot=args.n_boot,
-        data_options=parse_options(args.data_option) if args.data_option is not None else None,
+        data_options=parse_key_values(args.data_option, "--data-option") if args.data_option is not None else None,
         seed=args.seed, verbose=not args.quiet)
 
 

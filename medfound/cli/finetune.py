@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from medfound.cli.options import parse_key_values
+
 TASK_CHOICES = ("chexpert", "mimic", "nih", "camelyon", "breakhis", "medmnist", "csv", "folder")
 
 
@@ -21,15 +23,24 @@ def register(subparsers) -> None:
                     "whole network (--mode full) on a labeled task with patient-level splits, stops early "
                     "on validation mean AUC, and writes model.keras, config.json, metrics.json (per-class "
                     "AUC with bootstrap 95%% CIs), history.json, roc_test.png and training_curves.png.")
-    p.add_argument("--module", required=True,
-                   help="module name or path (anything medfound.load takes), bit:ARCH:CHECKPOINT for a "
-                        "BiT-initialised backbone, or random:ARCH for random initialisation")
+    p.add_argument("--module", required=True, help=MODULE_HELP)
+    p.add_argument("--label-fraction", default=str(d["label_fraction"]),
+                   help="patient-level fraction of the training labels: 0.1, 10%% or 10 (default: all)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    add_training_arguments(p, d)
+    p.set_defaults(func=run)
+
+
+MODULE_HELP = ("module name or path (anything medfound.load takes), bit:ARCH:CHECKPOINT for a "
+               "BiT-initialised backbone, or random:ARCH for random initialisation")
+
+
+def add_training_arguments(p: argparse.ArgumentParser, d: dict) -> None:
+    """The task, data and training options shared by finetune and label-efficiency."""
     p.add_argument("--task", required=True, choices=TASK_CHOICES)
     p.add_argument("--data", required=True, help="dataset folder or file for the task")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mode", choices=["linear", "full"], default=d["mode"])
-    p.add_argument("--label-fraction", default=str(d["label_fraction"]),
-                   help="patient-level fraction of the training labels: 0.1, 10%% or 10 (default: all)")
     p.add_argument("--classes", help="comma-separated label columns to keep (multi-label tasks)")
     p.add_argument("--epochs", type=int, default=d["epochs"])
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
@@ -49,50 +60,24 @@ def register(subparsers) -> None:
     p.add_argument("--n-boot", type=int, default=d["n_boot"], help="bootstrap draws for the 95%% intervals")
     p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the task loader, e.g. tile=96 or uncertainty=ignore (repeatable)")
-    p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=run)
-
-
-def parse_options(items: list[str], flag: str = "--data-option") -> dict:
-    """'key=value' strings -> {key: value}; ints, floats, booleans, 'none' and comma lists parsed."""
-    options = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"medfound: error: {flag} takes KEY=VALUE, got {item!r}")
-        values = [_scalar(v) for v in text.split(",")] if "," in text else [_scalar(text)]
-        options[key.strip()] = values if len(values) > 1 else values[0]
-    return options
-
-
-def _scalar(text: str):
-    text = text.strip()
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def config_from_args(args: argparse.Namespace):
-    """The FinetuneConfig the parsed command line describes."""
+    """The FinetuneConfig the parsed command line describes (module, fraction and seed default
+    to placeholders where the command sweeps them, as label-efficiency does)."""
     from medfound.finetune.config import FinetuneConfig
 
     return FinetuneConfig(
-        module=args.module, task=args.task, data=args.data, out_dir=args.out, mode=args.mode,
+        module=getattr(args, "module", ""), task=args.task, data=args.data, out_dir=args.out, mode=args.mode,
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
-        label_fraction=args.label_fraction, epochs=args.epochs, batch_size=args.batch_size,
+        label_fraction=getattr(args, "label_fraction", 1.0), epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, learning_rate=args.learning_rate, momentum=args.momentum,
         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction, patience=args.patience,
         min_delta=args.min_delta, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
         center_crop=args.center_crop if args.center_crop is not None else False, threshold=args.threshold,
-        n_boot=args.n_boot, data_options=parse_options(args.data_option), seed=args.seed, verbose=not args.quiet)
+        n_boot=args.n_boot, data_options=parse_key_values(args.data_option, "--data-option"),
+        seed=getattr(args, "seed", 0), verbose=not args.quiet)
 
 
 def run(args: argparse.Namespace) -> int:

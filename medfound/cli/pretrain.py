@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from medfound.cli.options import parse_key_values
 from medfound.registry import MODALITIES
 
 _DEFAULTS = {}  # filled lazily from PretrainConfig so the CLI never restates a default
@@ -75,30 +76,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """'field=value' strings -> {field: value}; numbers, tuples ('0.4,1') and booleans parsed."""
-    overrides = {}
-    for item in items:
-        field, sep, text = item.partition("=")
-        if not sep or not field:
-            raise SystemExit(f"medfound pretrain: error: --augment takes FIELD=VALUE, got {item!r}")
-        values = [_scalar(v) for v in text.split(",")]
-        overrides[field.strip()] = tuple(values) if len(values) > 1 else values[0]
-    return overrides
-
-
-def _scalar(text: str):
-    text = text.strip()
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def config_from_args(args: argparse.Namespace):
     """The PretrainConfig that the parsed command line describes."""
     from medfound.pretrain.config import PretrainConfig
@@ -107,7 +84,7 @@ def config_from_args(args: argparse.Namespace):
         data=args.data, out_dir=args.out, modality=args.modality, arch=args.arch,
         units=tuple(int(u) for u in args.units.split(",")) if args.units else None,
         width=args.width, init=args.init, image_size=args.image_size, preset=args.preset,
-        augment=parse_overrides(args.augment),
+        augment=parse_key_values(args.augment, "--augment"),
         batch_size=args.batch_size, steps=args.steps, learning_rate=args.learning_rate,
         lr_scaling=args.lr_scaling, warmup_fraction=args.warmup_fraction,
         optimizer=args.optimizer, weight_decay=args.weight_decay, temperature=args.temperature,

@@ -1,0 +1,42 @@
+"""`medfound label-efficiency`: modules x label fractions x seeds, and the labels each needs."""
+from __future__ import annotations
+
+import argparse
+
+from medfound.cli.finetune import MODULE_HELP, _defaults, add_training_arguments, config_from_args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "label-efficiency", help="compare modules across label fractions (data-efficient generalisation)",
+        description="Fine-tunes every module at every label fraction and seed (patient-level, nested "
+                    "subsets), then writes results.json, table.md and label_efficiency.png, and the "
+                    "smallest fraction of labels at which each module matches the baseline module "
+                    "trained on all labels. Finished runs are reused, so an interrupted sweep resumes.")
+    p.add_argument("--modules", nargs="+", required=True, help=MODULE_HELP + " (several)")
+    p.add_argument("--baseline", help="module whose 100%% score is the target (default: the last)")
+    p.add_argument("--fractions", default="1,5,10,25,50,100",
+                   help="label fractions in percent, comma-separated (100 is always added)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    add_training_arguments(p, _defaults())
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medfound.evaluation.label_efficiency import label_efficiency
+
+    try:
+        fractions = [float(f) / 100 for f in args.fractions.split(",") if f.strip()]
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print("medfound label-efficiency: --fractions and --seeds take comma-separated numbers")
+        return 2
+    try:
+        result = label_efficiency(config_from_args(args), args.modules, fractions, seeds,
+                                  baseline=args.baseline)
+    except ValueError as err:
+        print(f"medfound label-efficiency: {err}")
+        return 2
+    print((result.out_dir / "table.md").read_text())
+    print(f"results: {result.out_dir / 'results.json'}\nplot:    {result.out_dir / 'label_efficiency.png'}")
+    return 0
