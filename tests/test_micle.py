@@ -115,3 +115,15 @@ def test_patient_groups_partition_images_by_patient(patients):
             assert group == [j for j, p in enumerate(patients) if p == patient]
         else:
             assert group == [i]
+
+
+@pytest.mark.parametrize("micle", [False, True])
+def test_every_element_of_an_epoch_is_readable_without_patient_groups(shared_data, micle):
+    """Regression: the partner lookup was read out of bounds for the last one-image group."""
+    source = open_unlabeled(shared_data / "breakhis")
+    pairs = list(micle_pairs(source, micle=micle, seed=3, shuffle=True))
+    assert len(pairs) == len(source.paths) == 12
+    for pair in pairs:
+        if not source.has_patients:
+            assert pair["path_a"].numpy() == pair["path_b"].numpy()
+        assert pair["image_a"].shape[-1] == 3

@@ -69,6 +69,7 @@ def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: flo
     members_t, start_t = tf.constant(members), tf.constant(start)
     size_t, position_t = tf.constant(size), tf.constant(position)
     use_micle = bool(micle) and probability > 0.0
+    last_member = tf.constant(max(len(members) - 1, 0), tf.int64)
 
     def choose(step, index):
         step_seed = tf.stack([tf.constant(seed, tf.int64), step])
@@ -80,7 +81,10 @@ def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: flo
         k = tf.minimum(tf.cast(draws[1] * tf.cast(group_size - 1, tf.float32), tf.int64),
                        tf.maximum(group_size - 2, 0))
         k = tf.where(k >= position_t[index], k + 1, k)
-        partner = tf.where(eligible, members_t[start_t[index] + k], index)
+        # tf.where evaluates both branches: clamp so a one-image group at the end of the member
+        # list (where k steps past it) is not read out of bounds. Eligible slots are in range.
+        slot = tf.minimum(start_t[index] + k, last_member)
+        partner = tf.where(eligible, members_t[slot], index)
         return {"path_a": paths[index], "path_b": paths[partner], "patient": patients[index]}
 
     ds = tf.data.Dataset.range(len(source.paths))
