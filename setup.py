@@ -38,9 +38,11 @@ setup(
             "hypothesis>=6.100,<7",
             # Only to prove that old tf-keras users can still use hub.KerasLayer.
             "tf-keras>=2.16,<2.22",
+            "pyarrow>=14",  # embed's parquet output is tested too
         ],
         "onnx": ["tf2onnx>=1.16,<2", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
         "dicom": ["pydicom>=2.4,<4"],
+        "parquet": ["pyarrow>=14"],
         "notebooks": ["nbformat>=5.9,<6", "nbclient>=0.10,<1", "ipykernel>=6.29,<8"],
     },
     entry_points={"console_scripts": ["medfound=medfound.cli.main:main"]},

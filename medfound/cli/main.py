@@ -15,7 +15,7 @@ from medfound.version import __version__
 
 # Subcommand modules under medfound.cli, in the order `medfound --help` lists them.
 COMMAND_MODULES = ("quickstart", "models", "augment_preview", "make_tfrecords", "pretrain",
-                   "export", "info", "publish", "verify", "finetune", "evaluate", "label_efficiency")
+                   "export", "info", "publish", "verify", "finetune", "evaluate", "label_efficiency", "embed")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,53 @@
+"""`medfound embed`: pooled embeddings of a folder or CSV of images, resumable, to npz/h5/parquet."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "embed", help="embed a folder or CSV of images with a module (npz, h5 or parquet)",
+        description="Writes one row per image (its path and the module's pooled pre_logits "
+                    "embedding). Work is saved in parts beside the output, so running the same "
+                    "command again after an interruption continues where it stopped. Bad images "
+                    "are skipped and listed in <stem>.failures.csv.")
+    p.add_argument("--module", required=True,
+                   help="module folder, .tar.gz, .keras file or REMEDIS name on the search path")
+    p.add_argument("--input", required=True, help="image folder (searched recursively) or CSV")
+    p.add_argument("--out", required=True, help="output file: .npz, .h5 or .parquet")
+    p.add_argument("--image-size", type=int,
+                   help="square side the images are resized to (default: the module's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--part-size", type=int, default=1024,
+                   help="images per saved part (the unit of resumption)")
+    p.add_argument("--path-column", help="CSV column with image paths (default: guessed)")
+    p.add_argument("--root", help="folder the CSV paths are relative to (default: the CSV's)")
+    skip = p.add_mutually_exclusive_group()
+    skip.add_argument("--skip-bad-images", dest="skip_bad_images", action="store_true",
+                      default=True, help="list bad images and go on (the default)")
+    skip.add_argument("--no-skip-bad-images", dest="skip_bad_images", action="store_false",
+                      help="stop at the first bad image")
+    p.add_argument("--max-images", type=int,
+                   help="stop after this many images (run again to continue)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from medfound.data.images import ImageError
+    from medfound.embed import EmbedConfig, EmbedError, embed
+
+    config = EmbedConfig(
+        module=args.module, input=args.input, out=args.out, image_size=args.image_size,
+        batch_size=args.batch_size, part_size=args.part_size,
+        skip_bad_images=args.skip_bad_images, path_column=args.path_column, root=args.root,
+        max_images=args.max_images, overwrite=args.overwrite, progress=not args.quiet)
+    try:
+        result = embed(config)
+    except (EmbedError, ImageError, FileNotFoundError, ValueError) as err:
+        print(f"medfound embed: error: {err}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0

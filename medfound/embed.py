@@ -1,0 +1,555 @@
+"""``medfound embed``: one pooled embedding (``pre_logits``) per image of a folder or CSV, streamed.
+
+Images are decoded, resized to a square and embedded in batches; every ``part_size`` inputs the
+rows are saved as a part in ``<stem>.parts/`` beside the output, so a killed run resumes where it
+stopped. When every input is done, the parts are merged (streamed, part by part) into one
+``.npz`` / ``.h5`` / ``.parquet`` file written to a temporary path and renamed, bad images are
+listed with their problem in ``<stem>.failures.csv``, and the parts are removed. Rows hold only
+the image path and its embedding: nothing from DICOM headers or any patient table is copied.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medfound.utils.files import atomic_path, sha256_file
+
+OUTPUT_FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".parquet": "parquet"}
+PARTS_MANIFEST = "manifest.json"
+PARTS_FORMAT_VERSION = 1
+_PART_NAME = re.compile(r"^part-(\d{9})-(\d{9})\.npz$")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same .npz bytes
+
+
+class EmbedError(ValueError):
+    """Embedding cannot start or continue; the message says why and what to do."""
+
+
+@dataclasses.dataclass
+class EmbedConfig:
+    """What to embed, with which module, and where the rows go."""
+
+    module: str  # SavedModel folder, module .tar.gz, .keras file or registry name on the path
+    input: str  # image folder (recursive) or CSV of paths
+    out: str  # output file: .npz, .h5 (.hdf5) or .parquet
+    image_size: int | None = None  # square side in pixels; default: the module's input_size
+    batch_size: int = 32
+    part_size: int = 1024  # inputs per resumable part (rounded up to whole batches)
+    skip_bad_images: bool = True  # list bad images in <stem>.failures.csv instead of stopping
+    path_column: str | None = None  # CSV column holding paths (default: guessed)
+    root: str | None = None  # folder the CSV paths are relative to (default: the CSV's)
+    max_images: int | None = None  # stop (resumably) after this many inputs (whole batches)
+    overwrite: bool = False  # replace an existing output file
+    progress: bool = True  # show a progress bar
+
+
+@dataclasses.dataclass
+class EmbedResult:
+    """What a call to ``embed`` did: the output (None until complete) and the failures so far."""
+
+    out: Path | None
+    complete: bool
+    num_inputs: int
+    num_embedded: int  # rows written (or, when incomplete, rows saved in parts so far)
+    processed: int  # inputs handled by this call (the rest came from earlier parts)
+    failures: list[tuple[str, str]]
+    failures_file: Path | None
+    embedding_dim: int
+    image_size: int
+    parts_dir: Path
+
+    def summary(self, limit: int = 10) -> str:
+        """Human text: counts, where the rows are, and the first ``limit`` failures."""
+        if self.complete:
+            lines = [f"embedded {self.num_embedded} of {self.num_inputs} images "
+                     f"({self.embedding_dim}-d pre_logits at {self.image_size}x{self.image_size}) "
+                     f"into {self.out}"]
+        else:
+            done = self.num_embedded + len(self.failures)
+            lines = [f"stopped after {done} of {self.num_inputs} inputs; parts saved in "
+                     f"{self.parts_dir}: run the same command again to continue"]
+        if self.failures:
+            where = f", listed in {self.failures_file}" if self.failures_file else ""
+            lines.append(f"{len(self.failures)} image(s) failed{where}:")
+            lines += [f"  {path}: {problem}" for path, problem in self.failures[:limit]]
+            if len(self.failures) > limit:
+                lines.append(f"  ... and {len(self.failures) - limit} more")
+        elif self.complete:
+            lines.append("no failures")
+        return "\n".join(lines)
+
+
+def output_format(out: str | os.PathLike) -> str:
+    """'npz', 'h5' or 'parquet' from the output's suffix; an EmbedError for anything else."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise EmbedError(f"{out}: unknown output format {suffix or '(no suffix)'!r}; use "
+                         f"{', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def sidecar_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    """The parts folder and the failures CSV that belong to output ``out`` (``<stem>.parts/``,
+    ``<stem>.failures.csv``)."""
+    out = Path(out)
+    stem = out.with_suffix("")
+    return stem.with_name(stem.name + ".parts"), stem.with_name(stem.name + ".failures.csv")
+
+
+def require_pyarrow():
+    """``pyarrow.parquet``, or an EmbedError saying how to install it."""
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise EmbedError("writing .parquet needs pyarrow: pip install 'medfound[parquet]' "
+                         "(or write .npz / .h5 instead)") from None
+    return pq
+
+
+def list_inputs(source: str | os.PathLike, *, path_column: str | None = None,
+                root: str | os.PathLike | None = None) -> list[str]:
+    """The image paths of a folder (recursive, sorted) or a CSV (in row order, under ``root``)."""
+    from medfound.data.unlabeled import FileSource, SourceError, open_unlabeled
+
+    try:
+        opened = open_unlabeled(source, path_column=path_column, root=root)
+    except SourceError as err:
+        raise EmbedError(str(err)) from None
+    if not isinstance(opened, FileSource):
+        raise EmbedError(f"{source}: embed takes an image folder or a CSV of image paths, "
+                         f"not a {opened.kind} source")
+    return list(opened.paths)
+
+
+def prepare_image(image, image_size: int):
+    """Resizes a float image (H, W, 3) in [0, 1] to (size, size, 3) as the embedder feeds it.
+
+    Bilinear with antialiasing (so downscaled radiographs do not alias), clipped back to [0, 1].
+    """
+    import tensorflow as tf
+
+    resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+class ModuleEmbedder:
+    """A loaded module as ``images (B, S, S, 3) in [0, 1] -> pooled embeddings (B, D)``.
+
+    medfound SavedModels give their ``pre_logits`` output; other image SavedModels (the PhysioNet
+    REMEDIS files) are called and their feature map averaged over space; ``.keras`` exports are
+    folded for inference first.
+    """
+
+    def __init__(self, module: str | os.PathLike):
+        import tensorflow as tf
+
+        from medfound.export.loader import find_module, unpack_cached
+        from medfound.export.metadata import METADATA_ASSET, read_metadata
+        from medfound.registry import is_module_name
+
+        path = Path(module)
+        if not path.exists():
+            if not is_module_name(str(module)):
+                raise EmbedError(f"{module}: no such module folder or file, and not a REMEDIS "
+                                 "module name")
+            path = find_module(str(module))
+        if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+            path = unpack_cached(path)
+        self.path = path
+        self.metadata = None
+        if path.is_file() and path.suffix == ".keras":
+            import keras
+
+            from medfound.models.inference import fold
+
+            self.metadata = read_metadata(path)
+            folded = fold(keras.saving.load_model(str(path)))
+            self._call = lambda images: folded(images, training=False)["pre_logits"]
+            self.fingerprint = sha256_file(path)
+        elif path.is_dir() and (path / "saved_model.pb").is_file():
+            loaded = tf.saved_model.load(str(path))
+            self._loaded = loaded
+            if (path / METADATA_ASSET).is_file():
+                self.metadata = read_metadata(path)
+                serve = loaded.signatures["serving_default"]
+                self._call = lambda images: serve(images=images)["pre_logits"]
+            else:
+                self._call = lambda images: _pool(loaded(images))
+            marker = path / "fingerprint.pb"
+            self.fingerprint = sha256_file(marker if marker.is_file() else
+                                           path / "saved_model.pb")
+        else:
+            raise EmbedError(f"{path}: not a SavedModel folder, module .tar.gz or .keras file")
+        self.name = self.metadata.name if self.metadata else path.name
+        # One trace for every batch size and image size.
+        self._fn = tf.function(self._call, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+
+    @property
+    def default_image_size(self) -> int | None:
+        """The module's own input size from its metadata (None for foreign SavedModels)."""
+        return int(self.metadata.input_size) if self.metadata else None
+
+    def __call__(self, images):
+        import tensorflow as tf
+
+        out = self._fn(tf.convert_to_tensor(images, tf.float32))
+        if len(out.shape) != 2:
+            raise EmbedError(f"{self.path}: module gave output of shape {tuple(out.shape)}; "
+                             "expected (batch, dim) or a (batch, h, w, dim) feature map")
+        return out
+
+
+def _pool(features):
+    import tensorflow as tf
+
+    if isinstance(features, dict):
+        features = features.get("pre_logits", features.get("default"))
+    return tf.reduce_mean(features, axis=[1, 2]) if len(features.shape) == 4 else features
+
+
+# ---- resumable parts ----------------------------------------------------------------------------
+
+def _inputs_digest(paths: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.encode("utf-8", "surrogateescape") + b"\0")
+    return digest.hexdigest()
+
+
+def _open_parts(parts_dir: Path, manifest: dict) -> int:
+    """Creates or checks the parts folder; returns how many inputs its parts already cover."""
+    manifest_file = parts_dir / PARTS_MANIFEST
+    if manifest_file.is_file():
+        try:
+            recorded = json.loads(manifest_file.read_text())
+        except json.JSONDecodeError as err:
+            raise EmbedError(f"{manifest_file}: unreadable ({err}); delete {parts_dir} to "
+                             "start over") from None
+        changed = [k for k in manifest if recorded.get(k) != manifest[k]]
+        if changed:
+            raise EmbedError(
+                f"{parts_dir}: holds parts of an earlier run with a different "
+                f"{', '.join(changed)}; continue it with the same settings, or delete "
+                f"{parts_dir} to start over")
+    else:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(manifest_file) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    covered = 0
+    for start, end, _ in _part_files(parts_dir):
+        if start == covered:
+            covered = end
+    return covered
+
+
+def _part_files(parts_dir: Path) -> list[tuple[int, int, Path]]:
+    found = []
+    for item in parts_dir.iterdir():
+        match = _PART_NAME.match(item.name)
+        if match:
+            found.append((int(match.group(1)), int(match.group(2)), item))
+    return sorted(found)
+
+
+def _contiguous_parts(parts_dir: Path, total: int) -> list[Path]:
+    covered, chosen = 0, []
+    for start, end, file in _part_files(parts_dir):
+        if start == covered:
+            chosen.append(file)
+            covered = end
+    if covered != total:
+        raise EmbedError(f"{parts_dir}: parts cover {covered} of {total} inputs")
+    return chosen
+
+
+def _write_part(parts_dir: Path, start: int, end: int, indices: list[int],
+                embeddings: list[np.ndarray], failed: list[tuple[int, str]], dim: int) -> None:
+    target = parts_dir / f"part-{start:09d}-{end:09d}.npz"
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.savez(f, index=np.asarray(indices, np.int64),
+                 embeddings=(np.stack(embeddings).astype(np.float32) if embeddings
+                             else np.zeros((0, dim), np.float32)),
+                 failed_index=np.asarray([i for i, _ in failed], np.int64),
+                 failed_problem=np.asarray([p for _, p in failed], dtype=str))
+
+
+def _read_part(file: Path) -> dict[str, np.ndarray]:
+    with np.load(file, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+# ---- embedding loop -----------------------------------------------------------------------------
+
+def _batches(paths: Sequence[str], start: int, stop: int, image_size: int, batch_size: int,
+             on_error: Callable[[str, str], None]) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(indices, images) batches of the inputs ``start..stop-1`` that decode, in input order.
+
+    A batch holds the good images of one block of ``batch_size`` consecutive inputs counted from
+    input 0, so its make-up never depends on where a run started: convolution results can change
+    in the last bits with the batch's shape, and a resumed run must give the same bytes.
+    """
+    import tensorflow as tf
+
+    from medfound.data.images import map_decode
+
+    ds = tf.data.Dataset.from_tensor_slices({
+        "path": tf.constant(list(paths[start:stop]), tf.string),
+        "index": tf.range(start, stop, dtype=tf.int64)})
+    ds = map_decode(ds, path_key="path", skip_errors=True, on_error=on_error, deterministic=True)
+    ds = ds.map(lambda e: (e["index"], prepare_image(e["image"], image_size)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    block, indices, images = None, [], []
+    for index, image in ds.prefetch(batch_size).as_numpy_iterator():
+        if indices and int(index) // batch_size != block:
+            yield indices, np.stack(images)
+            indices, images = [], []
+        block = int(index) // batch_size
+        indices.append(int(index))
+        images.append(image)
+    if indices:
+        yield indices, np.stack(images)
+
+
+def _problem(path: str, recorded: dict[str, str]) -> str:
+    """Why ``path`` yielded no image: what the decoder reported, else what ``read_image`` says."""
+    from medfound.data.images import ImageError, read_image
+
+    if path in recorded:
+        return recorded[path]
+    try:
+        read_image(path)
+    except ImageError as err:
+        return err.problem
+    return "image data could not be decoded (corrupt or truncated)"
+
+
+def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None) -> EmbedResult:
+    """Embeds every input of ``config`` (resuming from saved parts) and writes the output file.
+
+    With ``max_images`` it stops after that many inputs (rounded up to whole batches), leaving
+    the parts for the next call; with the same batch size the finished file is byte-identical
+    whether or not the run was interrupted (parts hold whole batches too).
+    """
+    import keras
+
+    from medfound.data.images import SkippedFiles
+
+    out = Path(config.out)
+    fmt = output_format(out)
+    if fmt == "parquet":
+        require_pyarrow()
+    if config.batch_size < 1 or config.part_size < 1:
+        raise EmbedError("batch_size and part_size must be at least 1")
+    parts_dir, failures_file = sidecar_paths(out)
+    if out.exists() and not config.overwrite:
+        raise EmbedError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
+    paths = list_inputs(config.input, path_column=config.path_column, root=config.root)
+    embedder = embedder or ModuleEmbedder(config.module)
+    image_size = config.image_size or embedder.default_image_size
+    if not image_size:
+        raise EmbedError(f"{embedder.path}: module has no medfound metadata, so its input size "
+                         "is unknown; pass image_size (--image-size)")
+    from medfound.models.configs import MIN_IMAGE_SIZE
+
+    if image_size < MIN_IMAGE_SIZE:
+        raise EmbedError(f"image size {image_size} is below the minimum of {MIN_IMAGE_SIZE}")
+    manifest = {"inputs_sha256": _inputs_digest(paths), "num_inputs": len(paths),
+                "module_fingerprint": embedder.fingerprint, "image_size": int(image_size),
+                "format_version": PARTS_FORMAT_VERSION}
+    covered = _open_parts(parts_dir, manifest)
+    # Parts and stopping points fall on batch-block boundaries (see ``_batches``).
+    block = config.batch_size
+    part_size = -(-config.part_size // block) * block
+    stop = len(paths) if config.max_images is None else min(
+        len(paths), -(-(covered + max(config.max_images, 0)) // block) * block)
+    dim = _probe_dim(embedder, image_size)
+    progress = keras.utils.Progbar(len(paths), verbose=1 if config.progress else 0,
+                                   unit_name="image")
+    progress.update(covered)
+    skipped = SkippedFiles()
+    recorded: dict[str, str] = {}
+
+    part_start = covered
+    part_end = min(part_start + part_size, stop)
+    indices: list[int] = []
+    rows: list[np.ndarray] = []
+
+    def flush(start: int, end: int) -> None:
+        recorded.update(dict(skipped.items))
+        done = set(indices)
+        failed = [(i, _problem(paths[i], recorded)) for i in range(start, end) if i not in done]
+        if failed and not config.skip_bad_images:
+            index, problem = failed[0]
+            raise EmbedError(f"{paths[index]}: {problem} (pass skip_bad_images=True / "
+                             "--skip-bad-images to list bad images and go on)")
+        _write_part(parts_dir, start, end, indices, rows, failed, dim)
+        indices.clear()
+        rows.clear()
+        progress.update(end)
+
+    if covered < stop:
+        for batch_indices, images in _batches(paths, covered, stop, image_size,
+                                              config.batch_size, skipped):
+            vectors = embedder(images).numpy()
+            for index, vector in zip(batch_indices, vectors):
+                while index >= part_end:
+                    flush(part_start, part_end)
+                    part_start, part_end = part_end, min(part_end + part_size, stop)
+                indices.append(index)
+                rows.append(vector)
+        while part_start < stop:
+            flush(part_start, part_end)
+            part_start, part_end = part_end, min(part_end + part_size, stop)
+
+    failures = _saved_failures(parts_dir, paths)
+    complete = stop == len(paths)
+    if not complete:
+        embedded = sum(len(_read_part(f)["index"]) for _, _, f in _part_files(parts_dir))
+        return EmbedResult(out=None, complete=False, num_inputs=len(paths), num_embedded=embedded,
+                           processed=stop - covered, failures=failures, failures_file=None,
+                           embedding_dim=dim, image_size=int(image_size), parts_dir=parts_dir)
+    part_list = _contiguous_parts(parts_dir, len(paths))
+    count = write_output(out, fmt, part_list, paths, dim, module=embedder.name,
+                         image_size=int(image_size))
+    write_failures(failures_file, failures)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return EmbedResult(out=out, complete=True, num_inputs=len(paths), num_embedded=count,
+                       processed=stop - covered, failures=failures, failures_file=failures_file,
+                       embedding_dim=dim, image_size=int(image_size), parts_dir=parts_dir)
+
+
+def _probe_dim(embedder: ModuleEmbedder, image_size: int) -> int:
+    """The embedding length, from one blank image (also traces the module once)."""
+    return int(embedder(np.zeros((1, image_size, image_size, 3), np.float32)).shape[-1])
+
+
+def _saved_failures(parts_dir: Path, paths: Sequence[str]) -> list[tuple[str, str]]:
+    failures = []
+    for _, _, file in _part_files(parts_dir):
+        part = _read_part(file)
+        failures += [(paths[int(i)], str(p)) for i, p in zip(part["failed_index"],
+                                                              part["failed_problem"])]
+    return failures
+
+
+def write_failures(file: Path, failures: Sequence[tuple[str, str]]) -> None:
+    """Writes ``path,problem`` rows (a header only when nothing failed), atomically."""
+    with atomic_path(file) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "problem"])
+        writer.writerows(failures)
+
+
+# ---- output writers (streamed part by part) -----------------------------------------------------
+
+def write_output(out: Path, fmt: str, parts: Sequence[Path], paths: Sequence[str], dim: int, *,
+                 module: str, image_size: int) -> int:
+    """Merges ``parts`` (in order) into ``out``; returns the number of rows written.
+
+    Only one part's embeddings are in memory at a time; the file appears under its final name
+    only when complete.
+    """
+    embedded_paths: list[str] = []
+    for file in parts:
+        with np.load(file, allow_pickle=False) as data:
+            embedded_paths += [paths[int(i)] for i in data["index"]]
+
+    def chunks() -> Iterator[np.ndarray]:
+        for file in parts:
+            with np.load(file, allow_pickle=False) as data:
+                yield np.ascontiguousarray(data["embeddings"], dtype="<f4")
+
+    writer = {"npz": _write_npz, "h5": _write_h5, "parquet": _write_parquet}[fmt]
+    with atomic_path(out) as tmp:
+        writer(tmp, embedded_paths, chunks(), dim, module=module, image_size=image_size)
+    return len(embedded_paths)
+
+
+def _write_npz(tmp: Path, paths: list[str], chunks: Iterator[np.ndarray], dim: int, *,
+               module: str, image_size: int) -> None:
+    def member(zf: zipfile.ZipFile, name: str):
+        info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+        info.compress_type = zipfile.ZIP_STORED
+        return zf.open(info, "w", force_zip64=True)
+
+    with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+        with member(zf, "paths") as f:
+            np.lib.format.write_array(f, np.asarray(paths, dtype=str).reshape(len(paths)))
+        with member(zf, "embeddings") as f:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+                      "fortran_order": False, "shape": (len(paths), dim)}
+            np.lib.format.write_array_header_2_0(f, header)
+            for chunk in chunks:
+                f.write(chunk.tobytes())
+        with member(zf, "module") as f:
+            np.lib.format.write_array(f, np.asarray(module))
+        with member(zf, "image_size") as f:
+            np.lib.format.write_array(f, np.asarray(image_size, np.int64))
+
+
+def _write_h5(tmp: Path, paths: list[str], chunks: Iterator[np.ndarray], dim: int, *,
+              module: str, image_size: int) -> None:
+    import h5py
+
+    with h5py.File(tmp, "w", track_order=True) as f:
+        f.attrs["module"] = module
+        f.attrs["image_size"] = image_size
+        f.create_dataset("paths", data=np.asarray(paths, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"), shape=(len(paths),))
+        rows = f.create_dataset("embeddings", shape=(len(paths), dim), dtype="<f4",
+                                chunks=(min(max(len(paths), 1), 1024), dim) if dim else None)
+        at = 0
+        for chunk in chunks:
+            rows[at:at + len(chunk)] = chunk
+            at += len(chunk)
+
+
+def _write_parquet(tmp: Path, paths: list[str], chunks: Iterator[np.ndarray], dim: int, *,
+                   module: str, image_size: int) -> None:
+    import pyarrow as pa
+
+    pq = require_pyarrow()
+    schema = pa.schema([("path", pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
+                       metadata={"module": module, "image_size": str(image_size)})
+    with pq.ParquetWriter(str(tmp), schema) as writer:
+        at = 0
+        for chunk in chunks:
+            values = pa.array(chunk.reshape(-1), pa.float32())
+            table = pa.Table.from_arrays(
+                [pa.array(paths[at:at + len(chunk)], pa.string()),
+                 pa.FixedSizeListArray.from_arrays(values, dim)], schema=schema)
+            writer.write_table(table)
+            at += len(chunk)
+
+
+def read_embeddings(file: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """(paths, embeddings) of an ``embed`` output of any format, for checks and downstream use."""
+    file = Path(file)
+    fmt = output_format(file)
+    if fmt == "npz":
+        with np.load(file, allow_pickle=False) as data:
+            return [str(p) for p in data["paths"]], data["embeddings"]
+    if fmt == "h5":
+        import h5py
+
+        with h5py.File(file, "r") as f:
+            return [p.decode() if isinstance(p, bytes) else str(p) for p in f["paths"][()]], \
+                f["embeddings"][()]
+    pq = require_pyarrow()
+    table = pq.read_table(str(file))
+    paths = table.column("path").to_pylist()
+    dim = table.schema.field("embedding").type.list_size
+    values = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return paths, values.astype(np.float32).reshape(len(paths), dim)
