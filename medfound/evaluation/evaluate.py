@@ -19,6 +19,7 @@ import numpy as np
 
 from medfound.evaluation.shifts import DEFAULT_SEVERITIES, MAX_SEVERITY, SHIFT_KINDS
 from medfound.utils.files import atomic_path
+from medfound.utils.validation import Problems
 
 SPLITS = ("train", "val", "test")
 # Names that mean the same finding in different datasets, after normalisation (see normalise_class).
@@ -49,11 +50,8 @@ class EvaluateConfig:
         """Refuses impossible values with one message listing every problem, before any work."""
         from medfound.data.labeled import TASKS
 
-        problems: list[str] = []
-
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
+        problems = Problems()
+        check = problems.check
 
         check(self.task in TASKS, f"unknown task {self.task!r}; choose from {list(TASKS)}")
         check(self.split in SPLITS, f"split must be one of {list(SPLITS)}, got {self.split!r}")
@@ -61,7 +59,7 @@ class EvaluateConfig:
         try:
             resolve_model_path(self.model)
         except (FileNotFoundError, ValueError) as err:
-            problems.append(str(err))
+            problems.add(str(err))
         unknown = [k for k in self.shifts if k not in SHIFT_KINDS]
         check(not unknown, f"unknown shift(s) {unknown}; choose from {list(SHIFT_KINDS)}")
         sev = list(self.severities)
@@ -75,8 +73,7 @@ class EvaluateConfig:
               f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         check(self.threshold is None or 0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold!r}")
         check(isinstance(self.n_boot, int) and self.n_boot >= 1, f"n_boot must be an integer >= 1, got {self.n_boot!r}")
-        if problems:
-            raise ValueError("invalid evaluation configuration:\n  " + "\n  ".join(problems))
+        problems.raise_if_any("evaluation configuration")
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:

@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+from medfound.utils.validation import Problems
+
 MODES = ("linear", "full")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MODULE_KINDS = ("random", "bit")  # 'random:ARCH' and 'bit:ARCH:CHECKPOINT'; anything else goes to medfound.load
@@ -73,11 +75,8 @@ class FinetuneConfig:
         from medfound.data.labeled import TASKS, parse_fraction
         from medfound.models.configs import get_arch
 
-        problems: list[str] = []
-
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
+        problems = Problems()
+        check = problems.check
 
         def is_int(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
@@ -89,7 +88,7 @@ class FinetuneConfig:
             try:
                 self.label_fraction = parse_fraction(self.label_fraction)
             except ValueError as err:
-                problems.append(str(err))
+                problems.add(str(err))
         else:
             check(_finite(self.label_fraction) and 0 < self.label_fraction <= 1,
                   f"label_fraction must be in (0, 1], got {self.label_fraction!r}")
@@ -122,13 +121,13 @@ class FinetuneConfig:
         try:
             spec = parse_module(self.module)
         except ValueError as err:
-            problems.append(str(err))
+            problems.add(str(err))
         else:
             if spec.arch is not None:
                 try:
                     get_arch(spec.arch)
                 except ValueError as err:
-                    problems.append(f"module {self.module!r}: {err}")
+                    problems.add(f"module {self.module!r}: {err}")
             if spec.kind == "bit":
                 check(Path(spec.path).exists(), f"module {self.module!r}: BiT checkpoint not found: {spec.path}")
             if spec.kind == "load":
@@ -137,8 +136,7 @@ class FinetuneConfig:
                 check(Path(spec.path).exists() or is_module_name(spec.path),
                       f"module {self.module!r}: no such file or folder, and not a module name "
                       "(or use random:ARCH / bit:ARCH:CHECKPOINT)")
-        if problems:
-            raise ValueError("invalid fine-tuning configuration:\n  " + "\n  ".join(problems))
+        problems.raise_if_any("fine-tuning configuration")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

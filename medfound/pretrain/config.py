@@ -9,6 +9,7 @@ from pathlib import Path
 from medfound.models.configs import get_arch
 from medfound.registry import MODALITIES
 from medfound.utils.files import atomic_path
+from medfound.utils.validation import Problems
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -82,18 +83,15 @@ class PretrainConfig:
 
     def validate(self, num_replicas: int = 1) -> None:
         """Refuses impossible values with one message listing every problem."""
-        problems = []
-
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                problems.append(message)
+        problems = Problems()
+        check = problems.check
 
         check(self.modality in MODALITIES, f"modality must be one of {list(MODALITIES)}, "
                                            f"got {self.modality!r}")
         try:
             get_arch(self.arch)
         except ValueError as err:
-            problems.append(str(err))
+            problems.add(str(err))
         check(self.init == "random" or (self.init_kind in INIT_KINDS and self.init_path),
               f"init must be 'random', 'bit-s:PATH' or 'bit-m:PATH', got {self.init!r}")
         if self.init_path:
@@ -129,11 +127,10 @@ class PretrainConfig:
             try:
                 get_preset(preset, self.input_size, **self.augment)
             except (TypeError, ValueError) as err:
-                problems.append(f"augmentation: {err}")
+                problems.add(f"augmentation: {err}")
         else:
-            problems.append(f"unknown augmentation preset {preset!r}; known: {list(PRESETS)}")
-        if problems:
-            raise ValueError("invalid pretraining configuration:\n  " + "\n  ".join(problems))
+            problems.add(f"unknown augmentation preset {preset!r}; known: {list(PRESETS)}")
+        problems.raise_if_any("pretraining configuration")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
