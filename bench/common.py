@@ -169,3 +169,11 @@ def base_parser(description: str, default_json: str) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
     parser.add_argument("--json", default=default_json, help="where the results are written")
     return parser
+
+
+def report(rows: Sequence[dict], columns: Sequence[str], path: str | os.PathLike,
+           payload: dict) -> None:
+    """Prints the table of ``rows`` and writes the full results to ``path`` (every script's end)."""
+    print(format_table(rows, columns))
+    write_json(path, payload)
+    print(f"wrote {path}")

@@ -18,8 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (alternating, base_parser, format_table, graph_flops, machine_info,  # noqa: E402
-                          matmul_peak_gflops, per_second, speed_ratio, spread, write_json)
+from bench.common import (alternating, base_parser, graph_flops, machine_info,  # noqa: E402
+                          matmul_peak_gflops, per_second, report, speed_ratio, spread, write_json)
 
 DEFAULT_CONFIGS = "r50x1:224:1,r50x1:224:8,r50x1:448:1,r152x2:224:1"
 CANDIDATES = ("baseline_resnet50v2", "module", "native_folded", "native_unfolded")
@@ -124,12 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
             write_json(args.json, result)  # partial results survive an interrupted run
             print(f"done {arch} {size} batch {batch}", flush=True)
     print(f"matmul peak: {peak:.1f} GFLOP/s ({args.peak_size}x{args.peak_size} float32)")
-    print(format_table(rows, ["arch", "size", "batch", "baseline_resnet50v2_img_s",
+    report(rows, ["arch", "size", "batch", "baseline_resnet50v2_img_s",
                               "module_img_s", "module_vs_baseline", "native_folded_vs_baseline",
                               "native_unfolded_vs_baseline", "folding_speedup",
-                              "module_peak_fraction", "baseline_resnet50v2_peak_fraction"]))
-    write_json(args.json, result)
-    print(f"wrote {args.json}")
+                              "module_peak_fraction", "baseline_resnet50v2_peak_fraction"], args.json, result)
     return result
 
 

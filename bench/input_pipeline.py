@@ -18,8 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (base_parser, format_table, machine_info,  # noqa: E402
-                          per_second, speed_ratio, spread, write_json)
+from bench.common import (base_parser, machine_info,  # noqa: E402
+                          per_second, report, speed_ratio, spread, write_json)
 
 # preset -> (image folder under the data folder, image size)
 PRESET_DATA = {"cxr": ("nih-cxr14-sample/images", 448), "path": ("breakhis", 224)}
@@ -153,12 +153,10 @@ def main(argv: list[str] | None = None) -> dict:
                             width=args.width))
         write_json(args.json, result)  # partial results survive an interrupted run
         print(f"done {preset}", flush=True)
-    print(format_table(rows, ["preset", "size", "views_s_one_thread", "views_s_all_cores",
+    report(rows, ["preset", "size", "views_s_one_thread", "views_s_all_cores",
                               "views_s_per_core", "step_arch", "step_size",
                               "step_views_s_cached", "pipeline_fed_vs_cached",
-                              "pipeline_capacity_vs_model", "bound"]))
-    write_json(args.json, result)
-    print(f"wrote {args.json}")
+                              "pipeline_capacity_vs_model", "bound"], args.json, result)
     return result
 
 

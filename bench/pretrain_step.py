@@ -16,8 +16,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (alternating, base_parser, format_table, machine_info,  # noqa: E402
-                          per_second, speed_ratio, spread, write_json)
+from bench.common import (alternating, base_parser, machine_info,  # noqa: E402
+                          per_second, report, speed_ratio, spread, write_json)
 
 DEFAULT_CONFIGS = "tiny:64:16,r50x1:96:8,r50x1:128:8"
 GOAL = 0.45
@@ -114,11 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
                             optimizer=args.optimizer))
         write_json(args.json, result)  # partial results survive an interrupted run
         print(f"done {arch} {size} batch {batch}", flush=True)
-    print(format_table(rows, ["arch", "size", "batch", "optimizer", "supervised_img_s",
+    report(rows, ["arch", "size", "batch", "optimizer", "supervised_img_s",
                               "simclr_img_s", "simclr_vs_supervised", "meets_goal",
-                              "simclr_spread", "supervised_spread"]))
-    write_json(args.json, result)
-    print(f"wrote {args.json}")
+                              "simclr_spread", "supervised_spread"], args.json, result)
     return result
 
 
