@@ -15,9 +15,8 @@ from medfound.data.images import read_image
 from medfound.embed import (EmbedConfig, EmbedError, ModuleEmbedder, embed, prepare_image,
                             read_embeddings, sidecar_paths)
 from medfound.export.exporter import export_module
-from medfound.models.bit import build_backbone
-from medfound.runinfo import RunInfo
 from medfound.utils.files import sha256_file
+from tests.tiny_runs import write_tiny_run
 
 NAME = "cxr-50x1-remedis-m"
 SIZE = 64
@@ -28,15 +27,9 @@ BAD = ("empty.png", "not_an_image.png", "z_corrupt_data.png", "sub/truncated.jpg
 @pytest.fixture(scope="module")
 def module_dir(tmp_path_factory):
     """A tiny backbone (random weights) exported as a real hub SavedModel."""
-    import keras
-
     root = tmp_path_factory.mktemp("embed_module")
-    keras.utils.set_random_seed(3)
-    backbone = build_backbone("tiny")
-    (root / "run").mkdir()
-    backbone.save_weights(str(root / "run" / "backbone.weights.h5"))
-    RunInfo(arch="tiny", modality="cxr", init="bit-m", steps=1, image_size=SIZE,
-            data="unit-test images").save(root / "run")
+    write_tiny_run(root / "run", seed=3, modality="cxr", init="bit-m", steps=1, image_size=SIZE,
+                   data="unit-test images")
     return export_module(root / "run", root / NAME, name=NAME, allow_test_arch=True)
 
 

@@ -9,7 +9,7 @@ from medfound.export.exporter import export_module
 from medfound.export.loader import load
 from medfound.export.metadata import read_metadata
 from medfound.models.bit import BiTBackbone, build_backbone
-from medfound.runinfo import RunInfo
+from tests.tiny_runs import write_tiny_run
 
 NAME = "path-50x1-remedis-s"
 
@@ -17,13 +17,7 @@ NAME = "path-50x1-remedis-s"
 @pytest.fixture(scope="module")
 def module_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("load")
-    import keras
-
-    keras.utils.set_random_seed(3)
-    backbone = build_backbone("tiny")
-    (root / "run").mkdir()
-    backbone.save_weights(str(root / "run" / "backbone.weights.h5"))
-    RunInfo(arch="tiny", modality="path", init="bit-s", data="unit test").save(root / "run")
+    write_tiny_run(root / "run", seed=3, modality="path", init="bit-s", data="unit test")
     return export_module(root / "run", root / NAME, name=NAME, allow_test_arch=True)
 
 

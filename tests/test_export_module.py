@@ -14,23 +14,17 @@ from medfound.export.exporter import ExportError, ExportOptions, export_module, 
 from medfound.export.metadata import METADATA_ASSET, read_metadata
 from medfound.models.bit import build_backbone
 from medfound.runinfo import RunInfo
+from tests.tiny_runs import write_tiny_run
 
 NAME = "cxr-50x1-remedis-m"
 
 
 def make_tiny_run(run_dir, *, modality="cxr", init="bit-m", seed=0):
     """A real pretraining-run folder holding a tiny backbone (random weights) and its run.json."""
-    keras_seed = np.random.RandomState(seed).randint(1 << 30)
-    import keras
-
-    keras.utils.set_random_seed(int(keras_seed))
-    backbone = build_backbone("tiny")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    backbone.save_weights(str(run_dir / "backbone.weights.h5"))
-    RunInfo(arch="tiny", modality=modality, init=init, steps=7, image_size=64,
-            data="unit-test images", init_path="/data/BiT-M-R50x1.npz",
-            init_sha256="ab" * 32).save(run_dir)
-    return backbone
+    return write_tiny_run(run_dir, seed=int(np.random.RandomState(seed).randint(1 << 30)),
+                          modality=modality, init=init, steps=7, image_size=64,
+                          data="unit-test images", init_path="/data/BiT-M-R50x1.npz",
+                          init_sha256="ab" * 32)
 
 
 def cli(module, argv):
@@ -171,8 +165,9 @@ def test_export_never_replaces_a_folder_that_is_not_a_module(exported, tmp_path)
 def test_custom_names_for_users_own_modules(tmp_path):
     """A model trained from scratch (or any non-REMEDIS recipe) is exported under its own name,
     which may not pass for one of the eight."""
-    tiny = build_backbone("tiny")
-    run = RunInfo(arch="tiny", modality="path", init="random")
+    run_dir = tmp_path / "run"
+    tiny = write_tiny_run(run_dir, modality="path", init="random")
+    run = RunInfo.load(run_dir)
     spec = resolve_spec(run, tiny, ExportOptions(name="hospital-path-tiny.v1"))
     assert (spec.name, spec.arch, spec.init, spec.input_size) == (
         "hospital-path-tiny.v1", "tiny", "random", 224)
@@ -182,10 +177,6 @@ def test_custom_names_for_users_own_modules(tmp_path):
             resolve_spec(run, tiny, ExportOptions(name=bad))
     with pytest.raises(ExportError, match="pass --modality"):
         resolve_spec(RunInfo(arch="tiny"), tiny, ExportOptions(name="no-modality"))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    tiny.save_weights(run_dir / "backbone.weights.h5")
-    run.save(run_dir)
     out = export_module(run_dir, tmp_path / "release", name="hospital-path-tiny.v1")
     meta = read_metadata(out)
     assert meta.name == "hospital-path-tiny.v1" and not meta.is_remedis

@@ -85,7 +85,7 @@ def test_nih_multilabel_linear_probe_beats_chance_on_patient_split(shared_data, 
     cfg = FinetuneConfig(module="random:tiny", task="nih", data=str(data), out_dir=str(tmp_path / "nih"),
                          classes=classes, mode="linear", image_size=64, epochs=8, patience=3, batch_size=32,
                          learning_rate=0.01, n_boot=200, verbose=False)
-    result = finetune(cfg)
+    finetune(cfg)
     for name in OUTPUT_FILES:
         assert (tmp_path / "nih" / name).is_file(), name
     metrics = json.loads((tmp_path / "nih" / "metrics.json").read_text())

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from medfound.export.exporter import export_module
-from medfound.models.bit import build_backbone
-from medfound.runinfo import RunInfo
+from tests.tiny_runs import write_tiny_run
 
 onnx = pytest.importorskip("onnx", reason="onnx not installed (pip install 'medfound[onnx]')")
 ort = pytest.importorskip("onnxruntime",
@@ -20,12 +19,7 @@ NAME = "path-152x2-remedis-m"
 
 
 def test_onnxruntime_matches_the_savedmodel_within_1e4(tmp_path):
-    import keras
-
-    keras.utils.set_random_seed(11)
-    (tmp_path / "run").mkdir()
-    build_backbone("tiny").save_weights(str(tmp_path / "run" / "backbone.weights.h5"))
-    RunInfo(arch="tiny", modality="path", init="bit-m").save(tmp_path / "run")
+    write_tiny_run(tmp_path / "run", seed=11, modality="path", init="bit-m")
     saved = export_module(tmp_path / "run", tmp_path / NAME, name=NAME, allow_test_arch=True)
     path = export_module(tmp_path / "run", tmp_path / "onnx", name=NAME, fmt="onnx",
                          allow_test_arch=True)

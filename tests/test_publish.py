@@ -24,8 +24,8 @@ from medfound.export.loader import load
 from medfound.export.metadata import read_metadata
 from medfound.export.publish import PublishError, probe_image, publish
 from medfound.export.verify import VerifyError, verify
-from medfound.models.bit import BiTBackbone, build_backbone
-from medfound.runinfo import RunInfo
+from medfound.models.bit import BiTBackbone
+from tests.tiny_runs import write_tiny_run
 
 NAME = "cxr-50x1-remedis-s"
 REPO = Path(__file__).resolve().parents[1]
@@ -51,13 +51,8 @@ def cli(module, argv):
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     root = tmp_path_factory.mktemp("publish")
-    import keras
-
-    keras.utils.set_random_seed(5)
-    (root / "run").mkdir()
-    build_backbone("tiny").save_weights(str(root / "run" / "backbone.weights.h5"))
-    RunInfo(arch="tiny", modality="cxr", init="bit-s", steps=3,
-            data="unit-test chest X-rays").save(root / "run")
+    write_tiny_run(root / "run", seed=5, modality="cxr", init="bit-s", steps=3,
+                   data="unit-test chest X-rays")
     release_dir = root / "release"
     record = make_release([(NAME, root / "run")], release_dir, allow_test_arch=True)
     assert record["modules"][NAME]["run"] == str(root / "run")
