@@ -26,6 +26,9 @@ setup(
         # TensorFlow 2.21 no longer installs it; tf.summary needs it for run logs.
         "tensorboard>=2.16,<2.22",
         "tensorflow-datasets>=4.9,<5",
+        # TFDS 4.9 needs it to prepare its own builders (chexpert, patch_camelyon) but declares it
+        # only for Python < 3.9 (tensorflow/datasets#11212).
+        "importlib_resources>=5,<7",
         "numpy>=1.26,<3",
         "absl-py>=1.0,<3",
         "pillow>=10,<14",

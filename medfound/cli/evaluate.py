@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from medfound.cli.finetune import TASK_CHOICES
+from medfound.cli.finetune import DATA_HELP, TASK_CHOICES
 from medfound.cli.options import parse_key_values
 SHIFT_CHOICES = ("contrast", "sharpness", "tint", "zoom", "gamma")
 
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
                     "shifts.png (performance against severity).")
     p.add_argument("--model", required=True, help="fine-tune output folder or its model.keras")
     p.add_argument("--task", required=True, choices=TASK_CHOICES)
-    p.add_argument("--data", required=True, help="dataset folder or file for the task")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.add_argument("--shift", action="append", default=[],

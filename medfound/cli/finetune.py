@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+DATA_HELP = ("dataset folder or file for the task, or tfds:chexpert / tfds:patch_camelyon (task camelyon) "
+             "for a locally prepared TFDS dataset: --data-option data_dir=DIR, and manual_dir=DIR to prepare it "
+             "from your local copy first (never downloaded)")
 MODULE_HELP = ("module name or path (anything medfound.load takes), bit:ARCH:CHECKPOINT for a "
                "BiT-initialised backbone, or random:ARCH for random initialisation")
 
@@ -38,7 +41,7 @@ MODULE_HELP = ("module name or path (anything medfound.load takes), bit:ARCH:CHE
 def add_training_arguments(p: argparse.ArgumentParser, d: dict) -> None:
     """The task, data and training options shared by finetune and label-efficiency."""
     p.add_argument("--task", required=True, choices=TASK_CHOICES)
-    p.add_argument("--data", required=True, help="dataset folder or file for the task")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mode", choices=["linear", "full"], default=d["mode"])
     p.add_argument("--classes", help="comma-separated label columns to keep (multi-label tasks)")

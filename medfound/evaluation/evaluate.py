@@ -48,14 +48,14 @@ class EvaluateConfig:
 
     def validate(self) -> None:
         """Refuses impossible values with one message listing every problem, before any work."""
-        from medfound.data.labeled import TASKS
+        from medfound.data.labeled import TASKS, is_tfds_data
 
         problems = Problems()
         check = problems.check
 
         check(self.task in TASKS, f"unknown task {self.task!r}; choose from {list(TASKS)}")
         check(self.split in SPLITS, f"split must be one of {list(SPLITS)}, got {self.split!r}")
-        check(Path(self.data).exists(), f"data not found: {self.data}")
+        check(is_tfds_data(self.data) or Path(self.data).exists(), f"data not found: {self.data}")
         try:
             resolve_model_path(self.model)
         except (FileNotFoundError, ValueError) as err:

@@ -72,7 +72,7 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         """Refuses impossible values with one message listing every problem, before any work."""
-        from medfound.data.labeled import TASKS, parse_fraction
+        from medfound.data.labeled import TASKS, is_tfds_data, parse_fraction
         from medfound.models.configs import get_arch
 
         problems = Problems()
@@ -117,7 +117,7 @@ class FinetuneConfig:
               f"classes must be a non-empty list of class names, got {self.classes!r}")
         check(isinstance(self.data_options, dict), f"data_options must be a dict, got {type(self.data_options)}")
         check(bool(str(self.out_dir)), "out_dir must be given")
-        check(Path(self.data).exists(), f"data not found: {self.data}")
+        check(is_tfds_data(self.data) or Path(self.data).exists(), f"data not found: {self.data}")
         try:
             spec = parse_module(self.module)
         except ValueError as err:

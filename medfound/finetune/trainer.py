@@ -71,8 +71,6 @@ def make_optimizer(config: FinetuneConfig, total_steps: int) -> keras.optimizers
 
 def select_classes(ds, classes: list[str] | tuple[str, ...] | None):
     """The dataset with only the named label columns (in that order); multi-label tasks only."""
-    from medfound.data.labeled import LabeledDataset
-
     if classes is None or tuple(classes) == ds.class_names:
         return ds
     unknown = [c for c in classes if c not in ds.class_names]
@@ -81,9 +79,9 @@ def select_classes(ds, classes: list[str] | tuple[str, ...] | None):
     if ds.task != "multilabel":
         raise ValueError(f"{ds.name or 'dataset'}: choosing classes needs a multi-label task, this one is {ds.task}")
     cols = [ds.class_names.index(c) for c in classes]
-    return LabeledDataset(labels=ds.labels[:, cols], mask=ds.mask[:, cols], patient_ids=ds.patient_ids,
-                          class_names=tuple(classes), task="multilabel", paths=ds.paths, source=ds.source,
-                          source_rows=ds.source_rows, boxes=ds.boxes, name=ds.name, meta=dict(ds.meta))
+    # replace() keeps the dataset's class (a TFDS-backed one streams its own way) and its sources.
+    return dataclasses.replace(ds, labels=ds.labels[:, cols], mask=ds.mask[:, cols],
+                               class_names=tuple(classes), task="multilabel", meta=dict(ds.meta))
 
 
 def has_auc(labels: np.ndarray, mask: np.ndarray) -> bool:
