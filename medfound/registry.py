@@ -16,6 +16,8 @@ MODALITIES: dict[str, int] = {"cxr": 448, "path": 224}  # modality -> default in
 INITS: dict[str, str] = {"s": "bit-s", "m": "bit-m"}  # name suffix -> BiT initialisation
 INIT_DATA: dict[str, str] = {"bit-s": "ImageNet-1k (BiT-S)", "bit-m": "ImageNet-21k (BiT-M)"}
 MODULE_SIZES: tuple[str, ...] = ("50x1", "152x2")
+# Self-supervised objectives of `medfound pretrain --method` (classes: medfound.ssl.methods).
+SSL_METHODS: tuple[str, ...] = ("simclr", "barlow", "moco", "byol", "relic")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""`medfound pretrain`: contrastive pretraining of a BiT backbone on unlabeled medical images."""
+"""`medfound pretrain`: self-supervised pretraining of a BiT backbone on unlabeled medical images."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
 from medfound.cli.options import parse_key_values
-from medfound.registry import MODALITIES
+from medfound.registry import MODALITIES, SSL_METHODS
 
 _DEFAULTS = {}  # filled lazily from PretrainConfig so the CLI never restates a default
 
@@ -22,8 +22,9 @@ def _defaults() -> dict:
 def register(subparsers) -> None:
     d = _defaults()
     p = subparsers.add_parser(
-        "pretrain", help="continue a BiT backbone with SimCLR / MICLe on unlabeled images",
-        description="Contrastive pretraining (SimCLR; MICLe pairs with --micle) of a BiT "
+        "pretrain", help="continue a BiT backbone with SimCLR, Barlow Twins, MoCo, BYOL or RELIC",
+        description="Self-supervised pretraining (SimCLR by default; Barlow Twins, MoCo v2, BYOL "
+                    "or RELIC with --method; MICLe pairs with --micle) of a BiT "
                     "ResNetV2 on unlabeled medical images. The run directory holds the config, "
                     "checkpoints, TensorBoard logs and the backbone for `medfound export`; "
                     "running again on the same --out resumes from the last checkpoint.")
@@ -49,9 +50,25 @@ def register(subparsers) -> None:
     p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"])
     p.add_argument("--optimizer", choices=["lars", "sgd", "adamw"], default=d["optimizer"])
     p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--temperature", type=float, default=d["temperature"])
-    p.add_argument("--projection-dim", type=int, default=d["projection_dim"])
-    p.add_argument("--projection-layers", type=int, default=d["projection_layers"])
+    p.add_argument("--method", choices=list(SSL_METHODS), default=d["method"],
+                   help="self-supervised objective")
+    p.add_argument("--temperature", type=float, default=d["temperature"],
+                   help="simclr/relic/moco (default: the method's, 0.1 or 0.2 for moco)")
+    p.add_argument("--projection-dim", type=int, default=d["projection_dim"],
+                   help="head output size (default: the method's)")
+    p.add_argument("--projection-hidden-dim", type=int, default=d["projection_hidden_dim"],
+                   help="head hidden size (default: the backbone's embedding size)")
+    p.add_argument("--projection-layers", type=int, default=d["projection_layers"],
+                   help="head depth (default: the method's)")
+    p.add_argument("--barlow-lambda", type=float, default=d["barlow_lambda"],
+                   help="barlow: weight of the off-diagonal term")
+    p.add_argument("--relic-alpha", type=float, default=d["relic_alpha"],
+                   help="relic: weight of the invariance (KL) term")
+    p.add_argument("--moco-queue-size", type=int, default=d["moco_queue_size"],
+                   help="moco: negatives kept from earlier batches")
+    p.add_argument("--ema-momentum", type=float, default=d["ema_momentum"],
+                   help="byol/moco: target momentum at step 0, rising to 1 (default: the "
+                        "method's, 0.996 byol, 0.99 moco)")
     p.add_argument("--micle", action="store_true",
                    help="positive pairs from two images of the same patient where possible")
     p.add_argument("--micle-probability", type=float, default=d["micle_probability"])
@@ -87,8 +104,11 @@ def config_from_args(args: argparse.Namespace):
         augment=parse_key_values(args.augment, "--augment"),
         batch_size=args.batch_size, steps=args.steps, learning_rate=args.learning_rate,
         lr_scaling=args.lr_scaling, warmup_fraction=args.warmup_fraction,
-        optimizer=args.optimizer, weight_decay=args.weight_decay, temperature=args.temperature,
-        projection_layers=args.projection_layers, projection_dim=args.projection_dim,
+        optimizer=args.optimizer, weight_decay=args.weight_decay, method=args.method,
+        temperature=args.temperature, projection_layers=args.projection_layers,
+        projection_hidden_dim=args.projection_hidden_dim, projection_dim=args.projection_dim,
+        barlow_lambda=args.barlow_lambda, relic_alpha=args.relic_alpha,
+        moco_queue_size=args.moco_queue_size, ema_momentum=args.ema_momentum,
         micle=args.micle, micle_probability=args.micle_probability,
         path_column=args.path_column, patient_column=args.patient_column, split=args.split,
         skip_bad_images=args.skip_bad_images, strategy=args.strategy, precision=args.precision,

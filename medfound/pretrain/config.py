@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from medfound.models.configs import get_arch
-from medfound.registry import MODALITIES
+from medfound.registry import MODALITIES, SSL_METHODS
 from medfound.utils.files import atomic_path
 from medfound.utils.validation import Problems
 
@@ -20,7 +20,11 @@ INIT_KINDS = ("bit-s", "bit-m")
 
 @dataclasses.dataclass
 class PretrainConfig:
-    """Everything a pretraining run needs; defaults follow SimCLR v2 / REMEDIS where they apply."""
+    """Everything a pretraining run needs; defaults follow SimCLR v2 / REMEDIS where they apply.
+
+    Head sizes, temperature and EMA momentum left as None take the method's own defaults
+    (``medfound.ssl.methods``: e.g. SimCLR 3 layers to 128 at T=0.1, MoCo T=0.2).
+    """
 
     data: str  # folder, CSV, MedMNIST .npz, TFRecord folder or 'tfds:NAME'
     out_dir: str
@@ -40,9 +44,15 @@ class PretrainConfig:
     optimizer: str = "lars"
     weight_decay: float = 1e-6
     momentum: float = 0.9
-    temperature: float = 0.1
-    projection_layers: int = 3
-    projection_dim: int = 128
+    method: str = "simclr"  # simclr, barlow, moco, byol or relic
+    temperature: float | None = None  # SimCLR/RELIC/MoCo
+    projection_layers: int | None = None
+    projection_hidden_dim: int | None = None  # default: the backbone's embedding size
+    projection_dim: int | None = None
+    barlow_lambda: float = 0.0051
+    relic_alpha: float = 1.0
+    moco_queue_size: int = 16384
+    ema_momentum: float | None = None  # BYOL/MoCo target momentum at step 0 (cosine to 1)
     micle: bool = False  # positive pairs from two images of one patient where possible
     micle_probability: float = 1.0
     path_column: str | None = None
@@ -77,6 +87,17 @@ class PretrainConfig:
         _, _, path = self.init.partition(":")
         return path or None
 
+    def method_settings(self):
+        """The ``MethodSettings`` of this run's objective (``medfound.ssl.methods``)."""
+        from medfound.ssl.methods import MethodSettings
+
+        return MethodSettings(
+            projection_layers=self.projection_layers,
+            projection_hidden_dim=self.projection_hidden_dim, projection_dim=self.projection_dim,
+            temperature=self.temperature, barlow_lambda=self.barlow_lambda,
+            relic_alpha=self.relic_alpha, moco_queue_size=self.moco_queue_size,
+            ema_momentum=self.ema_momentum, total_steps=self.steps, seed=self.seed)
+
     @property
     def warmup_steps(self) -> int:
         return int(round(self.warmup_fraction * self.steps))
@@ -109,9 +130,21 @@ class PretrainConfig:
         check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, "
                                             f"got {self.optimizer!r}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
-        check(self.projection_layers >= 1 and self.projection_dim >= 1,
-              "projection_layers and projection_dim must be >= 1")
+        check(self.method in SSL_METHODS, f"method must be one of {SSL_METHODS}, "
+                                          f"got {self.method!r}")
+        check(self.temperature is None or self.temperature > 0,
+              f"temperature must be > 0, got {self.temperature}")
+        for name in ("projection_layers", "projection_hidden_dim", "projection_dim"):
+            value = getattr(self, name)
+            check(value is None or value >= 1, f"{name} must be >= 1, got {value}")
+        check(self.barlow_lambda >= 0, f"barlow_lambda must be >= 0, got {self.barlow_lambda}")
+        check(self.relic_alpha >= 0, f"relic_alpha must be >= 0, got {self.relic_alpha}")
+        check(self.ema_momentum is None or 0 <= self.ema_momentum <= 1,
+              f"ema_momentum must be in [0, 1], got {self.ema_momentum}")
+        if self.method == "moco":
+            check(self.moco_queue_size >= 2 * self.batch_size,
+                  f"moco_queue_size ({self.moco_queue_size}) must hold at least one step's keys "
+                  f"(2 x batch_size = {2 * self.batch_size})")
         check(0 <= self.micle_probability <= 1, "micle_probability must be in [0, 1]")
         check(self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, "
                                            f"got {self.strategy!r}")

@@ -1,4 +1,5 @@
-"""The networks and optimizer of a SimCLR run: BiT backbone (optionally BiT-initialised) + head."""
+"""The networks and optimizer of a pretraining run: a BiT backbone (optionally BiT-initialised)
+and the self-supervised method's own networks (heads, predictor, target network, queue)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,30 +11,40 @@ from medfound.models.bit_weights import load_bit_weights
 from medfound.optim.lars import LARS
 from medfound.optim.schedules import WarmupCosineDecay, scale_learning_rate
 from medfound.pretrain.config import PretrainConfig
-from medfound.ssl.heads import ProjectionHead
+from medfound.ssl.methods import Method, get_method
 from medfound.utils.files import sha256_path
 
 
 @dataclasses.dataclass
-class SimCLRNetworks:
+class PretrainNetworks:
+    """The backbone being pretrained and the method that trains it."""
+
     backbone: BiTBackbone
-    head: ProjectionHead
+    method: Method
 
     @property
     def trainable_variables(self) -> list:
-        return self.backbone.trainable_variables + self.head.trainable_variables
+        return self.backbone.trainable_variables + self.method.trainable_variables
+
+    def checkpoint_items(self) -> dict:
+        """Everything a checkpoint holds besides the optimizer, by key."""
+        return {"backbone": self.backbone, **self.method.checkpoint_items()}
 
 
-def build_networks(config: PretrainConfig) -> tuple[SimCLRNetworks, str | None]:
-    """Builds backbone and head (inside the strategy scope); returns them and the init SHA-256."""
-    backbone = build_backbone(config.arch, units=config.units, width=config.width)
+def build_networks(config: PretrainConfig) -> tuple[PretrainNetworks, str | None]:
+    """Builds the backbone and the method's networks (inside the strategy scope); returns them
+    and the SHA-256 of the BiT initialisation (None for random)."""
+    def make_backbone() -> BiTBackbone:
+        return build_backbone(config.arch, units=config.units, width=config.width)
+
+    backbone = make_backbone()
     init_sha256 = None
     if config.init_path:
         load_bit_weights(backbone, config.init_path)
         init_sha256 = sha256_path(config.init_path)
-    head = ProjectionHead(num_layers=config.projection_layers, output_dim=config.projection_dim)
-    head.build((None, backbone.embedding_dim))
-    return SimCLRNetworks(backbone, head), init_sha256
+    method = get_method(config.method, config.method_settings())
+    method.build(backbone, make_backbone)
+    return PretrainNetworks(backbone, method), init_sha256
 
 
 def build_optimizer(config: PretrainConfig) -> keras.optimizers.Optimizer:

@@ -1,4 +1,5 @@
-"""The SimCLR pretraining loop: one code path for one device, several GPUs or several hosts.
+"""The pretraining loop: one code path for every method (SimCLR, Barlow Twins, MoCo v2, BYOL,
+RELIC) on one device, several GPUs or several hosts.
 
 A custom loop (rather than ``model.fit``) because the loss needs the global batch across
 replicas and the run must checkpoint and resume exactly: step count, optimizer state and the
@@ -17,18 +18,18 @@ import tensorflow as tf
 
 from medfound.models.bit import BiTBackbone
 from medfound.pretrain.config import PretrainConfig
-from medfound.pretrain.model import SimCLRNetworks, build_networks, build_optimizer
+from medfound.pretrain.model import PretrainNetworks, build_networks, build_optimizer
 from medfound.pretrain.pipeline import distributed_views, open_source
 from medfound.pretrain.strategy import is_chief, make_strategy
 from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
-from medfound.ssl.losses import contrastive_accuracy, logits_entropy, nt_xent_loss
 from medfound.utils.files import atomic_path
 from medfound.version import __version__
 
 CONFIG_FILE = "config.json"
 # Fields that must not change when a run directory is resumed.
-_FROZEN_ON_RESUME = ("arch", "units", "width", "projection_layers", "projection_dim",
-                     "optimizer", "batch_size", "modality", "init")
+_FROZEN_ON_RESUME = ("arch", "units", "width", "method", "projection_layers",
+                     "projection_hidden_dim", "projection_dim", "moco_queue_size", "optimizer",
+                     "batch_size", "modality", "init")
 
 
 @dataclasses.dataclass
@@ -47,43 +48,44 @@ class PretrainResult:
         return self.run_dir / BACKBONE_WEIGHTS
 
 
-def make_train_step(strategy: tf.distribute.Strategy, nets: SimCLRNetworks,
+def make_train_step(strategy: tf.distribute.Strategy, nets: PretrainNetworks,
                     optimizer: keras.optimizers.Optimizer, config: PretrainConfig):
-    """A tf.function taking one distributed batch, applying one update, returning mean metrics."""
+    """A tf.function taking one distributed batch, applying one update (then the method's
+    EMA / queue work), returning the method's metrics averaged over replicas."""
     replicas = strategy.num_replicas_in_sync
     variables = nets.trainable_variables
+    method = nets.method
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     def forward_backward(batch):
         views = tf.concat([batch["view_a"], batch["view_b"]], axis=0)
+        targets = method.targets(views)  # target networks: no gradient, outside the tape
         with tf.GradientTape() as tape:
             features = nets.backbone(views, training=True)["pre_logits"]
-            z = tf.cast(nets.head(features, training=True), tf.float32)
-            z_a, z_b = tf.split(z, 2, axis=0)
-            out = nt_xent_loss(z_a, z_b, config.temperature)
+            out = method.loss(features, targets)
             # Keras sums gradients over replicas: scale so the sum is the global mean gradient.
             loss = out.loss / replicas
             if loss_scaling:
                 loss = optimizer.scale_loss(loss)
         grads = tape.gradient(loss, variables)
-        metrics = {"loss": out.loss,
-                   "contrastive_accuracy": contrastive_accuracy(out.logits, out.labels),
-                   "logits_entropy": logits_entropy(out.logits)}
-        return grads, metrics
+        return grads, {"loss": out.loss, **out.metrics}, out.updates
 
     if config.xla and replicas == 1:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(batch):
-        grads, metrics = forward_backward(batch)
+        grads, metrics, updates = forward_backward(batch)
         optimizer.apply_gradients(zip(grads, variables))
-        return metrics
+        return metrics, updates
 
     @tf.function
     def train_step(distributed_batch):
-        per_replica = strategy.run(replica_step, args=(distributed_batch,))
+        metrics, updates = strategy.run(replica_step, args=(distributed_batch,))
+        # Updates hold the same global values on every replica: take the first local copy.
+        updates = {k: strategy.experimental_local_results(v)[0] for k, v in updates.items()}
+        method.after_update(updates, optimizer.iterations)
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in per_replica.items()}
+                for k, v in metrics.items()}
 
     return train_step
 
@@ -112,7 +114,7 @@ def _current_lr(optimizer) -> float:
 
 def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None = None,
              verbose: bool = True) -> PretrainResult:
-    """Runs (or resumes) SimCLR pretraining as configured and returns what it did.
+    """Runs (or resumes) self-supervised pretraining as configured and returns what it did.
 
     The run directory receives ``config.json``, ``checkpoints/`` (the last
     ``keep_checkpoints``), ``logs/`` (TensorBoard) and, at every checkpoint and at the end,
@@ -139,8 +141,7 @@ def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None 
             nets, init_sha256 = build_networks(config)
             optimizer = build_optimizer(config)
             optimizer.build(nets.trainable_variables)
-        checkpoint = tf.train.Checkpoint(backbone=nets.backbone, head=nets.head,
-                                         optimizer=optimizer)
+        checkpoint = tf.train.Checkpoint(optimizer=optimizer, **nets.checkpoint_items())
         manager = tf.train.CheckpointManager(checkpoint, str(write_dir / "checkpoints"),
                                              max_to_keep=config.keep_checkpoints)
         if manager.latest_checkpoint:
@@ -151,7 +152,7 @@ def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None 
             config.save(run_dir / CONFIG_FILE)
         info = RunInfo(arch=nets.backbone.arch, units=config.units, width=config.width,
                        modality=config.modality, init=config.init_kind,
-                       init_path=config.init_path, init_sha256=init_sha256, method="simclr",
+                       init_path=config.init_path, init_sha256=init_sha256, method=config.method,
                        steps=start, image_size=config.input_size, data=source.description,
                        medfound_version=__version__)
         history = _loop(strategy, config, nets, optimizer, manager, source, info, start,
@@ -198,10 +199,11 @@ def _loop(strategy, config, nets, optimizer, manager, source, info, start, chief
                 for key, value in values.items():
                     if key != "step":
                         tf.summary.scalar(key, value)
-            progress.update(done, [("loss", values["loss"]),
-                                   ("acc", values["contrastive_accuracy"]),
-                                   ("img/s", values["images_per_second"]),
-                                   ("lr", values["learning_rate"])])
+            shown = [("loss", values["loss"])]
+            if "contrastive_accuracy" in values:
+                shown.append(("acc", values["contrastive_accuracy"]))
+            progress.update(done, shown + [("img/s", values["images_per_second"]),
+                                           ("lr", values["learning_rate"])])
         if done % config.checkpoint_every == 0 or done == config.steps:
             manager.save(checkpoint_number=done)
             info.steps = done
@@ -220,7 +222,7 @@ def _write_views(writer, strategy, batch, step, count: int) -> None:
                          max_outputs=count)
 
 
-def _write_export_files(nets: SimCLRNetworks, info: RunInfo, run_dir: Path) -> None:
+def _write_export_files(nets: PretrainNetworks, info: RunInfo, run_dir: Path) -> None:
     """Backbone weights and run record, each replaced atomically (export reads them)."""
     with atomic_path(run_dir / BACKBONE_WEIGHTS) as tmp:
         nets.backbone.save_weights(tmp)

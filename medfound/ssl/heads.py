@@ -1,4 +1,9 @@
-"""SimCLR v2 projection head: the small MLP between the backbone and the contrastive loss."""
+"""Projection heads and predictors: the small MLPs between the backbone and a self-supervised loss.
+
+One layer, ``ProjectionHead``, covers every method's MLP: SimCLR v2's (BN after every Dense,
+the last without centre), Barlow Twins' and BYOL's (no norm after the last Dense) and MoCo v2's
+(no norm at all) differ only in ``hidden_norm`` / ``output_norm``.
+"""
 from __future__ import annotations
 
 import keras
@@ -17,8 +22,11 @@ def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
 
 @keras.saving.register_keras_serializable(package="medfound")
 class ProjectionHead(keras.layers.Layer):
-    """SimCLR v2 projection head: (Dense without bias, BatchNorm, ReLU) x (num_layers - 1), then
-    Dense without bias and BatchNorm(center=False) with no ReLU.
+    """MLP head: (Dense, BatchNorm, ReLU) x (num_layers - 1), then Dense and BatchNorm(center=False)
+    with no ReLU; the SimCLR v2 projection head with the defaults.
+
+    ``hidden_norm=False`` drops the hidden batch norms and ``output_norm=False`` the last one; a
+    Dense has a bias exactly when no batch norm follows it.
 
     The batch norms are ``synchronized`` so that, under a MirroredStrategy, their statistics are
     computed over the global batch (as SimCLR's cross-replica BN), which stops each replica from
@@ -28,6 +36,7 @@ class ProjectionHead(keras.layers.Layer):
 
     def __init__(self, num_layers: int = 3, hidden_dim: int | None = None, output_dim: int = 128,
                  bn_momentum: float = BN_MOMENTUM, bn_epsilon: float = BN_EPSILON,
+                 hidden_norm: bool = True, output_norm: bool = True,
                  name: str = "projection_head", **kwargs):
         super().__init__(name=name, **kwargs)
         _check_positive_int("num_layers", num_layers)
@@ -42,8 +51,13 @@ class ProjectionHead(keras.layers.Layer):
         self.output_dim = output_dim
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
+        self.hidden_norm = bool(hidden_norm)
+        self.output_norm = bool(output_norm)
         self.dense_layers: list[keras.layers.Dense] = []
-        self.norm_layers: list[keras.layers.BatchNormalization] = []
+        self.norm_layers: list[keras.layers.BatchNormalization] = []  # only where a norm is used
+
+    def _has_norm(self, i: int) -> bool:
+        return self.output_norm if i == self.num_layers - 1 else self.hidden_norm
 
     def build(self, input_shape) -> None:
         in_dim = input_shape[-1]
@@ -54,22 +68,27 @@ class ProjectionHead(keras.layers.Layer):
         batch_shape = tuple(input_shape[:-1])
         for i in range(self.num_layers):
             last = i == self.num_layers - 1
+            units = self.output_dim if last else hidden
             dense = keras.layers.Dense(
-                self.output_dim if last else hidden, use_bias=False,
+                units, use_bias=not self._has_norm(i),
                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name=f"dense_{i}")
-            norm = keras.layers.BatchNormalization(
-                momentum=self.bn_momentum, epsilon=self.bn_epsilon, center=not last,
-                synchronized=True, name=f"batch_normalization_{i}")
             dense.build(batch_shape + (hidden if i else int(in_dim),))
-            norm.build(batch_shape + (self.output_dim if last else hidden,))
             self.dense_layers.append(dense)
-            self.norm_layers.append(norm)
+            if self._has_norm(i):
+                norm = keras.layers.BatchNormalization(
+                    momentum=self.bn_momentum, epsilon=self.bn_epsilon, center=not last,
+                    synchronized=True, name=f"batch_normalization_{i}")
+                norm.build(batch_shape + (units,))
+                self.norm_layers.append(norm)
         self.built = True
 
     def call(self, inputs, training=None):
         x = inputs
-        for i, (dense, norm) in enumerate(zip(self.dense_layers, self.norm_layers)):
-            x = norm(dense(x), training=training)
+        norms = iter(self.norm_layers)
+        for i, dense in enumerate(self.dense_layers):
+            x = dense(x)
+            if self._has_norm(i):
+                x = next(norms)(x, training=training)
             if i < self.num_layers - 1:
                 x = keras.ops.relu(x)
         return x
@@ -81,5 +100,6 @@ class ProjectionHead(keras.layers.Layer):
         config = super().get_config()
         config.update(num_layers=self.num_layers, hidden_dim=self.hidden_dim,
                       output_dim=self.output_dim, bn_momentum=self.bn_momentum,
-                      bn_epsilon=self.bn_epsilon)
+                      bn_epsilon=self.bn_epsilon, hidden_norm=self.hidden_norm,
+                      output_norm=self.output_norm)
         return config
