@@ -30,6 +30,8 @@ def test_sweep_on_pneumoniamnist_writes_table_plot_and_resumes(shared_data, tmp_
         (m, f) for m in ("random:small", "random:tiny") for f in (0.05, 1.0)}
     assert all(0 <= r["test_mean_auc"] <= 1 for r in results["runs"])
     assert results["baseline"] == "random:tiny"
+    assert results["pretraining"] == {"random:small": "none (random init)",
+                                      "random:tiny": "none (random init)"}
     assert results["target_auc"] == results["summary"]["random:tiny"]["1.0"]["mean"]
     assert results["fraction_to_match"]["random:tiny"] in (0.05, 1.0)  # matches itself at 100%
     assert (tmp_path / "le" / "label_efficiency.png").read_bytes()[:4] == b"\x89PNG"

@@ -163,6 +163,11 @@ def test_exported_module_records_the_method(patients_csv, tmp_path):
     module = export_module(result.run_dir, tmp_path / "module", name="cxr-tiny-barlow",
                            allow_test_arch=True)
     assert read_metadata(module).method == "barlow"
+    # `medfound label-efficiency` tells methods apart by this record.
+    from medfound.evaluation.label_efficiency import pretraining_of
+
+    assert pretraining_of(str(module)) == "barlow (random)"
+    assert pretraining_of(str(tmp_path / "missing")).startswith("unknown (")
 
 
 def test_method_settings_are_validated(tmp_path):

@@ -29,6 +29,28 @@ class LabelEfficiencyResult:
     target_auc: float
     fraction_to_match: dict[str, float | None]  # None: never matched within the fractions tried
     out_dir: Path
+    pretraining: dict[str, str] = dataclasses.field(default_factory=dict)  # module -> how it was made
+
+
+def pretraining_of(module: str) -> str:
+    """How a module was pretrained, for comparing methods: 'none (random init)', 'none (BiT)',
+    or a medfound module's recorded method and initialisation, e.g. 'byol (bit-m)'."""
+    from medfound.finetune.config import parse_module
+
+    spec = parse_module(module)
+    if spec.kind == "random":
+        return "none (random init)"
+    if spec.kind == "bit":
+        return "none (BiT)"
+    from medfound.export.loader import find_module
+    from medfound.export.metadata import read_metadata
+
+    path = Path(module)
+    try:
+        meta = read_metadata(path if path.exists() else find_module(module))
+    except (OSError, ValueError) as err:
+        return f"unknown ({str(err).splitlines()[0][:80]})"
+    return f"{meta.method} ({meta.init})"
 
 
 def fraction_to_match(curve: dict[float, float], target: float) -> float | None:
@@ -94,7 +116,8 @@ def label_efficiency(base: FinetuneConfig, modules: Sequence[str],
     target = summary[baseline][1.0]["mean"]
     matched = {m: fraction_to_match({f: v["mean"] for f, v in summary[m].items()}, target)
                for m in modules}
-    result = LabelEfficiencyResult(runs, summary, baseline, target, matched, out)
+    result = LabelEfficiencyResult(runs, summary, baseline, target, matched, out,
+                                   {m: pretraining_of(m) for m in modules})
     _write(result, base)
     return result
 
@@ -103,17 +126,18 @@ def _write(result: LabelEfficiencyResult, base: FinetuneConfig) -> None:
     out = result.out_dir
     data = {"task": base.task, "data": base.data, "mode": base.mode, "baseline": result.baseline,
             "target_auc": result.target_auc, "fraction_to_match": result.fraction_to_match,
+            "pretraining": result.pretraining,
             "summary": {m: {str(f): v for f, v in c.items()} for m, c in result.summary.items()},
             "runs": result.runs}
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
     fractions = sorted(next(iter(result.summary.values())))
-    lines = ["| module | " + " | ".join(f"{f:.0%}" for f in fractions) + " | labels to match |",
-             "|---" * (len(fractions) + 2) + "|"]
+    lines = ["| module | pretraining | " + " | ".join(f"{f:.0%}" for f in fractions)
+             + " | labels to match |", "|---" * (len(fractions) + 3) + "|"]
     for module, curve in result.summary.items():
         cells = [f"{curve[f]['mean']:.3f} ± {curve[f]['std']:.3f}" for f in fractions]
         need = result.fraction_to_match[module]
-        lines.append(f"| {module} | " + " | ".join(cells) + f" | {'-' if need is None else f'{need:.0%}'} |")
+        lines.append(f"| {module} | {result.pretraining.get(module, '')} | " + " | ".join(cells) + f" | {'-' if need is None else f'{need:.0%}'} |")
     lines.append(f"\nTarget: {result.baseline} with 100% of labels, mean test AUC "
                  f"{result.target_auc:.3f}; 'labels to match' is the smallest fraction reaching it.")
     with atomic_path(out / "table.md") as tmp:
@@ -131,7 +155,8 @@ def _plot(result: LabelEfficiencyResult, fractions: list[float], path: Path) -> 
     for module, curve in result.summary.items():
         mean = np.array([curve[f]["mean"] for f in fractions])
         std = np.array([curve[f]["std"] for f in fractions])
-        ax.errorbar(fractions, mean, yerr=std, marker="o", capsize=3, label=module)
+        ax.errorbar(fractions, mean, yerr=std, marker="o", capsize=3,
+                    label=f"{module} [{result.pretraining.get(module, '?')}]")
     ax.axhline(result.target_auc, color="grey", ls="--", label=f"{result.baseline} @ 100%")
     ax.set_xscale("log")
     ax.set_xlabel("fraction of training labels")
