@@ -89,7 +89,11 @@ def test_bit_constants_in_layers():
     norms = [layer for layer in model.layers if "group_norm" in layer.name]
     assert norms and all(n.groups == 32 and n.epsilon == 1e-5 for n in norms)
     convs = [layer for layer in model.layers if "standardized_conv2d" in layer.name]
-    assert all(not c.use_bias and c.padding == "valid" and c.epsilon == 1e-10 for c in convs)
+    assert all(not c.use_bias and c.epsilon == 1e-10 for c in convs)
+    # Explicit (1, 1) padding, or SAME where that is the same thing (3x3, stride 1).
+    assert all(c.padding == "valid" or (c.kernel_size == (3, 3) and c.strides == (1, 1))
+               for c in convs)
+    assert any(c.padding == "same" for c in convs)
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])
@@ -128,3 +132,32 @@ def test_weights_h5_and_keras_round_trips(tmp_path, checkpoint, images):
     assert isinstance(restored, medfound.BiTBackbone) and restored.spec == model.spec
     for key in expected:
         np.testing.assert_array_equal(restored(images)[key], expected[key])
+
+
+def test_files_saved_with_keras_own_group_norm_still_load(tmp_path, monkeypatch, checkpoint, images):
+    """Modules saved before medfound had its own GroupNorm (Keras' layer, ZeroPadding before
+    every 3x3 conv) must load into today's backbone with the same outputs."""
+    import keras
+
+    from medfound.models import bit
+
+    def keras_group_norm(name):  # what medfound's group_norm() returned before the rewrite
+        return keras.layers.GroupNormalization(groups=32, epsilon=1e-5, name=name)
+
+    path, _ = checkpoint
+    with monkeypatch.context() as patch:
+        patch.setattr(bit, "group_norm", keras_group_norm)
+        old = medfound.build_backbone("tiny", units=UNITS, num_classes=5)
+    assert not any(type(l).__module__.startswith("medfound") for l in old.layers
+                   if "group_norm" in l.name)
+    medfound.load_bit_weights(old, path, include_head=True)
+    old.save_weights(tmp_path / "old.weights.h5")
+    old.save(tmp_path / "old.keras")
+
+    new = medfound.build_backbone("tiny", units=UNITS, num_classes=5)
+    new.load_weights(tmp_path / "old.weights.h5")
+    restored = keras.saving.load_model(tmp_path / "old.keras")
+    expected = old(images)
+    for key in expected:
+        np.testing.assert_allclose(new(images)[key], expected[key], atol=1e-4)
+        np.testing.assert_allclose(restored(images)[key], expected[key], atol=1e-4)

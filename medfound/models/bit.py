@@ -29,8 +29,11 @@ def _bottleneck_unit(x, filters: int, stride: int, scope: str, conv):
     y = conv(filters, 1, f"{scope}/a/standardized_conv2d")(preact)
     y = group_norm(_layer(f"{scope}/b/group_norm"))(y)
     y = keras.layers.ReLU(name=_layer(f"{scope}/b/relu"))(y)
-    y = keras.layers.ZeroPadding2D(1, name=_layer(f"{scope}/b/pad"))(y)
-    y = conv(filters, 3, f"{scope}/b/standardized_conv2d", stride)(y)
+    if stride == 1:  # SAME pads 1 on every side here: BiT's padding, without a padded copy
+        y = conv(filters, 3, f"{scope}/b/standardized_conv2d", padding="same")(y)
+    else:  # SAME would pad (0, 1) for a stride of 2 where BiT pads (1, 1)
+        y = keras.layers.ZeroPadding2D(1, name=_layer(f"{scope}/b/pad"))(y)
+        y = conv(filters, 3, f"{scope}/b/standardized_conv2d", stride)(y)
     y = group_norm(_layer(f"{scope}/c/group_norm"))(y)
     y = keras.layers.ReLU(name=_layer(f"{scope}/c/relu"))(y)
     y = conv(4 * filters, 1, f"{scope}/c/standardized_conv2d")(y)
@@ -63,9 +66,10 @@ class BiTBackbone(keras.Model):
         if image_size is not None and image_size < MIN_IMAGE_SIZE:
             raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} pixels, got {image_size}")
 
-        def conv(filters: int, kernel: int, bit_path: str, stride: int = 1) -> StandardizedConv2D:
-            return StandardizedConv2D(filters, kernel, strides=stride, name=_layer(bit_path),
-                                      standardize=weight_standardization)
+        def conv(filters: int, kernel: int, bit_path: str, stride: int = 1,
+                 padding: str = "valid") -> StandardizedConv2D:
+            return StandardizedConv2D(filters, kernel, strides=stride, padding=padding,
+                                      name=_layer(bit_path), standardize=weight_standardization)
 
         inputs = keras.Input((image_size, image_size, 3), name="images")
         x = keras.layers.Rescaling(2.0, offset=-1.0, name="scale_to_bit_range")(inputs)

