@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from medfound.models.bit import BiTBackbone
+from medfound.pretrain.checkpoints import make_checkpoint, remove_leftovers, restore
 from medfound.pretrain.config import PretrainConfig
 from medfound.pretrain.model import PretrainNetworks, build_networks, build_optimizer
 from medfound.pretrain.pipeline import distributed_views, open_source
@@ -119,7 +120,9 @@ def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None 
     The run directory receives ``config.json``, ``checkpoints/`` (the last
     ``keep_checkpoints``), ``logs/`` (TensorBoard) and, at every checkpoint and at the end,
     ``backbone.weights.h5`` + ``run.json`` for export. Re-running on the same directory resumes
-    from the latest checkpoint.
+    from the latest checkpoint, exactly where it stopped (networks, optimizer, data stream);
+    ``steps`` may grow on resume, which moves the learning-rate and EMA schedules (both are
+    functions of it) from that step on.
     """
     if strategy is None:
         config.validate()  # before the strategy, which may start a cluster runtime
@@ -141,11 +144,14 @@ def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None 
             nets, init_sha256 = build_networks(config)
             optimizer = build_optimizer(config)
             optimizer.build(nets.trainable_variables)
-        checkpoint = tf.train.Checkpoint(optimizer=optimizer, **nets.checkpoint_items())
+        if chief:
+            remove_leftovers(run_dir)  # of a killed run: half-written checkpoints, temporaries
+        items = nets.checkpoint_items()
+        checkpoint = make_checkpoint(optimizer, items)
         manager = tf.train.CheckpointManager(checkpoint, str(write_dir / "checkpoints"),
                                              max_to_keep=config.keep_checkpoints)
         if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            restore(checkpoint, manager.latest_checkpoint, items)
         start = int(optimizer.iterations.numpy())
         if chief:
             run_dir.mkdir(parents=True, exist_ok=True)
