@@ -5,6 +5,10 @@ anchor whose patient has at least two images is paired with another, uniformly d
 patient; otherwise (MICLe off, single-image or unknown patient, or with probability 1 - p) the
 partner is the anchor itself and the caller's two random augmentations make the pair. Paths are
 grouped by patient from metadata only; images are decoded lazily in the tf.data pipeline.
+
+The partner draw is seeded by the run seed and the anchor's position in the whole stream, and the
+stream can start part-way (``skip``, before any image is decoded) and keep one shard, so a resumed
+run draws the same pairs an uninterrupted one would (see ``medfound.data.unlabeled``).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import logging
 import numpy as np
 
 from medfound.data.images import make_decoder
-from medfound.data.unlabeled import FileSource, UnlabeledSource
+from medfound.data.unlabeled import FileSource, UnlabeledSource, index_stream
 
 logger = logging.getLogger("medfound.data")
 
@@ -41,12 +45,15 @@ def patient_groups(patients: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: float = 1.0,
-                seed: int = 0, shuffle: bool = True, repeat: bool = False):
+                seed: int = 0, shuffle: bool = True, repeat: bool = False, skip: int = 0,
+                num_shards: int = 1, shard_index: int = 0):
     """tf.data.Dataset of {"image_a", "image_b", "patient", "path_a", "path_b"} positive pairs.
 
     ``image_b`` is a different image of the same patient when MICLe applies (see module docstring),
     else the same image as ``image_a``. MICLe needs a file source (folder or CSV) to group by
     patient; other sources give same-image pairs and refuse ``micle=True`` when they carry patients.
+    ``skip``, ``num_shards`` and ``shard_index`` select a window of the anchor stream as in
+    ``UnlabeledSource.dataset``.
     """
     import tensorflow as tf
 
@@ -56,7 +63,8 @@ def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: flo
         if micle and source.has_patients:
             raise ValueError(f"MICLe pairs need a folder or CSV source to group images by patient; "
                              f"got a {source.kind} source (open the original files instead)")
-        ds = source.dataset(shuffle=shuffle, seed=seed, repeat=repeat)
+        ds = source.dataset(shuffle=shuffle, seed=seed, repeat=repeat, skip=skip,
+                            num_shards=num_shards, shard_index=shard_index)
         return ds.map(lambda e: {"image_a": e["image"], "image_b": e["image"],
                                  "patient": e["patient"], "path_a": e["path"],
                                  "path_b": e["path"]})
@@ -71,8 +79,11 @@ def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: flo
     use_micle = bool(micle) and probability > 0.0
     last_member = tf.constant(max(len(members) - 1, 0), tf.int64)
 
-    def choose(step, index):
-        step_seed = tf.stack([tf.constant(seed, tf.int64), step])
+    # choose and load are plain graph code (tf.where / tf.cond), traced without AutoGraph:
+    # converting them and the decoders they call re-parses that source at every pipeline build.
+    @tf.autograph.experimental.do_not_convert
+    def choose(position, index):
+        step_seed = tf.stack([tf.constant(seed, tf.int64), position])
         draws = tf.random.stateless_uniform([2], seed=step_seed, dtype=tf.float32)
         group_size = size_t[index]
         eligible = tf.logical_and(group_size >= 2, draws[0] < probability)
@@ -87,16 +98,13 @@ def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: flo
         partner = tf.where(eligible, members_t[slot], index)
         return {"path_a": paths[index], "path_b": paths[partner], "patient": patients[index]}
 
-    ds = tf.data.Dataset.range(len(source.paths))
-    if shuffle:
-        ds = ds.shuffle(max(len(source.paths), 1), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = tf.data.Dataset.zip(tf.data.Dataset.counter(), ds).map(choose)
+    ds = index_stream(len(source.paths), shuffle=shuffle, seed=seed, repeat=repeat, skip=skip,
+                      num_shards=num_shards, shard_index=shard_index).map(choose)
 
     decode = make_decoder(skip_errors=source.skip_errors, on_error=source.skipped,
                           max_pixels=source.max_pixels)
 
+    @tf.autograph.experimental.do_not_convert
     def load(element):
         a = decode(element["path_a"])
         b_image, b_ok = tf.cond(tf.equal(element["path_a"], element["path_b"]),

@@ -4,6 +4,14 @@ Every source streams dicts {"image": float32 (H, W, 3) in [0, 1], "path": string
 ("" when unknown)} through tf.data; only file lists and metadata are held in memory (an .npz split
 is memory-mapped when stored uncompressed, otherwise that one split array is read when the dataset
 is built). Nothing is ever downloaded.
+
+Every ``dataset()`` can start part-way into its (shuffled, repeated) stream and keep one shard of
+it: ``skip`` elements are dropped before anything is decoded and shard ``shard_index`` of
+``num_shards`` keeps the elements at stream positions ``p % num_shards == shard_index``. With the
+same seed the elements from position ``skip`` on are exactly those an unskipped stream yields
+there, which is how a resumed pretraining run sees the data an uninterrupted one would have.
+Exactness needs no element to be dropped as a bad image (``skip_errors``): a dropped image shifts
+the stream by one, and skipping counts stream positions, not images that decoded.
 """
 from __future__ import annotations
 
@@ -42,8 +50,10 @@ class UnlabeledSource:
     skip_errors: bool = False
     skipped: SkippedFiles = field(default_factory=SkippedFiles)
 
-    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
-        """tf.data.Dataset of {"image", "path", "patient"}; shuffled with ``seed``, endless if ``repeat``."""
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
+                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+        """tf.data.Dataset of {"image", "path", "patient"}; shuffled with ``seed``, endless if
+        ``repeat``, from stream position ``skip`` on, one shard of it (see the module docstring)."""
         raise NotImplementedError
 
     def _finish(self, ds):
@@ -60,16 +70,15 @@ class FileSource(UnlabeledSource):
     patients: list[str] = field(default_factory=list)
     max_pixels: int = DEFAULT_MAX_PIXELS
 
-    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
+                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
         import tensorflow as tf
 
-        ds = tf.data.Dataset.from_tensor_slices({
-            "path": tf.constant(self.paths, tf.string),
-            "patient": tf.constant(self.patients, tf.string)})
-        if shuffle:
-            ds = ds.shuffle(max(len(self.paths), 1), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
+        paths = tf.constant(self.paths, tf.string)
+        patients = tf.constant(self.patients, tf.string)
+        ds = index_stream(len(self.paths), shuffle=shuffle, seed=seed, repeat=repeat, skip=skip,
+                          num_shards=num_shards, shard_index=shard_index)
+        ds = ds.map(lambda _, index: {"path": paths[index], "patient": patients[index]})
         ds = map_decode(ds, path_key="path", skip_errors=self.skip_errors, on_error=self.skipped,
                         max_pixels=self.max_pixels)
         ds = ds.map(lambda e: {"image": e["image"], "path": e["path"], "patient": e["patient"]})
@@ -89,7 +98,8 @@ class NpzSource(UnlabeledSource):
         """The split's image array: memory-mapped when stored uncompressed, else read (this split only)."""
         return _npz_member(self.npz_path, self.key)
 
-    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
+                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
         import tensorflow as tf
 
         array = self.load_array()
@@ -126,15 +136,12 @@ class NpzSource(UnlabeledSource):
                     image = image[..., :3]
                 return tf.clip_by_value(image, 0.0, 1.0)
 
-        def load(index):
+        def load(_, index):
             path = tf.strings.join([prefix, tf.strings.as_string(index)])
             return {"image": read(index), "path": path, "patient": tf.constant("")}
 
-        ds = tf.data.Dataset.range(self.num_examples)
-        if shuffle:
-            ds = ds.shuffle(max(self.num_examples, 1), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
+        ds = index_stream(self.num_examples, shuffle=shuffle, seed=seed, repeat=repeat,
+                          skip=skip, num_shards=num_shards, shard_index=shard_index)
         return self._finish(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE))
 
 
@@ -144,7 +151,9 @@ class TFRecordSource(UnlabeledSource):
 
     files: list[str] = field(default_factory=list)
 
-    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
+                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+        """As the base class; skipped records are read (TFRecords have no index) but not parsed."""
         import tensorflow as tf
 
         from medfound.data.tfrecords import parse_example
@@ -158,6 +167,7 @@ class TFRecordSource(UnlabeledSource):
             ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
+        ds = skip_and_shard(ds, skip=skip, num_shards=num_shards, shard_index=shard_index)
         ds = ds.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
         if self.skip_errors:
             ds = ds.ignore_errors(log_warning=True)
@@ -173,17 +183,21 @@ class TFDSSource(UnlabeledSource):
     data_dir: str | None = None
     image_key: str = "image"
 
-    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False):
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
+                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+        """As the base class; skipped examples are read but their images are not decoded."""
         import tensorflow as tf
         import tensorflow_datasets as tfds
 
         builder = tfds.builder(self.name, data_dir=self.data_dir)
         read_config = tfds.ReadConfig(shuffle_seed=seed, add_tfds_id=True)
-        ds = builder.as_dataset(split=self.split, shuffle_files=shuffle, read_config=read_config)
         key = self.image_key
+        feature = builder.info.features[key]
+        ds = builder.as_dataset(split=self.split, shuffle_files=shuffle, read_config=read_config,
+                                decoders={key: tfds.decode.SkipDecoding()})
 
         def convert(example):
-            image = example[key]
+            image = feature.decode_example(example[key])
             if image.dtype == tf.uint8:
                 image = tf.cast(image, tf.float32) / 255.0
             elif image.dtype == tf.uint16:
@@ -204,7 +218,65 @@ class TFDSSource(UnlabeledSource):
             ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
+        ds = skip_and_shard(ds, skip=skip, num_shards=num_shards, shard_index=shard_index)
         return self._finish(ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE))
+
+
+def _check_window(skip: int, num_shards: int, shard_index: int) -> None:
+    if skip < 0:
+        raise ValueError(f"skip must be >= 0, got {skip}")
+    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
+        raise ValueError(f"shard_index must be in [0, num_shards), got {shard_index} of "
+                         f"{num_shards}")
+
+
+def index_stream(count: int, *, shuffle: bool, seed: int, repeat: bool, skip: int = 0,
+                 num_shards: int = 1, shard_index: int = 0):
+    """tf.data.Dataset of (position, index) int64 pairs over ``count`` items, nothing decoded.
+
+    Epoch ``e`` visits every index once, in the order of a stateless shuffle seeded by
+    ``(seed, e)`` (or in order without ``shuffle``); ``position = e * count + k`` is the element's
+    place in the whole stream. The stream starts at position ``skip`` - one epoch's permutation
+    away, however far that is - and keeps the positions ``p % num_shards == shard_index``, so any
+    window of the stream is the same whether it was reached by iterating or by skipping.
+    """
+    import tensorflow as tf
+
+    _check_window(skip, num_shards, shard_index)
+    n = int(count)
+    first_epoch, offset = divmod(int(skip), n) if n else (0, 0)
+    if n == 0 or (first_epoch > 0 and not repeat):
+        epochs = tf.data.Dataset.range(0)
+    elif repeat:
+        epochs = tf.data.Dataset.counter(first_epoch)
+    else:
+        epochs = tf.data.Dataset.range(1)
+    seed_t = tf.constant(seed, tf.int64)
+
+    def epoch(e):
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed_t, e]))
+        begin = tf.where(tf.equal(e, first_epoch), tf.constant(offset, tf.int64), 0)
+        return tf.data.Dataset.from_tensor_slices((e * n + tf.range(begin, n), order[begin:]))
+
+    ds = epochs.flat_map(epoch)
+    if num_shards > 1:
+        ds = ds.filter(lambda position, _: tf.equal(position % num_shards, shard_index))
+    return ds
+
+
+def skip_and_shard(ds, *, skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+    """``ds`` from element ``skip`` on, keeping the positions ``p % num_shards == shard_index``:
+    for streams without an index (TFRecords, TFDS), applied before anything is decoded."""
+    _check_window(skip, num_shards, shard_index)
+    if skip:
+        ds = ds.skip(skip)
+    if num_shards > 1:
+        # Positions counted from 0 of the whole stream, whatever was skipped.
+        ds = ds.enumerate(start=skip).filter(
+            lambda position, _: position % num_shards == shard_index).map(lambda _, e: e)
+    return ds
 
 
 def open_unlabeled(source: str | os.PathLike, *, path_column: str | None = None,

@@ -26,18 +26,25 @@ def view_dataset(source, config: PretrainConfig, *, per_replica_batch: int,
                  num_shards: int = 1, shard_index: int = 0, start_step: int = 0) -> tf.data.Dataset:
     """Endless batches of {'view_a', 'view_b'} (B, S, S, 3) for one input pipeline.
 
-    Augmentation seeds derive from the run seed, the pipeline and the element's position, so a
-    run is reproducible; a resumed run starts its seeds after the steps already taken.
+    Each training step consumes ``config.batch_size`` elements of the seeded, repeated image
+    stream over all ``num_shards`` pipelines; this pipeline keeps every ``num_shards``-th element.
+    A run resumed at ``start_step`` skips the elements already consumed before decoding any, and
+    the augmentation seeds derive from the run seed, the pipeline and the element's place in its
+    shard, so from ``start_step`` on the batches equal those of an uninterrupted run exactly -
+    as long as no image was dropped as bad (``skip_bad_images``), which shifts the stream.
     """
     from medfound.data.micle import micle_pairs
 
     aug = augment_config(config)
     pairs = micle_pairs(source, micle=config.micle, probability=config.micle_probability,
-                        seed=config.seed + 7919 * start_step, shuffle=True, repeat=True)
-    if num_shards > 1:
-        pairs = pairs.shard(num_shards, shard_index)
-    first = start_step * per_replica_batch
+                        seed=config.seed, shuffle=True, repeat=True,
+                        skip=start_step * config.batch_size, num_shards=num_shards,
+                        shard_index=shard_index)
+    first = start_step * config.batch_size // num_shards
 
+    # Plain graph code (the augmentation ops branch with tf.cond): tracing it without AutoGraph's
+    # source rewriting builds the same graph several seconds sooner at every run start.
+    @tf.autograph.experimental.do_not_convert
     def augment(index, pair):
         seed = tf.stack([tf.cast(config.seed * 1000 + shard_index, tf.int64), index + first])
         view_a, view_b = augment_pair(pair["image_a"], pair["image_b"], seed, aug)
