@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         shards = write_tfrecords(source, args.out, num_shards=args.shards, encode=args.encode)
     except tf.errors.OpError as exc:
+        from medfound.cli.main import storage_error
+
+        if storage_error(exc) is not None:
+            raise  # a full disk or a missing permission: the entry point says so in one line
         found = re.search(r"ImageError: (.+)", exc.message or "")
         print(f"error: {found.group(1) if found else exc.message}\n"
               "(pass --skip-errors to skip unreadable images)")
