@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
-from bench import inference, input_pipeline, pretrain_step  # noqa: E402
+from bench import (inference, input_pipeline, label_efficiency_pneumonia,  # noqa: E402
+                   memory, pretrain_step, scaling)
 
 FAST = ["--repeats", "1", "--warmup", "0"]
 
@@ -64,3 +65,58 @@ def test_input_pipeline_writes_bound_on_real_images(tmp_path, shared_data):
                 "pipeline_fed_vs_cached", "pipeline_capacity_vs_model"):
         assert finite_positive(row[key]), key
     assert row["bound"] in ("model", "pipeline")
+
+
+def test_scaling_writes_time_per_image_ratios_and_plot(tmp_path):
+    out, png = tmp_path / "scaling.json", tmp_path / "scaling.png"
+    scaling.main(["--tiny", "--sizes", "32,64", "--batches", "1", "--json", str(out),
+                  "--plot", str(png), *FAST])
+    data = load(out)
+    assert [(r["size"], r["batch"]) for r in data["rows"]] == [(32, 1), (64, 1)]
+    for row in data["rows"]:
+        for key in ("module_ms_per_image", "baseline_resnet50v2_ms_per_image",
+                    "module_vs_baseline", "module_vs_smallest", "module_ms_per_mpixel"):
+            assert finite_positive(row[key]), key
+    first, second = data["rows"]
+    assert first["module_vs_smallest"] == 1.0  # the reference row is the smallest size
+    assert second["module_vs_smallest"] == pytest.approx(
+        second["module_ms_per_image"] / first["module_ms_per_image"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_memory_measures_each_case_in_a_fresh_process(tmp_path):
+    out = tmp_path / "memory.json"
+    memory.main(["--tiny", "--export-archs", "", "--step-archs", "", "--jobs", "3",
+                 "--json", str(out)])
+    data = load(out)
+    base, *embeds = data["rows"]
+    assert base["kind"] == "baseline" and base["above_baseline_mb"] == 0.0
+    assert [r["images"] for r in embeds] == [8, 24]
+    for row in data["rows"]:
+        assert row["status"] == "ok", row["status"]
+        assert finite_positive(row["peak_mb"]) and row["peak_mb"] == pytest.approx(
+            row["vmhwm_kb"] / 1024)
+    for row in embeds:
+        # A child that loads a model and embeds images needs more than bare imports.
+        assert row["embedded"] == row["images"] and finite_positive(row["above_baseline_mb"])
+    check = data["embed_bounded"]
+    assert check["images"] == [8, 24] and isinstance(check["bounded"], bool)
+    assert check["growth_mb"] == pytest.approx(embeds[1]["peak_mb"] - embeds[0]["peak_mb"])
+
+
+def test_label_efficiency_pneumonia_compares_pretrained_with_random_init(tmp_path, shared_data):
+    out = tmp_path / "le"
+    label_efficiency_pneumonia.main(["--tiny", "--data", str(shared_data / "pneumoniamnist.npz"),
+                                     "--modes", "linear", "--fractions", "100",
+                                     "--out", str(out)])
+    data = load(out / "label_efficiency.json")
+    assert data["pretrain"]["losses"] and all(math.isfinite(v) for v in data["pretrain"]["losses"])
+    rows = {(r["init"], r["mode"], r["fraction"]): r for r in data["rows"]}
+    assert set(rows) == {("pretrained", "linear", 1.0), ("random", "linear", 1.0)}
+    for row in rows.values():
+        assert 0.0 <= row["test_auc_mean"] <= 1.0 and row["n"] == 1
+    assert data["targets"]["linear"] == rows[("random", "linear", 1.0)]["test_auc_mean"]
+    need = data["fraction_to_match"]["linear"]
+    reached = rows[("pretrained", "linear", 1.0)]["test_auc_mean"] >= data["targets"]["linear"]
+    assert need == (1.0 if reached else None)
+    assert (out / "label_efficiency_pneumonia.png").read_bytes()[:4] == b"\x89PNG"
