@@ -38,7 +38,7 @@ def test_inference_writes_ratios_against_resnet50v2(tmp_path):
     (row,) = data["rows"]
     assert (row["arch"], row["size"], row["batch"]) == ("tiny", 32, 1)
     for key in ("module_vs_baseline", "native_folded_vs_baseline", "native_unfolded_vs_baseline",
-                "folding_speedup", "module_peak_fraction", "baseline_resnet50v2_peak_fraction"):
+                "native_folded_xla_vs_baseline", "folding_speedup", "module_peak_fraction", "baseline_resnet50v2_peak_fraction"):
         assert finite_positive(row[key]), key
     # FLOPs come from the graphs: ResNet50V2 at 32 px costs more than the tiny BiT.
     assert row["gflop_per_image_baseline"] > row["gflop_per_image_bit"] > 0

@@ -96,28 +96,20 @@ def has_auc(labels: np.ndarray, mask: np.ndarray) -> bool:
 IMAGES_SPEC = tf.TensorSpec((None, None, None, 3), tf.float32)
 
 
-def embed_dataset(backbone: keras.Model, ds, image_size: int, batch_size: int,
-                  center_crop: bool | float = False) -> np.ndarray:
-    """The (N, D) pooled embeddings of a ``LabeledDataset`` in row order, backbone in inference mode."""
+def embedding_function(backbone: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """images -> (B, D) pooled embeddings in inference mode, traced once for every batch and size."""
 
     @tf.function(input_signature=[IMAGES_SPEC])
     def forward(images):
         return pooled_features(backbone(images, training=False))
 
-    rows = []
-    for batch in ds.tf_dataset(image_size, batch_size, center_crop=center_crop):
-        rows.append((batch["index"].numpy(), forward(batch["image"]).numpy()))
-    index = np.concatenate([r[0] for r in rows])
-    feats = np.concatenate([r[1] for r in rows]).astype(np.float32)
-    out = np.empty_like(feats)
-    out[index] = feats
-    return out
+    return forward
 
 
-def predict_logits(classifier: keras.Model, ds, image_size: int, batch_size: int,
-                   center_crop: bool | float = False,
-                   transform: Callable[[tf.Tensor], tf.Tensor] | None = None) -> np.ndarray:
-    """The (N, K) logits of a classifier over a ``LabeledDataset``, in row order; ``transform`` edits images first."""
+def logits_function(classifier: keras.Model,
+                    transform: Callable[[tf.Tensor], tf.Tensor] | None = None
+                    ) -> Callable[[tf.Tensor], tf.Tensor]:
+    """images -> (B, K) logits in inference mode (``transform`` edits the images first), traced once."""
 
     @tf.function(input_signature=[IMAGES_SPEC])
     def forward(images):
@@ -125,14 +117,39 @@ def predict_logits(classifier: keras.Model, ds, image_size: int, batch_size: int
             images = transform(images)
         return classifier(images, training=False)["logits"]
 
-    index, logits = [], []
+    return forward
+
+
+def _in_row_order(forward: Callable[[tf.Tensor], tf.Tensor], ds, image_size: int, batch_size: int,
+                  center_crop: bool | float) -> np.ndarray:
+    """``forward`` over a ``LabeledDataset``'s batches, rows put back in the dataset's order."""
+    index, rows = [], []
     for batch in ds.tf_dataset(image_size, batch_size, center_crop=center_crop):
         index.append(batch["index"].numpy())
-        logits.append(forward(batch["image"]).numpy())
-    index_all, logits_all = np.concatenate(index), np.concatenate(logits)
-    out = np.empty_like(logits_all)
-    out[index_all] = logits_all
+        rows.append(forward(batch["image"]).numpy())
+    index_all, rows_all = np.concatenate(index), np.concatenate(rows)
+    out = np.empty_like(rows_all)
+    out[index_all] = rows_all
     return out
+
+
+def embed_dataset(backbone: keras.Model, ds, image_size: int, batch_size: int,
+                  center_crop: bool | float = False,
+                  forward: Callable[[tf.Tensor], tf.Tensor] | None = None) -> np.ndarray:
+    """The (N, D) pooled embeddings of a ``LabeledDataset`` in row order, backbone in inference
+    mode; pass ``forward = embedding_function(backbone)`` to reuse one trace across calls."""
+    forward = forward or embedding_function(backbone)
+    return _in_row_order(forward, ds, image_size, batch_size, center_crop).astype(np.float32)
+
+
+def predict_logits(classifier: keras.Model, ds, image_size: int, batch_size: int,
+                   center_crop: bool | float = False,
+                   transform: Callable[[tf.Tensor], tf.Tensor] | None = None,
+                   forward: Callable[[tf.Tensor], tf.Tensor] | None = None) -> np.ndarray:
+    """The (N, K) logits of a classifier over a ``LabeledDataset``, in row order; ``transform``
+    edits images first; pass ``forward = logits_function(...)`` to reuse one trace across calls."""
+    forward = forward or logits_function(classifier, transform)
+    return _in_row_order(forward, ds, image_size, batch_size, center_crop)
 
 
 def probabilities(logits: np.ndarray, task_type: str) -> np.ndarray:
@@ -244,7 +261,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
 
     if config.mode == "linear":
         backbone.trainable = False
-        feats = {name: embed_dataset(backbone, ds, size, config.batch_size, config.center_crop)
+        embed_fn = embedding_function(backbone)
+        feats = {name: embed_dataset(backbone, ds, size, config.batch_size, config.center_crop,
+                                     forward=embed_fn)
                  for name, ds in (("train", train), ("val", val), ("test", test))}
         mean, var = feats["train"].mean(0), feats["train"].var(0) + 1e-6
         head = build_head(num_classes, mean, var)
@@ -275,8 +294,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             for batch in stream.take(steps):
                 yield batch["image"], batch["label"], batch["mask"]
 
+        logits_fn = logits_function(classifier)  # one trace for every epoch's validation
+
         def val_logits() -> np.ndarray:
-            return predict_logits(classifier, val, size, config.batch_size, config.center_crop)
+            return predict_logits(classifier, val, size, config.batch_size, config.center_crop,
+                                  forward=logits_fn)
 
     @tf.function(reduce_retracing=True)
     def train_step(inputs, labels, mask):
@@ -317,7 +339,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         split_logits = {"val": val_logits(), "test": np.asarray(head(feats["test"], training=False))}
     else:
         split_logits = {"val": val_logits(),
-                        "test": predict_logits(classifier, test, size, config.batch_size, config.center_crop)}
+                        "test": predict_logits(classifier, test, size, config.batch_size, config.center_crop,
+                                               forward=logits_fn)}
     metrics: dict = {}
     for name, ds in (("val", val), ("test", test)):
         probs = probabilities(split_logits[name], task_type)
