@@ -95,13 +95,9 @@ def pretrain_backbone(args, data: Path, out: Path) -> Pretrained:
     from medfound.export.exporter import export_module
     from medfound.pretrain import PretrainConfig, pretrain
 
-    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
-    extra = {}
-    if "method" in fields:
-        extra["method"] = args.method
-    elif args.method != "simclr":
-        raise SystemExit(f"--method {args.method}: this medfound's PretrainConfig has no "
-                         "'method' field (only SimCLR)")
+    extra = {"method": args.method}
+    if args.moco_queue_size is not None:
+        extra["moco_queue_size"] = args.moco_queue_size
     temperature = args.temperature or (0.2 if args.method == "simclr" else None)
     if temperature is not None:
         extra["temperature"] = temperature
@@ -201,6 +197,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"default {DEFAULTS['pretrain_steps']}")
     parser.add_argument("--pretrain-batch", type=int, help=f"default {DEFAULTS['pretrain_batch']}")
     parser.add_argument("--pretrain-lr", type=float, default=1.0, help="LARS base rate")
+    parser.add_argument("--moco-queue-size", type=int,
+                        help="MoCo's queue of negatives (default: the library's, 16384; keep it "
+                             "well below the 4,708 training images to avoid the query's own "
+                             "image among its negatives)")
     parser.add_argument("--temperature", type=float,
                         help="contrastive temperature (default 0.2 for simclr, else the "
                              "method's own)")
