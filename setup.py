@@ -38,6 +38,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",  # the suite runs on both CI cores (-n 2 in pytest.ini)
             "hypothesis>=6.100,<7",
             # Only to prove that old tf-keras users can still use hub.KerasLayer.
             "tf-keras>=2.16,<2.22",
