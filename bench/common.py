@@ -171,6 +171,19 @@ def base_parser(description: str, default_json: str) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_with_defaults(parser: argparse.ArgumentParser, argv: list[str] | None,
+                        defaults: dict, tiny: dict) -> argparse.Namespace:
+    """Adds ``--tiny`` (smoke-test settings ``tiny``), parses ``argv`` and fills every option the
+    user left unset (None) from ``tiny`` or ``defaults``: explicit flags win over either set."""
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke-test defaults: " + ", ".join(f"{k}={v}" for k, v in tiny.items()))
+    args = parser.parse_args(argv)
+    for key, value in (tiny if args.tiny else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
 def report(rows: Sequence[dict], columns: Sequence[str], path: str | os.PathLike,
            payload: dict) -> None:
     """Prints the table of ``rows`` and writes the full results to ``path`` (every script's end)."""

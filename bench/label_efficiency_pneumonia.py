@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine_info, report, write_json  # noqa: E402
+from bench.common import machine_info, parse_with_defaults, report, write_json  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist.npz"
 # Milder than the cxr preset (tests/test_pretrain_evidence.py): learnable at 32 px in minutes.
@@ -229,12 +229,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run folder (finished fine-tuning runs are reused: it resumes)")
     parser.add_argument("--json", help="results JSON (default: OUT/label_efficiency.json)")
     parser.add_argument("--verbose", action="store_true", help="log every fine-tuning epoch")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke-test defaults: " + ", ".join(f"{k}={v}" for k, v in TINY.items()))
-    args = parser.parse_args(argv)
-    for key, value in (TINY if args.tiny else DEFAULTS).items():
-        if getattr(args, key) is None:  # explicit flags win over either set of defaults
-            setattr(args, key, value)
+    args = parse_with_defaults(parser, argv, DEFAULTS, TINY)
     return args
 
 

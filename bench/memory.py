@@ -33,7 +33,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import base_parser, machine_info, report, write_json  # noqa: E402
+from bench.common import (base_parser, machine_info, parse_with_defaults, report,  # noqa: E402
+                          write_json)
 
 RESULT_PREFIX = "MEMORY_RESULT "
 MB = 1024.0  # /proc reports kB
@@ -268,12 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per case")
     parser.add_argument("--jobs", type=int, default=1,
                         help="cases run at once (peak memory is per process; 1 for timings)")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke-test defaults: " + ", ".join(f"{k}={v}" for k, v in TINY.items()))
-    args = parser.parse_args(argv)
-    for key, value in (TINY if args.tiny else DEFAULTS).items():
-        if getattr(args, key) is None:  # explicit flags win over either set of defaults
-            setattr(args, key, value)
+    args = parse_with_defaults(parser, argv, DEFAULTS, TINY)
     rows: list[dict] = []
     result = {"benchmark": "memory", "machine": machine_info(),
               "command": " ".join(["python bench/memory.py",

@@ -20,6 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (alternating, base_parser, machine_info, median,  # noqa: E402
+                          parse_with_defaults,
                           report, speed_ratio, spread, write_json)
 from bench.inference import _compiled, export_random  # noqa: E402
 
@@ -121,12 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batches", help="comma-separated batch sizes (default "
                                           f"{DEFAULTS['batches']})")
     parser.add_argument("--plot", default="bench/results/scaling.png", help="where the PNG goes")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke-test defaults: " + ", ".join(f"{k}={v}" for k, v in TINY.items()))
-    args = parser.parse_args(argv)
-    for key, value in (TINY if args.tiny else DEFAULTS).items():
-        if getattr(args, key) is None:  # explicit flags win over either set of defaults
-            setattr(args, key, value)
+    args = parse_with_defaults(parser, argv, DEFAULTS, TINY)
     rows: list[dict] = []
     result = {"benchmark": "scaling", "machine": machine_info(), "arch": args.arch,
               "command": " ".join(["python bench/scaling.py",

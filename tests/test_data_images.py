@@ -13,6 +13,7 @@ from PIL import Image
 
 from medfound.data.images import (ImageError, SkippedFiles, image_dataset, list_image_files,
                                   read_image)
+from tests.dicom_files import write_dicom
 
 RNG = np.random.default_rng(0)
 
@@ -139,33 +140,8 @@ def test_real_nih_rgba_and_breakhis_images(shared_data):
 
 
 def _write_dicom(path: Path, pixels: np.ndarray, **attrs) -> Path:
-    pydicom = pytest.importorskip("pydicom", reason="pydicom (the dicom extra) is not installed")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    if pixels.size:
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    try:
-        pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
-    except TypeError:  # pydicom 2
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        pydicom.dcmwrite(str(path), ds, write_like_original=False)
-    return path
+    pytest.importorskip("pydicom", reason="pydicom (the dicom extra) is not installed")
+    return write_dicom(path, pixels, **attrs)
 
 
 def test_dicom_monochrome1_rescale_and_window(tmp_path):

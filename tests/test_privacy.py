@@ -17,6 +17,7 @@ import pytest
 from medfound.cli.main import main
 from medfound.export.exporter import export_module
 from medfound.pretrain import PretrainConfig, pretrain
+from tests import dicom_files
 from tests.tiny_runs import write_tiny_run
 
 pydicom = pytest.importorskip("pydicom", reason="pydicom (the dicom extra) is not installed")
@@ -38,28 +39,7 @@ RNG = np.random.default_rng(7)
 
 def write_dicom(path: Path, pixels: np.ndarray | None) -> Path:
     """A real DICOM file (16-bit MONOCHROME2) with the identifiers above in its header."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    for key, value in IDENTIFIERS.items():
-        setattr(ds, key, value)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
-    return path
+    return dicom_files.write_dicom(path, pixels, modality="DX", **IDENTIFIERS)
 
 
 @pytest.fixture(scope="module")
