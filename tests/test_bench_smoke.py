@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
 from bench import (inference, input_pipeline, label_efficiency_pneumonia,  # noqa: E402
-                   memory, pretrain_step, scaling)
+                   memory, methods_pneumonia, pretrain_step, scaling)
 
 FAST = ["--repeats", "1", "--warmup", "0"]
 
@@ -120,3 +120,23 @@ def test_label_efficiency_pneumonia_compares_pretrained_with_random_init(tmp_pat
     reached = rows[("pretrained", "linear", 1.0)]["test_auc_mean"] >= data["targets"]["linear"]
     assert need == (1.0 if reached else None)
     assert (out / "label_efficiency_pneumonia.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_methods_pneumonia_puts_each_method_beside_random_init(tmp_path, shared_data):
+    out = tmp_path / "methods"
+    argv = ["--methods", "barlow,moco", "--moco-queue-size", "16", "--out", str(out), "--tiny",
+            "--data", str(shared_data / "pneumoniamnist.npz"), "--fractions", "100"]
+    data = methods_pneumonia.main(argv)
+    assert [(r["method"], r["fraction"]) for r in data["rows"]] == [
+        ("barlow", 1.0), ("moco", 1.0), ("random init", 1.0)]
+    assert set(data["fraction_to_match"]) == {"barlow", "moco"}
+    assert load(out / "methods_pneumonia.json")["rows"] == data["rows"]
+    for method in ("barlow", "moco"):  # each run is the per-method benchmark's own
+        run = load(out / method / "label_efficiency.json")
+        assert f"--method {method}" in run["command"]
+        assert run["rows"][0]["test_auc_mean"] == data["rows"][["barlow", "moco"].index(method)][
+            "test_auc_mean"]
+    assert "--moco-queue-size 16" in load(out / "moco" / "label_efficiency.json")["command"]
+    assert (out / "methods_pneumonia.png").read_bytes()[:4] == b"\x89PNG"
+    again = methods_pneumonia.main(argv)  # finished runs are reused, not run again
+    assert again["rows"] == data["rows"]
