@@ -178,3 +178,19 @@ def test_method_settings_are_validated(tmp_path):
         _config(tmp_path, "moco", moco_queue_size=8).validate()
     with pytest.raises(ValueError, match="ema_momentum"):
         _config(tmp_path, "byol", ema_momentum=1.5).validate()
+
+
+def test_a_moco_queue_as_large_as_the_data_is_warned_about(tmp_path, caplog):
+    from medfound.pretrain.trainer import _warn_about_queue
+
+    config = _config(tmp_path, "moco", moco_queue_size=1024)
+    with caplog.at_level("WARNING", logger="medfound.pretrain"):
+        _warn_about_queue(config, 100_000)  # a small part of the data: fine
+        assert not caplog.records
+        _warn_about_queue(config, 2000)
+    (record,) = caplog.records
+    assert "1024" in record.getMessage() and "2000 training images" in record.getMessage()
+    assert "--moco-queue-size 500" in record.getMessage()
+    caplog.clear()
+    _warn_about_queue(_config(tmp_path, "simclr", moco_queue_size=1024), 2000)  # not MoCo
+    assert not caplog.records

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
 from medfound.utils.files import atomic_path
 from medfound.version import __version__
 
+logger = logging.getLogger("medfound.pretrain")
 CONFIG_FILE = "config.json"
 # Fields that must not change when a run directory is resumed.
 _FROZEN_ON_RESUME = ("arch", "units", "width", "method", "projection_layers",
@@ -103,6 +105,17 @@ def _check_resume(run_dir: Path, config: PretrainConfig) -> None:
                          f"or the same settings ({'; '.join(changed)})")
 
 
+def _warn_about_queue(config: PretrainConfig, num_examples: int | None) -> None:
+    """MoCo's queue should hold a small part of the data: a queue as large as the dataset holds
+    keys of each query's own image among its negatives, which measurably hurts (BENCHMARKS.md)."""
+    if config.method == "moco" and num_examples and config.moco_queue_size >= num_examples // 2:
+        logger.warning("moco_queue_size %d is not much smaller than the %d training images: "
+                       "queries will meet keys of their own images among the negatives; use a "
+                       "queue of at most a quarter of the data (e.g. --moco-queue-size %d)",
+                       config.moco_queue_size, num_examples,
+                       max(2 * config.batch_size, num_examples // 4))
+
+
 def _jsonable(value):
     return json.loads(json.dumps(value))
 
@@ -140,6 +153,7 @@ def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None 
     keras.mixed_precision.set_global_policy(config.precision)
     try:
         source = open_source(config)
+        _warn_about_queue(config, source.num_examples)
         with strategy.scope():
             nets, init_sha256 = build_networks(config)
             optimizer = build_optimizer(config)
