@@ -60,12 +60,24 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, mask: np.ndarray 
     return LinearProbe(mean, std, kernel.numpy(), bias.numpy())
 
 
+def embed_rows(forward: Callable[[tf.Tensor], tf.Tensor], dataset, image_size: int,
+               batch_size: int = 64, center_crop: bool | float = False) -> np.ndarray:
+    """``forward(images)`` over a ``LabeledDataset``'s batches, rows in the dataset's order.
+
+    The one embedding (or logits) loop of fine-tuning, evaluation and the quickstart: ``forward``
+    may be a hub module's function, a traced Keras backbone or a classifier.
+    """
+    index, rows = [], []
+    for batch in dataset.tf_dataset(image_size, batch_size, center_crop=center_crop):
+        index.append(batch["index"].numpy())
+        rows.append(np.asarray(forward(batch["image"])))
+    index_all, rows_all = np.concatenate(index), np.concatenate(rows)
+    out = np.empty_like(rows_all)
+    out[index_all] = rows_all
+    return out
+
+
 def embed(embed_fn: Callable[[tf.Tensor], tf.Tensor], dataset, image_size: int,
           batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeddings, labels and masks of a ``LabeledDataset`` under ``embed_fn(images) -> (B, D)``."""
-    feats, labels, masks = [], [], []
-    for batch in dataset.tf_dataset(image_size, batch_size):
-        feats.append(np.asarray(embed_fn(batch["image"])))
-        labels.append(batch["label"].numpy())
-        masks.append(batch["mask"].numpy())
-    return np.concatenate(feats), np.concatenate(labels), np.concatenate(masks)
+    return embed_rows(embed_fn, dataset, image_size, batch_size), dataset.labels, dataset.mask

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from medfound.finetune.config import FinetuneConfig
+from medfound.finetune.linear_probe import embed_rows
 from medfound.finetune.losses import loss_for_task
 from medfound.finetune.model import (build_classifier, build_head, default_image_size, load_backbone,
                                      pooled_features)
@@ -120,26 +121,13 @@ def logits_function(classifier: keras.Model,
     return forward
 
 
-def _in_row_order(forward: Callable[[tf.Tensor], tf.Tensor], ds, image_size: int, batch_size: int,
-                  center_crop: bool | float) -> np.ndarray:
-    """``forward`` over a ``LabeledDataset``'s batches, rows put back in the dataset's order."""
-    index, rows = [], []
-    for batch in ds.tf_dataset(image_size, batch_size, center_crop=center_crop):
-        index.append(batch["index"].numpy())
-        rows.append(forward(batch["image"]).numpy())
-    index_all, rows_all = np.concatenate(index), np.concatenate(rows)
-    out = np.empty_like(rows_all)
-    out[index_all] = rows_all
-    return out
-
-
 def embed_dataset(backbone: keras.Model, ds, image_size: int, batch_size: int,
                   center_crop: bool | float = False,
                   forward: Callable[[tf.Tensor], tf.Tensor] | None = None) -> np.ndarray:
     """The (N, D) pooled embeddings of a ``LabeledDataset`` in row order, backbone in inference
     mode; pass ``forward = embedding_function(backbone)`` to reuse one trace across calls."""
     forward = forward or embedding_function(backbone)
-    return _in_row_order(forward, ds, image_size, batch_size, center_crop).astype(np.float32)
+    return embed_rows(forward, ds, image_size, batch_size, center_crop).astype(np.float32)
 
 
 def predict_logits(classifier: keras.Model, ds, image_size: int, batch_size: int,
@@ -149,7 +137,7 @@ def predict_logits(classifier: keras.Model, ds, image_size: int, batch_size: int
     """The (N, K) logits of a classifier over a ``LabeledDataset``, in row order; ``transform``
     edits images first; pass ``forward = logits_function(...)`` to reuse one trace across calls."""
     forward = forward or logits_function(classifier, transform)
-    return _in_row_order(forward, ds, image_size, batch_size, center_crop)
+    return embed_rows(forward, ds, image_size, batch_size, center_crop)
 
 
 def probabilities(logits: np.ndarray, task_type: str) -> np.ndarray:
