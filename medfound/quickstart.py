@@ -26,8 +26,11 @@ class QuickstartConfig:
     arch: str = "tiny"
     image_size: int = 64
     batch_size: int = 32
-    steps: int = 120
-    learning_rate: float = 1.0
+    # 300 steps at LARS base rate 4 (peak 0.5 at batch 32): on the demo set the loss falls from
+    # chance (4.29 -> 3.47) and the probe reaches 0.98 AUC against 0.55 for random init, in about
+    # a minute of pretraining; at 120 steps and rate 1 the loss had not left chance yet.
+    steps: int = 300
+    learning_rate: float = 4.0
     temperature: float = 0.2
     # Milder than the cxr preset: a tiny network at 64 px learns visibly within two minutes.
     augment: dict = dataclasses.field(default_factory=lambda: dict(

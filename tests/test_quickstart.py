@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import tensorflow_hub as hub
 
 from medfound.cli.main import main
@@ -24,6 +25,19 @@ def test_quickstart_demo_chain(tmp_path, capsys):
     assert (meta.name, meta.steps, meta.init) == ("quickstart-cxr-tiny", 4, "random")
     features = hub.load(summary["module"])(np.full((2, 64, 64, 3), 0.5, np.float32))
     assert features.shape == (2, 2, 2, 1024)
+
+
+@pytest.mark.slow
+def test_quickstart_at_its_defaults_learns_on_the_demo(tmp_path):
+    """What the README promises of the main job: the pretraining visibly learns (its loss leaves
+    chance) and the pretrained module's probe clearly beats random initialisation."""
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "quickstart.json").read_text())
+    first, last = summary["pretraining_loss_first_last"]
+    assert last < first - 0.3, (first, last)
+    assert summary["auc_pretrained_module"] > summary["auc_random_init"] + 0.15, summary
+    assert summary["auc_pretrained_module"] > 0.85, summary
 
 
 def test_quickstart_on_real_medmnist(shared_data, tmp_path):

@@ -2,8 +2,9 @@
 
 Nothing can be downloaded at run time, so ``medfound quickstart`` needs data it can make. The
 images are NOT medical data: two dark 'lung fields' on a bright body with noise, and for the
-positive class a bright round 'opacity' inside one lung. Every patient has two images (a small
-shift and contrast change), so MICLe pairs exist. Labels are in ``labels.csv``.
+positive class a bright round 'opacity' inside one lung. Patients differ in build (lung position
+and size, brightness, three faint structures of their own); every patient has two images (a
+small shift and contrast change), so MICLe pairs exist. Labels are in ``labels.csv``.
 """
 from __future__ import annotations
 
@@ -19,15 +20,28 @@ from medfound.utils.files import atomic_path
 LABELS_FILE = "labels.csv"
 
 
-def _image(rng: np.random.Generator, size: int, positive: bool, shift: tuple[int, int],
+def _anatomy(rng: np.random.Generator) -> dict:
+    """One patient's build: lung position and size, body brightness and a few small structures
+    of their own, so that patients differ as real ones do (SimCLR learns by telling them apart)."""
+    return {"lungs": [(cx + rng.uniform(-0.03, 0.03), rng.uniform(0.12, 0.18),
+                       rng.uniform(0.25, 0.33)) for cx in (0.32, 0.68)],
+            "body": rng.uniform(0.65, 0.85),
+            "marks": [(rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.03, 0.07),
+                       rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.25)) for _ in range(3)]}
+
+
+def _image(rng: np.random.Generator, size: int, anatomy: dict, shift: tuple[int, int],
            contrast: float, opacity: tuple[float, float, float] | None) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size] / size
-    image = 0.75 - 0.25 * ((xx - 0.5) ** 2 + (yy - 0.45) ** 2)  # bright body, darker edges
     dy, dx = shift[0] / size, shift[1] / size
-    for cx in (0.32, 0.68):  # two lung fields
-        lung = ((xx - cx - dx) / 0.15) ** 2 + ((yy - 0.5 - dy) / 0.3) ** 2 < 1
+    image = anatomy["body"] - 0.25 * ((xx - 0.5) ** 2 + (yy - 0.45) ** 2)  # darker edges
+    for cx, half_width, half_height in anatomy["lungs"]:
+        lung = ((xx - cx - dx) / half_width) ** 2 + ((yy - 0.5 - dy) / half_height) ** 2 < 1
         image = np.where(lung, image - 0.4, image)
-    if positive and opacity is not None:
+    for my, mx, radius, amplitude in anatomy["marks"]:
+        image = image + amplitude * np.exp(-((xx - mx - dx) ** 2 + (yy - my - dy) ** 2)
+                                           / (2 * radius ** 2))
+    if opacity is not None:
         oy, ox, radius = opacity
         blob = np.exp(-(((xx - ox - dx) ** 2 + (yy - oy - dy) ** 2) / (2 * radius ** 2)))
         image = image + 0.45 * blob
@@ -51,12 +65,13 @@ def make_demo_dataset(out_dir: str | os.PathLike, *, patients: int = 200,
         rows = []
         for p in range(patients):
             positive = p % 2 == 1
-            side = rng.choice([0.32, 0.68])
-            opacity = (rng.uniform(0.4, 0.6), side + rng.uniform(-0.03, 0.03),
-                       rng.uniform(0.08, 0.12))
+            anatomy = _anatomy(rng)
+            cx = anatomy["lungs"][int(rng.integers(0, 2))][0]
+            opacity = ((rng.uniform(0.4, 0.6), cx + rng.uniform(-0.03, 0.03),
+                        rng.uniform(0.08, 0.12)) if positive else None)
             for k in range(images_per_patient):
                 shift = tuple(int(v) for v in rng.integers(-3, 4, 2))
-                pixels = _image(rng, size, positive, shift, rng.uniform(0.8, 1.2), opacity)
+                pixels = _image(rng, size, anatomy, shift, rng.uniform(0.8, 1.2), opacity)
                 name = f"images/demo{p:04d}_{k}.png"
                 Image.fromarray(pixels, mode="L").save(tmp / name)
                 rows.append({"path": name, "label": int(positive), "patient": f"demo{p:04d}"})
