@@ -38,13 +38,14 @@ def _image(rng: np.random.Generator, size: int, anatomy: dict, shift: tuple[int,
     for cx, half_width, half_height in anatomy["lungs"]:
         lung = ((xx - cx - dx) / half_width) ** 2 + ((yy - 0.5 - dy) / half_height) ** 2 < 1
         image = np.where(lung, image - 0.4, image)
+
+    def spot(y: float, x: float, radius: float) -> np.ndarray:  # a round Gaussian, shifted
+        return np.exp(-(((xx - x - dx) ** 2 + (yy - y - dy) ** 2) / (2 * radius ** 2)))
+
     for my, mx, radius, amplitude in anatomy["marks"]:
-        image = image + amplitude * np.exp(-((xx - mx - dx) ** 2 + (yy - my - dy) ** 2)
-                                           / (2 * radius ** 2))
+        image = image + amplitude * spot(my, mx, radius)
     if opacity is not None:
-        oy, ox, radius = opacity
-        blob = np.exp(-(((xx - ox - dx) ** 2 + (yy - oy - dy) ** 2) / (2 * radius ** 2)))
-        image = image + 0.45 * blob
+        image = image + 0.45 * spot(*opacity)
     image = 0.5 + contrast * (image - 0.5) + rng.normal(0, 0.04, image.shape)
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
