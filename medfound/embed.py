@@ -1,4 +1,4 @@
-"""``medfound embed``: one pooled embedding (``pre_logits``) per image of a folder or CSV, streamed.
+"""``medfound embed``: one pooled embedding (mean of the block4 map) per image of a folder or CSV, streamed.
 
 Images are decoded, resized to a square and embedded in batches; every ``part_size`` inputs the
 rows are saved as a part in ``<stem>.parts/`` beside the output, so a killed run resumes where it
@@ -72,7 +72,7 @@ class EmbedResult:
         """Human text: counts, where the rows are, and the first ``limit`` failures."""
         if self.complete:
             lines = [f"embedded {self.num_embedded} of {self.num_inputs} images "
-                     f"({self.embedding_dim}-d pre_logits at {self.image_size}x{self.image_size}) "
+                     f"({self.embedding_dim}-d embedding at {self.image_size}x{self.image_size}) "
                      f"into {self.out}"]
         else:
             done = self.num_embedded + len(self.failures)
@@ -146,60 +146,51 @@ def prepare_image(image, image_size: int):
 class ModuleEmbedder:
     """A loaded module as ``images (B, S, S, 3) in [0, 1] -> pooled embeddings (B, D)``.
 
-    medfound SavedModels give their ``pre_logits`` output; other image SavedModels (the PhysioNet
-    REMEDIS files) are called and their feature map averaged over space; ``.keras`` exports are
-    folded for inference first.
+    Whatever the module is (medfound module, PhysioNet file, BiT folder, ``.keras``, archive or
+    name), ``medfound.load`` gives the native backbone, folded here for inference: the embedding
+    is the spatial mean of the raw block4 map, as ``reduce_mean(module(images), [-3, -2])``.
     """
 
     def __init__(self, module: str | os.PathLike):
         import tensorflow as tf
 
-        from medfound.export.loader import find_module, unpack_cached
-        from medfound.export.metadata import METADATA_ASSET, read_metadata
-        from medfound.registry import is_module_name
+        from medfound.export.loader import load_saved_model, resolve_path
+        from medfound.models.inference import fold
 
-        path = Path(module)
-        if not path.exists():
-            if not is_module_name(str(module)):
-                raise EmbedError(f"{module}: no such module folder or file, and not a REMEDIS "
-                                 "module name")
-            path = find_module(str(module))
-        if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-            path = unpack_cached(path)
+        try:
+            path = resolve_path(module)
+        except FileNotFoundError as err:
+            raise EmbedError(str(err)) from None
         self.path = path
-        self.metadata = None
-        if path.is_file() and path.suffix == ".keras":
+        if path.is_file():
             import keras
 
-            from medfound.models.inference import fold
+            from medfound.export.metadata import read_metadata
 
             self.metadata = read_metadata(path)
-            folded = fold(keras.saving.load_model(str(path)))
-            self._call = lambda images: folded(images, training=False)["pre_logits"]
+            backbone = keras.saving.load_model(str(path))
             self.fingerprint = sha256_file(path)
-        elif path.is_dir() and (path / "saved_model.pb").is_file():
-            loaded = tf.saved_model.load(str(path))
-            self._loaded = loaded
-            if (path / METADATA_ASSET).is_file():
-                self.metadata = read_metadata(path)
-                serve = loaded.signatures["serving_default"]
-                self._call = lambda images: serve(images=images)["pre_logits"]
-            else:
-                self._call = lambda images: _pool(loaded(images))
+            self.input_size = int(self.metadata.input_size)
+            self.name = self.metadata.name
+        else:
+            backbone = load_saved_model(path)
+            info = backbone.source
+            self.metadata = info.metadata
+            self.input_size = info.input_size
+            self.name = info.name or path.name
             marker = path / "fingerprint.pb"
             self.fingerprint = sha256_file(marker if marker.is_file() else
                                            path / "saved_model.pb")
-        else:
-            raise EmbedError(f"{path}: not a SavedModel folder, module .tar.gz or .keras file")
-        self.name = self.metadata.name if self.metadata else path.name
+        folded = fold(backbone)
+        self._call = lambda images: folded(images, training=False)["embedding"]
         # One trace for every batch size and image size.
         self._fn = tf.function(self._call, autograph=False, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
 
     @property
     def default_image_size(self) -> int | None:
-        """The module's own input size from its metadata (None for foreign SavedModels)."""
-        return int(self.metadata.input_size) if self.metadata else None
+        """The module's own input size (metadata, or a PhysioNet file's REMEDIS folder name)."""
+        return int(self.input_size) if self.input_size else None
 
     def __call__(self, images):
         import tensorflow as tf
@@ -209,14 +200,6 @@ class ModuleEmbedder:
             raise EmbedError(f"{self.path}: module gave output of shape {tuple(out.shape)}; "
                              "expected (batch, dim) or a (batch, h, w, dim) feature map")
         return out
-
-
-def _pool(features):
-    import tensorflow as tf
-
-    if isinstance(features, dict):
-        features = features.get("pre_logits", features.get("default"))
-    return tf.reduce_mean(features, axis=[1, 2]) if len(features.shape) == 4 else features
 
 
 # ---- resumable parts ----------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def run_quickstart(config: QuickstartConfig, verbose: bool = True) -> dict:
     say("[5/5] linear probes")
     aucs = {}
     for label, fn in (("pretrained", module_embed),
-                      ("random_init", lambda x: random_backbone(x)["pre_logits"])):
+                      ("random_init", lambda x: random_backbone(x)["embedding"])):
         x_train, y_train, m_train = embed(fn, train, config.image_size)
         x_test, y_test, _ = embed(fn, test, config.image_size)
         probe = fit_linear_probe(x_train, y_train, m_train, seed=config.seed)

@@ -90,8 +90,9 @@ def bit_forward(w: dict[str, np.ndarray], images: np.ndarray, units) -> dict[str
             y = relu(_gn(y, w[f"{p}/c/group_norm/gamma"], w[f"{p}/c/group_norm/beta"]))
             x = _conv(y, w[f"{p}/c/standardized_conv2d/kernel"]) + short
         out[f"block{b + 1}"] = x
+    out["feature_map"] = x  # the raw block4 map: what a REMEDIS module returns
+    out["embedding"] = x.mean(axis=(1, 2))
     x = relu(_gn(x, w["resnet/group_norm/gamma"], w["resnet/group_norm/beta"]))
-    out["feature_map"] = x
     out["pre_logits"] = x.mean(axis=(1, 2))
     if "resnet/head/conv2d/kernel" in w:
         k = w["resnet/head/conv2d/kernel"]

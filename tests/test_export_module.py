@@ -59,8 +59,10 @@ def test_savedmodel_layout_and_no_temporaries(exported):
     assert [p.name for p in out.parent.iterdir() if ".tmp-" in p.name] == []
 
 
-def test_hub_load_returns_feature_map_whose_mean_is_pre_logits(exported):
+def test_hub_load_returns_the_raw_block4_map_like_the_physionet_files(exported):
     import tensorflow_hub as hub
+
+    from medfound.models.bit_graph import variable_names
 
     backbone, out = exported
     module = hub.load(str(out))
@@ -68,21 +70,59 @@ def test_hub_load_returns_feature_map_whose_mean_is_pre_logits(exported):
     features = module(x)
     assert features.shape == (2, 2, 2, 1024) and features.dtype == tf.float32
     want = backbone(x)
-    np.testing.assert_allclose(tf.reduce_mean(features, axis=[-3, -2]).numpy(),
-                               want["pre_logits"].numpy(), atol=1e-4, rtol=1e-4)
+    scale = np.abs(want["block4"].numpy()).max()
+    np.testing.assert_allclose(features.numpy() / scale, want["block4"].numpy() / scale, atol=1e-5)
+    np.testing.assert_allclose(tf.reduce_mean(features, axis=[-3, -2]).numpy() / scale,
+                               want["embedding"].numpy() / scale, atol=1e-5)
     assert module(images(1, 96, 64), training=False).shape == (1, 3, 2, 1024)
+    # One signature with one output, so positional clients read the map.
+    assert list(module.signatures) == ["serving_default"]
     named = module.signatures["serving_default"](images=tf.constant(x))
-    assert set(named) == {"feature_map", "pre_logits", "block1", "block2", "block3", "block4"}
-    for key in named:
-        np.testing.assert_allclose(named[key].numpy(), want[key].numpy(), atol=1e-4, rtol=1e-4)
-    assert len(module.variables) == len(backbone.weights)
-    assert len(module.trainable_variables) == len(backbone.trainable_weights)
+    assert list(named) == ["output_1"]
+    np.testing.assert_allclose(named["output_1"].numpy(), features.numpy(), rtol=1e-6)
+    # The richer outputs are a plain function, not a signature.
+    rich = module.features(tf.constant(x))
+    assert set(rich) == {"stem", "block1", "block2", "block3", "block4", "embedding"}
+    for key in ("block1", "block2", "block3", "block4", "embedding"):
+        ref = want[key].numpy()
+        np.testing.assert_allclose(rich[key].numpy() / np.abs(ref).max(),
+                                   ref / np.abs(ref).max(), atol=1e-5)
+    # BiT paths as names, in the PhysioNet order, no final GroupNorm, all trainable.
+    names = [v.name for v in module.trainable_variables]
+    assert names == [f"{n}:0" for n in variable_names(backbone.spec)]
+    assert names[-3:] == ["block4/unit01/c/group_norm/gamma:0", "block4/unit01/c/group_norm/beta:0",
+                          "block4/unit01/c/standardized_conv2d/kernel:0"]
+    assert not any(n.startswith("group_norm/") for n in names)
+    assert len(module.variables) == len(names) == 41
     assert list(module.regularization_losses) == []
+
+
+def test_static_output_shape_in_tf_keras_and_in_graphs(exported):
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras (test extra) not installed")
+    import tensorflow_hub as hub
+
+    _, out = exported
+    module = tf.saved_model.load(str(out))
+    traced = tf.function(lambda x: module(x)).get_concrete_function(
+        tf.TensorSpec([None, 448, 448, 3], tf.float32))
+    assert traced.structured_outputs.shape.as_list() == [None, 14, 14, 1024]
+    client = tf_keras.Sequential([hub.KerasLayer(str(out), input_shape=(448, 448, 3)),
+                                  tf_keras.layers.AveragePooling2D((7, 7)),
+                                  tf_keras.layers.Flatten(), tf_keras.layers.Dense(3)])
+    assert client.layers[0].output_shape == (None, 14, 14, 1024)
+    assert client.output_shape == (None, 3)
+    assert client.predict(images(1, 448, 448), verbose=0).shape == (1, 3)
+
+
+def test_out_of_range_policy_tolerates_resampling_overshoot(loaded):
+    overshoot = np.clip(images() * 1.1 - 0.05, -0.05, 1.05).astype(np.float32)  # bicubic-like
+    assert loaded(tf.constant(overshoot)).shape == (2, 2, 2, 1024)
 
 
 @pytest.mark.parametrize("bad, advice", [
     (images() * 255.0, "divide by 255"),
-    (images() - 0.5, "do not mean/std-normalise"),
+    ((images() - 0.5) / 0.25, "do not mean/std-normalise"),
+    (images() * 2.0 - 1.0, r"scale to \[-1, 1\]"),
     (images()[..., :1], "grayscale_to_rgb"),
     (np.concatenate([images(), images()[..., :1]], axis=-1), r"must have 3 \(RGB\) channels"),
     (np.where(images() > 0.5, np.nan, images()).astype(np.float32), "NaN"),

@@ -8,7 +8,7 @@ import sys
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "embed", help="embed a folder or CSV of images with a module (npz, h5 or parquet)",
-        description="Writes one row per image (its path and the module's pooled pre_logits "
+        description="Writes one row per image (its path and the module's pooled embedding "
                     "embedding). Work is saved in parts beside the output, so running the same "
                     "command again after an interruption continues where it stopped. Bad images "
                     "are skipped and listed in <stem>.failures.csv.")

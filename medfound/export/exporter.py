@@ -47,7 +47,10 @@ def load_checkpoint(checkpoint: str | os.PathLike, options: ExportOptions):
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found (a run folder with {RUN_FILE}, a "
-                                "BiT .npz, or a .weights.h5 with --arch)")
+                                "module or PhysioNet SavedModel folder, a BiT .npz, or a "
+                                ".weights.h5 with --arch)")
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return _load_saved_model_checkpoint(path, options)
     if path.is_dir():
         if not (path / RUN_FILE).is_file():
             raise ExportError(f"{path}: folder has no {RUN_FILE}, so it is not a medfound run")
@@ -94,6 +97,28 @@ def load_checkpoint(checkpoint: str | os.PathLike, options: ExportOptions):
         return backbone, run
     raise ExportError(f"{path}: unknown checkpoint kind (expected a run folder, a BiT .npz or a "
                       ".weights.h5)")
+
+
+def _load_saved_model_checkpoint(path: Path, options: ExportOptions):
+    """A module, PhysioNet file or BiT TF-Hub folder as (backbone, RunInfo), to convert it."""
+    from medfound.export.loader import load_saved_model
+
+    backbone = load_saved_model(path)
+    info = backbone.source
+    meta = info.metadata
+    _agree(path, "architecture", options.arch and get_arch(options.arch).name, info.arch)
+    _agree(path, "initialisation", options.init, info.init)
+    _agree(path, "modality", options.modality, info.modality)
+    run = RunInfo(arch=info.arch, units=info.units_override, width=info.width_override,
+                  modality=info.modality or options.modality, init=info.init or options.init
+                  or "random", medfound_version=__version__,
+                  method=meta.method if meta else "unknown",
+                  steps=meta.steps if meta else 0,
+                  data=meta.pretraining_data if meta else f"converted from {info.format} file "
+                  f"{path.name}", image_size=meta.pretraining_image_size if meta else None,
+                  init_path=meta.init_checkpoint if meta else None,
+                  init_sha256=meta.init_sha256 if meta else None)
+    return backbone, run
 
 
 def _agree(path: Path, what: str, given: str | None, recorded: str | None) -> None:
@@ -188,8 +213,13 @@ def build_metadata(spec: HubModuleSpec, run: RunInfo, backbone) -> ModuleMetadat
         medfound_version=__version__, test_only=backbone.spec.test_only)
 
 
-def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike) -> Path:
-    """Writes the hub SavedModel folder (via a temporary sibling, renamed when complete)."""
+def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike, *,
+                      fold: bool = False) -> Path:
+    """Writes the hub SavedModel folder (via a temporary sibling, renamed when complete).
+
+    ``fold`` writes the faster inference form (kernels pre-standardised, not fine-tunable);
+    the metadata records which form it is.
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -197,16 +227,20 @@ def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike
 
     out = Path(out)
     with tempfile.TemporaryDirectory() as scratch:
+        metadata = dataclasses.replace(metadata, kernel_form="folded" if fold
+                                       else "standardize_in_graph",
+                                       input_scaling=getattr(backbone, "input_scaling", "bit"))
         meta_file = Path(scratch) / METADATA_FILE
         meta_file.write_text(metadata.to_json())
-        module = RemedisModule(backbone, metadata.to_json(), str(meta_file))
+        module = RemedisModule(backbone, metadata.to_json(), str(meta_file), fold=fold)
         module.trace()
         probe = np.linspace(0.0, 1.0, 2 * 64 * 64 * 3, dtype=np.float32).reshape(2, 64, 64, 3)
-        got = module.serving_default(tf.constant(probe))["pre_logits"].numpy()
-        want = backbone(probe, training=False)["pre_logits"].numpy()
-        if not np.allclose(got, want, atol=1e-4, rtol=1e-4):
-            raise ExportError(f"exported graph disagrees with the backbone by "
-                              f"{np.abs(got - want).max():.3g}; not writing {out}")
+        got = module.features(tf.constant(probe))["embedding"].numpy()
+        want = backbone(probe, training=False)["embedding"].numpy()
+        error = float(np.abs(got - want).max()) / max(float(np.abs(want).max()), 1e-12)
+        if error > 1e-4:  # relative: the raw block4 map has no norm to bound its scale
+            raise ExportError(f"exported graph disagrees with the backbone by {error:.3g} "
+                              f"(relative); not writing {out}")
         with atomic_path(out) as tmp:
             tf.saved_model.save(module, str(tmp),
                                 signatures={"serving_default": module.serving_default})
@@ -216,12 +250,16 @@ def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike
 
 
 def write_keras(backbone, metadata: ModuleMetadata, out: str | os.PathLike) -> Path:
-    """Writes the native (trainable, weight-standardised) backbone as a ``.keras`` file.
+    """Writes the native (trainable, weight-standardised) backbone as a ``.keras`` file, in the
+    module form (no final GroupNorm, like the SavedModel).
 
     The metadata is added to the zip as ``medfound_module.json``; Keras ignores the extra member.
     """
     import zipfile
 
+    from medfound.models.bit import module_form
+
+    backbone = module_form(backbone)
     out = Path(out)
     with atomic_path(out) as tmp:
         keras_tmp = tmp.with_name(tmp.name + ".keras")  # Keras insists on the suffix
@@ -259,24 +297,30 @@ def check_target(target: Path) -> None:
 def export_module(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
                   name: str | None = None, fmt: str = "saved_model", arch: str | None = None,
                   init: str | None = None, modality: str | None = None,
-                  allow_test_arch: bool = False) -> Path:
+                  allow_test_arch: bool = False, fold: bool = False) -> Path:
     """Exports ``checkpoint`` as the REMEDIS module ``name`` to ``out``; returns the written path.
 
-    ``fmt`` is 'saved_model' (the TF-Hub folder), 'keras' (a ``.keras`` file of the native
-    backbone) or 'onnx' (through tf2onnx). Raises ``ExportError`` when the name and the checkpoint
+    ``checkpoint`` is a run folder, a BiT ``.npz``, a ``.weights.h5``, or a SavedModel folder (a
+    medfound module, a PhysioNet REMEDIS file, a BiT TF-Hub folder) to convert.
+    ``fmt`` is 'saved_model' (the TF-Hub folder; ``fold`` writes the faster, not fine-tunable
+    inference form), 'keras' (a ``.keras`` file of the native backbone) or 'onnx' (through
+    tf2onnx; output 0 is the block4 map). Raises ``ExportError`` when the name and the checkpoint
     disagree.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     options = ExportOptions(name=name, arch=arch, init=init, modality=modality,
                             allow_test_arch=allow_test_arch)
+    if fold and fmt != "saved_model":
+        raise ExportError("--fold applies to the SavedModel format only (keras is the trainable "
+                          "form; onnx is always folded)")
     backbone, run = load_checkpoint(checkpoint, options)
     spec = resolve_spec(run, backbone, options)
     metadata = build_metadata(spec, run, backbone)
     target = default_output(out, spec.name, fmt)
     check_target(target)
     if fmt == "saved_model":
-        return write_saved_model(backbone, metadata, target)
+        return write_saved_model(backbone, metadata, target, fold=fold)
     if fmt == "keras":
         return write_keras(backbone, metadata, target)
     from medfound.export.onnx_export import write_onnx

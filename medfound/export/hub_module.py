@@ -1,31 +1,33 @@
-"""The TF2 SavedModel a REMEDIS module is: a drop-in replacement for the PhysioNet files.
+"""The TF2 SavedModel a REMEDIS module is: built like the PhysioNet files, so a drop-in for them.
 
-``hub.load(path)(images)`` takes float32 images (B, H, W, 3) in [0, 1] and returns the final
-feature map (B, H/32, W/32, 2048 x width), so ``reduce_mean(out, axis=[-3, -2])`` is exactly the
-pooled ``pre_logits``. The object follows the reusable SavedModel API (``variables``,
-``trainable_variables``, ``regularization_losses``, ``__call__(images, training=False)``), so
-``hub.KerasLayer(path, trainable=True)`` and ``keras.layers.TFSMLayer(path)`` can fine-tune it.
+What the real files are (MODEL_CARD.md has the evidence): a reusable SavedModel whose
+``__call__(images)`` takes float32 (B, H, W, 3) and returns the **raw block4 map**
+(B, H/32, W/32, 2048 x width), with no final GroupNorm; variables named by their BiT paths
+(``block1/unit01/a/group_norm/gamma:0``); weight standardisation in the graph; one signature,
+``serving_default``, with one output. So ``reduce_mean(module(images), axis=[-3, -2])`` is the
+embedding, ``hub.KerasLayer(path, trainable=True)`` fine-tunes the same parametrisation, and
+positional clients (tf2onnx, ONNX runtimes) read the map as output 0. The richer outputs
+(stem, block1..block4, pooled embedding) are the ``features`` function, not a signature.
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-from medfound.models.bit import BiTBackbone
+from medfound.models.bit_graph import forward, named_values, variable_names
 from medfound.models.configs import MIN_IMAGE_SIZE
-from medfound.models.inference import fold
+from medfound.models.input_check import ABOVE_ADVICE, BELOW_ADVICE, HIGH_LIMIT, LOW_LIMIT
 
-SERVING_OUTPUTS = ("feature_map", "pre_logits", "block1", "block2", "block3", "block4")
+SIGNATURE_OUTPUT = "output_1"  # the key a Keras-2 model's serving_default gives its one output
+FEATURE_OUTPUTS = ("stem", "block1", "block2", "block3", "block4", "embedding")
+_IMAGES = tf.TensorSpec(shape=[None, None, None, 3], dtype=tf.float32, name="images")
 _ANY_IMAGES = tf.TensorSpec(shape=None, dtype=tf.float32, name="images")
-_BATCH_IMAGES = tf.TensorSpec(shape=[None, None, None, None], dtype=tf.float32, name="images")
 
 
 def check_images(images: tf.Tensor) -> tf.Tensor:
-    """Asserts in-graph that ``images`` is a (B, H, W, 3) float batch in [0, 1] without NaN.
+    """Asserts in-graph that ``images`` is a (B, H, W, 3) float batch on the [0, 1] scale, no NaN.
 
-    Each failure raises ``InvalidArgumentError`` whose message says what to do. The shape checks
-    read a padded copy of the shape, and the checked tensor passes through a ``tf.cond``, so that
-    static shape inference on a wrong input cannot fail with a cryptic error before the asserts run.
-    Returns the images with static shape (None, None, None, 3).
+    Each failure raises ``InvalidArgumentError`` whose message says what to do. RGB batches pass
+    through unchanged (an identity after the asserts), so their static shape is kept.
     """
     rank = tf.rank(images)
     dims = tf.concat([tf.shape(images), tf.zeros([4], tf.int32)], axis=0)  # safe for any rank
@@ -52,31 +54,32 @@ def check_images(images: tf.Tensor) -> tf.Tensor:
         low, high = tf.reduce_min(images), tf.reduce_max(images)
         in_range = [
             tf.debugging.Assert(
-                low >= 0.0,
-                ["REMEDIS module input must be float32 in [0, 1] but has negative values; do not "
-                 "mean/std-normalise (the module scales to BiT's [-1, 1] itself): pass pixels / "
-                 "255 for 8-bit images, or clip with tf.clip_by_value(x, 0, 1). Got min", low,
-                 "max", high]),
+                low >= LOW_LIMIT,
+                ["REMEDIS module input must be float32 in [0, 1] but has values far below 0; "
+                 f"{BELOW_ADVICE}. Got min", low, "max", high]),
             tf.debugging.Assert(
-                high <= 1.0,
-                ["REMEDIS module input must be float32 in [0, 1] but has values above 1; if your "
-                 "pixels are 0-255, divide by 255.0 first. Got min", low, "max", high]),
+                high <= HIGH_LIMIT,
+                ["REMEDIS module input must be float32 in [0, 1] but has values far above 1; "
+                 f"{ABOVE_ADVICE}. Got min", low, "max", high]),
         ]
     with tf.control_dependencies(in_range):
+        if images.shape.rank == 4 and images.shape[-1] == 3:
+            return tf.identity(images)  # the static shape flows on to the output
+        # Only inputs of another rank or channel count get here, and they fail the asserts
+        # first; the never-taken branch hides their static shape from the convolutions, whose
+        # own shape errors (raised before any assert could run) would be unhelpful.
         valid = tf.logical_and(tf.equal(rank, 4), tf.equal(dims[3], 3))
-        # Never taken with a bad input (the asserts fail first); it only hides the input's static
-        # shape from the layers below, whose own shape errors would be unhelpful.
-        images = tf.cond(valid, lambda: tf.identity(images),
-                         lambda: tf.zeros([1, MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, 3]))
-    return tf.ensure_shape(images, [None, None, None, 3])
+        return tf.cond(valid, lambda: tf.identity(images),
+                       lambda: tf.zeros([1, MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, 3]))
 
 
 class RemedisModule(tf.Module):
-    """A reusable SavedModel around the folded (inference-form) BiT backbone.
+    """A reusable SavedModel of a BiT backbone's variables under their BiT paths.
 
-    Holds the folded backbone's variables as lists (the reusable SavedModel API), the metadata as
-    an asset and a ``metadata_json()`` function, ``__call__`` / ``serve`` (feature map) and the
-    ``serving_default`` signature (feature map, pooled ``pre_logits``, block outputs by name).
+    ``fold=True`` stores standardised kernels and drops the standardisation from the graph (the
+    faster inference form, recorded in the metadata): such a module lists no trainable
+    variables and refuses ``training=True``, so nothing can fine-tune a different
+    parametrisation by mistake.
     """
 
     # The reusable SavedModel API stores these as plain list attributes; shadow tf.Module's
@@ -85,41 +88,54 @@ class RemedisModule(tf.Module):
     trainable_variables = None
     regularization_losses = None
 
-    def __init__(self, backbone: BiTBackbone, metadata_json: str, metadata_file: str):
+    def __init__(self, backbone, metadata_json: str, metadata_file: str, *, fold: bool = False):
         super().__init__(name="remedis_module")
-        folded = fold(backbone)
-        # A plain closure is not tracked, so the Keras model is not saved as a Keras object:
-        # the SavedModel holds only the variables below and the traced functions.
-        self._forward = lambda images: folded(images, training=False)
-        self.variables = [v.value for v in folded.weights]
-        self.trainable_variables = [v.value for v in folded.trainable_weights]
+        values = named_values(backbone, fold=fold)
+        names = variable_names(backbone.spec)
+        self._params = {name: tf.Variable(values[name], name=name, trainable=not fold)
+                        for name in names}
+        self._units = tuple(backbone.spec.units)
+        self._standardize = not fold
+        self._input_scaling = getattr(backbone, "input_scaling", "bit")
+        self.variables = [self._params[name] for name in names]
+        self.trainable_variables = [] if fold else list(self.variables)
         self.regularization_losses = []
         self.metadata_file = tf.saved_model.Asset(metadata_file)
         self._metadata_json = metadata_json
 
-    def _features(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._forward(check_images(images))
+    def _blocks(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return forward(check_images(images), self._params, self._units,
+                       standardize=self._standardize, input_scaling=self._input_scaling)
 
     @tf.function(autograph=False)
     def __call__(self, images, training=False):
-        """Images (B, H, W, 3) in [0, 1] -> final feature map (B, H/32, W/32, channels).
+        """Images (B, H, W, 3) in [0, 1] -> raw block4 map (B, H/32, W/32, channels).
 
         ``training`` is part of the reusable SavedModel API; BiT has no batch statistics or
-        dropout, so both modes compute the same function.
+        dropout, so both modes compute the same function (a folded module refuses training).
         """
-        del training
-        return self._features(images)["feature_map"]
+        if training and not self._standardize:
+            tf.debugging.Assert(False, [
+                "this REMEDIS module was exported in the folded inference form (--fold), which "
+                "cannot be fine-tuned; export it without --fold, or use medfound.load(path)"])
+        return self._blocks(images)["block4"]
+
+    @tf.function(input_signature=[_IMAGES], autograph=False)
+    def serving_default(self, images):
+        """The one signature: {'output_1': the block4 map}."""
+        return {SIGNATURE_OUTPUT: self._blocks(images)["block4"]}
 
     @tf.function(input_signature=[_ANY_IMAGES], autograph=False)
     def serve(self, images):
-        """Keras 3 ``TFSMLayer`` endpoint: the same as ``__call__`` at inference."""
-        return self._features(images)["feature_map"]
+        """Keras 3 ``TFSMLayer`` endpoint (``call_endpoint='serve'``): the block4 map."""
+        return self._blocks(images)["block4"]
 
-    @tf.function(input_signature=[_BATCH_IMAGES], autograph=False)
-    def serving_default(self, images):
-        """Named outputs: the feature map, the pooled embedding and the four block outputs."""
-        features = self._features(images)
-        return {key: features[key] for key in SERVING_OUTPUTS}
+    @tf.function(input_signature=[_IMAGES], autograph=False)
+    def features(self, images):
+        """Every intermediate output by name, and ``embedding``: block4 averaged over space."""
+        blocks = self._blocks(images)
+        blocks["embedding"] = tf.reduce_mean(blocks["block4"], axis=[1, 2])
+        return {key: blocks[key] for key in FEATURE_OUTPUTS}
 
     @tf.function(input_signature=[], autograph=False)
     def metadata_json(self):
@@ -127,6 +143,8 @@ class RemedisModule(tf.Module):
         return tf.constant(self._metadata_json)
 
     def trace(self) -> None:
-        """Traces ``__call__`` for training=True and False with dynamic batch, size and rank."""
-        for training in (False, True):
-            self.__call__.get_concrete_function(_ANY_IMAGES, training=training)
+        """Traces ``__call__`` for both ``training`` values: first for RGB batches of any size
+        (static shapes flow through), then for any rank (so wrong inputs reach the checks)."""
+        for spec in (_IMAGES, _ANY_IMAGES):
+            for training in (False, True):
+                self.__call__.get_concrete_function(spec, training=training)

@@ -1,9 +1,9 @@
-"""``medfound.load``: a REMEDIS module (or other image SavedModel) as a Keras 3 model to fine-tune.
+"""``medfound.load``: a REMEDIS module, PhysioNet file or BiT folder as the native Keras 3 backbone.
 
-A medfound module comes back as the native ``BiTBackbone`` (weight standardisation in the graph,
-every weight trainable) rebuilt from the module's variables. Any other SavedModel, such as the
-PhysioNet REMEDIS files, comes back as a Keras model around a ``SavedModelLayer`` whose trainable
-variables are the SavedModel's own.
+Every SavedModel format medfound knows (``describe`` says which one a folder is) comes back as
+the native ``BiTBackbone`` (weight standardisation in the graph, every weight trainable), with
+its weights matched by their BiT variable names. ``wrap_saved_model`` wraps any other image
+SavedModel as a Keras model around its own variables.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from medfound.export.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
+from medfound.export.module_info import ModuleInfo, describe, saved_model_arrays
 from medfound.registry import HUB_MODULES, is_module_name
 
 MODULES_ENV = "MEDFOUND_MODULES"  # os.pathsep-separated folders searched for modules by name
@@ -84,12 +84,25 @@ def unpack_cached(archive: str | os.PathLike, expected_sha256: str | None = None
 
 def load(name_or_path: str | os.PathLike, *, trainable: bool = True,
          search_path: list[Path] | None = None, expected_sha256: str | None = None):
-    """Loads a module as a Keras 3 model ready for fine-tuning.
+    """Loads a module as the native Keras 3 ``BiTBackbone``, ready for fine-tuning.
 
-    ``name_or_path`` is a SavedModel folder, a module ``.tar.gz`` (hash-checked, safely unpacked),
-    a ``.keras`` file, or a registry name found on the search path. medfound modules give the
-    native ``BiTBackbone`` (dict outputs); other SavedModels give a wrapper model.
+    ``name_or_path`` is a SavedModel folder (a medfound module, a PhysioNet REMEDIS file, or a
+    BiT TF-Hub folder), a module ``.tar.gz`` (hash-checked, safely unpacked), a ``.keras`` file,
+    or a registry name found on the search path. Weights are matched by their BiT names, never by
+    position; the facts about the source are in ``model.source`` (see ``describe``).
     """
+    path = resolve_path(name_or_path, search_path, expected_sha256)
+    if path.is_file() and path.suffix == ".keras":
+        model = keras.saving.load_model(str(path))
+    else:
+        model = load_saved_model(path)
+    model.trainable = trainable
+    return model
+
+
+def resolve_path(name_or_path: str | os.PathLike, search_path: list[Path] | None = None,
+                 expected_sha256: str | None = None) -> Path:
+    """The local folder or file a name, path or ``.tar.gz`` stands for (archives are unpacked)."""
     path = Path(name_or_path)
     if not path.exists():
         if is_module_name(str(name_or_path)):
@@ -100,43 +113,68 @@ def load(name_or_path: str | os.PathLike, *, trainable: bool = True,
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
         path = unpack_cached(path, expected_sha256)
     if path.is_file() and path.suffix == ".keras":
-        model = keras.saving.load_model(str(path))
-    elif path.is_dir() and (path / "saved_model.pb").is_file():
-        if (path / METADATA_ASSET).is_file():
-            model = load_native(path)
-        else:
-            model = wrap_saved_model(path)
-    else:
+        return path
+    if not (path.is_dir() and (path / "saved_model.pb").is_file()):
         raise ValueError(f"{path}: not a SavedModel folder, module .tar.gz or .keras file")
-    model.trainable = trainable
-    return model
+    return path
 
 
-def load_native(module_dir: str | os.PathLike):
-    """Rebuilds the native backbone of a medfound module folder and copies its weights in.
-
-    The module stores folded (already standardised) kernels; standardising them again in the
-    native graph leaves them unchanged, so the rebuilt model computes the same features.
-    """
+def load_saved_model(path: str | os.PathLike):
+    """The native backbone of a SavedModel folder of any known format (see ``describe``)."""
     from medfound.models.bit import build_backbone
-    from medfound.models.configs import get_arch
+    from medfound.models.bit_weights import assign_bit_arrays
 
-    module_dir = Path(module_dir)
-    meta: ModuleMetadata = read_metadata(module_dir)
-    base = get_arch(meta.arch)
-    same = tuple(meta.units) == base.units and float(meta.width) == float(base.width)
-    backbone = build_backbone(meta.arch, units=None if same else tuple(meta.units),
-                              width=None if same else meta.width)
+    path = Path(path)
+    info = describe(path)
+    if info.format == "medfound-v1":
+        return _load_legacy_v1(path, info)
+    arrays = saved_model_arrays(path)
+    scalings = [info.input_scaling] if info.input_scaling else ["bit", "none"]
+    loaded = tf.saved_model.load(str(path)) if info.format == "physionet" else None
+    for scaling in scalings:
+        backbone = build_backbone(info.arch, units=info.units_override, width=info.width_override,
+                                  final_norm=info.final_norm, input_scaling=scaling)
+        assign_bit_arrays(backbone, arrays, str(path))
+        if loaded is None or _same_function(loaded, backbone):
+            backbone.source = info
+            info.input_scaling = scaling
+            return backbone
+    raise ValueError(f"{path}: the weights load by name, but the rebuilt {info.arch} backbone does "
+                     "not reproduce the file's output with either input convention ([0, 1] scaled "
+                     "to [-1, 1], or as given); the file is not a plain BiT ResNetV2")
+
+
+def _same_function(loaded, backbone) -> bool:
+    """Whether the file's own ``__call__`` and the rebuilt backbone agree on a probe batch."""
+    import numpy as np
+
+    probe = np.random.RandomState(0).rand(1, 64, 64, 3).astype("float32")
+    theirs = np.asarray(loaded(tf.constant(probe)))
+    ours = backbone(probe, training=False)["feature_map"].numpy()
+    scale = float(np.abs(theirs).max()) or 1.0
+    return theirs.shape == ours.shape and float(np.abs(theirs - ours).max()) <= 1e-4 * scale
+
+
+def _load_legacy_v1(module_dir: Path, info: "ModuleInfo"):
+    """A module written before the PhysioNet-structured format (medfound < 0.2): its variables
+    are the Keras backbone's, in layer order, with folded kernels and the final GroupNorm.
+    Standardising a folded kernel again leaves it unchanged, so the rebuilt model computes the
+    same features; the old module's output is the rebuilt model's GroupNorm'd ``pre_logits``."""
+    from medfound.models.bit import build_backbone
+
+    backbone = build_backbone(info.arch, units=info.units_override, width=info.width_override,
+                              final_norm=True)
     module = tf.saved_model.load(str(module_dir))
     values = list(module.variables)
     if len(values) != len(backbone.weights):
-        raise ValueError(f"{module_dir}: has {len(values)} variables but a {meta.arch} backbone "
+        raise ValueError(f"{module_dir}: has {len(values)} variables but a {info.arch} backbone "
                          f"needs {len(backbone.weights)}; the module is damaged or mislabeled")
     for weight, value in zip(backbone.weights, values):
         if tuple(weight.shape) != tuple(value.shape):
             raise ValueError(f"{module_dir}: variable {value.name} has shape {tuple(value.shape)} "
                              f"but {weight.path} needs {tuple(weight.shape)}")
         weight.assign(value.numpy())
+    backbone.source = info
     return backbone
 
 

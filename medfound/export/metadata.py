@@ -14,7 +14,8 @@ from pathlib import Path
 
 METADATA_FILE = "medfound_module.json"  # file name inside assets/ (SavedModel) or the .keras zip
 METADATA_ASSET = f"assets/{METADATA_FILE}"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: PhysioNet structure (raw block4 output, BiT-named variables, no final norm)
+KERNEL_FORMS = ("standardize_in_graph", "folded")
 
 
 @dataclasses.dataclass
@@ -25,7 +26,7 @@ class ModuleMetadata:
     arch: str  # architecture name ('r50x1', ... or a test-only 'tiny')
     modality: str  # 'cxr' or 'path'
     input_size: int  # default square input size in pixels (448 cxr, 224 path)
-    embedding_dim: int  # channels of the feature map == length of pre_logits
+    embedding_dim: int  # channels of the block4 map == length of the pooled embedding
     init: str  # 'bit-s' / 'bit-m' ('random' for custom modules trained from scratch)
     units: list[int] = dataclasses.field(default_factory=list)  # units per block as built
     width: float = 1.0
@@ -39,6 +40,11 @@ class ModuleMetadata:
     medfound_version: str = ""
     test_only: bool = False  # True for tiny test architectures exported under a registry name
     output_stride: int = 32
+    # How the kernels are stored: raw, standardised in the graph (trainable, as the PhysioNet
+    # files), or folded (pre-standardised inference form, not fine-tunable through the module).
+    kernel_form: str = "standardize_in_graph"
+    input_scaling: str = "bit"  # 'bit': the module maps [0, 1] to [-1, 1] itself
+    output: str = "block4"  # what __call__ returns: the raw block4 map ('feature_map' before v2)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -52,6 +58,9 @@ class ModuleMetadata:
         except json.JSONDecodeError as err:
             raise ValueError(f"{source}: module metadata is not valid JSON ({err})") from err
         known = {f.name for f in dataclasses.fields(cls)}
+        if int(data.get("format_version", 1)) < 2:  # modules written before the v2 contract
+            data.setdefault("kernel_form", "folded")
+            data.setdefault("output", "feature_map")
         missing = [f.name for f in dataclasses.fields(cls)
                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
                    and f.name not in data]

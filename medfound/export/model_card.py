@@ -31,7 +31,7 @@ def render_module_card(meta: ModuleMetadata, *, archive: str, sha256: str, probe
         _row("output (`module(images)`)",
              f"feature map (B, H/{meta.output_stride}, W/{meta.output_stride}, "
              f"{meta.embedding_dim})"),
-        _row("embedding dimension (`pre_logits`)", meta.embedding_dim),
+        _row("embedding dimension (block4 channels)", meta.embedding_dim),
         _row("initialisation", f"{meta.init} ({meta.init_data})" if meta.init_data else meta.init),
         _row("initial checkpoint", meta.init_checkpoint),
         _row("initial checkpoint SHA-256", f"`{meta.init_sha256}`" if meta.init_sha256 else None),

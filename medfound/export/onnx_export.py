@@ -1,8 +1,9 @@
 """ONNX export of a REMEDIS module through tf2onnx (optional extra: ``pip install medfound[onnx]``).
 
-The graph takes ``images`` (B, H, W, 3) float32 in [0, 1] and returns ``feature_map`` and
-``pre_logits``, like the SavedModel (without the in-graph input checks, which ONNX runtimes do not
-all support). One rewrite keeps onnxruntime exact: its graph optimiser fuses a zero ``Pad`` into a
+The graph takes ``images`` (B, H, W, 3) float32 in [0, 1] and returns, in this order,
+``feature_map`` (the raw block4 map, what the SavedModel's ``__call__`` returns, so positional
+clients reading output 0 get it) and ``embedding`` (its spatial mean); there are no in-graph input
+checks, which ONNX runtimes do not all support. One rewrite keeps onnxruntime exact: its graph optimiser fuses a zero ``Pad`` into a
 following ``MaxPool``, whose padding counts as -inf, not 0, which changes BiT's stem output. We
 pad ``x - 1`` with -1 and add 1 back, which is the same function but not a zero pad.
 """
@@ -15,6 +16,7 @@ from medfound.export.metadata import ModuleMetadata
 from medfound.utils.files import atomic_path
 
 OPSET = 17
+OUTPUTS = ["feature_map", "embedding"]  # output 0 is the map, as the SavedModel's __call__
 
 
 def _require_tf2onnx():
@@ -79,23 +81,36 @@ def _shift_zero_pads_before_maxpool(model) -> int:
     return rewritten
 
 
+def _rename_outputs(model, names: list[str]) -> None:
+    """Gives the graph outputs (in order) the names ``names``, rewiring the nodes that make them."""
+    graph = model.graph
+    for output, name in zip(graph.output, names):
+        old = output.name
+        for node in graph.node:
+            node.output[:] = [name if o == old else o for o in node.output]
+            node.input[:] = [name if i == old else i for i in node.input]
+        output.name = name
+
+
 def write_onnx(backbone, metadata: ModuleMetadata, out: str | os.PathLike) -> Path:
     """Converts the folded backbone to ONNX at ``out`` (written atomically); metadata goes into
     the model's ``metadata_props``."""
     import tensorflow as tf
 
+    from medfound.models.bit import module_form
     from medfound.models.inference import fold
 
     tf2onnx = _require_tf2onnx()
-    folded = fold(backbone)
+    folded = fold(module_form(backbone))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def features(images):
         out_ = folded(images, training=False)
-        return {"feature_map": out_["feature_map"], "pre_logits": out_["pre_logits"]}
+        return [out_["feature_map"], out_["embedding"]]
 
     model, _ = tf2onnx.convert.from_function(features, input_signature=features.input_signature,
                                              opset=OPSET)
+    _rename_outputs(model, OUTPUTS)
     _shift_zero_pads_before_maxpool(model)
     entry = model.metadata_props.add()
     entry.key, entry.value = "medfound_module", metadata.to_json()

@@ -40,11 +40,12 @@ def probe_image(size: int) -> np.ndarray:
 
 
 def probe_embedding(module, size: int) -> np.ndarray:
-    """The pooled embedding a loaded module gives for the probe image (through serving_default)."""
+    """The pooled embedding a loaded module gives for the probe image (the PhysioNet colab's
+    ``reduce_mean(module(images), axis=[-3, -2])``)."""
     import tensorflow as tf
 
-    out = module.signatures["serving_default"](images=tf.constant(probe_image(size)))
-    return out["pre_logits"].numpy()[0].astype(np.float64)
+    out = tf.reduce_mean(module(tf.constant(probe_image(size))), axis=[-3, -2])
+    return out.numpy()[0].astype(np.float64)
 
 
 def probe_record(embedding: np.ndarray, size: int) -> dict:

@@ -42,21 +42,28 @@ def load_backbone(module: str, seed: int = 0) -> LoadedBackbone:
     from medfound.export.loader import load
 
     model = load(spec.path, trainable=True)
-    return LoadedBackbone(model, "load", getattr(model, "arch", None), module_input_size(spec.path))
+    return LoadedBackbone(model, "load", getattr(model, "arch", None),
+                          module_input_size(spec.path, model))
 
 
-def module_input_size(name_or_path: str) -> int | None:
-    """The input size a module's metadata or registry entry gives, or None if it says nothing."""
+def module_input_size(name_or_path: str, model=None) -> int | None:
+    """The input size a loaded module's source, metadata or REMEDIS name gives, or None."""
+    from pathlib import Path
+
     from medfound.registry import HUB_MODULES
 
+    source = getattr(model, "source", None)
+    if source is not None and source.input_size:
+        return int(source.input_size)
     try:
         from medfound.export.metadata import read_metadata
 
         return int(read_metadata(name_or_path).input_size)
     except (FileNotFoundError, ValueError, OSError):
         pass
-    if name_or_path in HUB_MODULES:
-        return HUB_MODULES[name_or_path].input_size
+    name = Path(str(name_or_path)).name
+    if name in HUB_MODULES:
+        return HUB_MODULES[name].input_size
     return None
 
 
@@ -73,14 +80,15 @@ def default_image_size(task: str, module_size: int | None, override: int | None 
 
 
 def pooled_features(outputs) -> tf.Tensor:
-    """The (B, D) embedding of a backbone's outputs: ``pre_logits`` of a dict, or a pooled feature map."""
+    """The (B, D) embedding of a backbone's outputs: ``embedding`` of a dict (the average of the
+    raw block4 map, as REMEDIS modules give it), or a pooled feature map."""
     if isinstance(outputs, dict):
-        if "pre_logits" in outputs:
-            outputs = outputs["pre_logits"]
+        if "embedding" in outputs:
+            outputs = outputs["embedding"]
         elif "default" in outputs:
             outputs = outputs["default"]
         else:
-            raise ValueError(f"backbone outputs {sorted(outputs)} have no 'pre_logits' or 'default' embedding")
+            raise ValueError(f"backbone outputs {sorted(outputs)} have no 'embedding' or 'default' embedding")
     if len(outputs.shape) == 4:
         outputs = keras.ops.mean(outputs, axis=(1, 2))
     if len(outputs.shape) != 2:

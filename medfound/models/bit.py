@@ -7,11 +7,14 @@ follow the BiT checkpoint keys, so weight import is a name lookup (see ``bit_wei
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from medfound.models.configs import BLOCK_STRIDES, MIN_IMAGE_SIZE, ArchSpec, get_arch
+from medfound.models.input_check import check_array
 from medfound.models.layers import StandardizedConv2D, group_norm
 
-FEATURE_NAMES = ("stem", "block1", "block2", "block3", "block4", "feature_map", "pre_logits")
+FEATURE_NAMES = ("stem", "block1", "block2", "block3", "block4", "feature_map", "embedding")
+INPUT_SCALINGS = ("bit", "none")  # 'bit': [0, 1] -> [-1, 1] inside the model; 'none': as given
 
 
 def _layer(bit_path: str) -> str:
@@ -45,10 +48,14 @@ class BiTBackbone(keras.Model):
     """A BiT ResNetV2 backbone whose call returns a dict of features.
 
     Input: float images in [0, 1], shape (batch, H, W, 3) with H, W >= 32 (dynamic unless
-    ``image_size`` is given); the model applies BiT's ``2x - 1`` scaling itself.
-    Output keys: ``stem``, ``block1`` ... ``block4`` (raw residual outputs), ``feature_map`` (the
-    final GroupNorm + ReLU), ``pre_logits`` (its global average, 2048 x width), and ``logits``
-    when ``num_classes`` > 0 (BiT's zero-initialised head).
+    ``image_size`` is given); the model applies BiT's ``2x - 1`` scaling itself (``input_scaling=
+    'none'`` feeds the images as they are, for files trained that way).
+    Output keys: ``stem``, ``block1`` ... ``block4`` (raw residual outputs); ``feature_map``, the
+    raw block4 map that a REMEDIS hub module returns (PhysioNet files have no final norm), and
+    ``embedding``, its global average: the vector pretraining shapes and probes read.
+    With ``final_norm`` (BiT's classification form, as in the BiT checkpoints) also
+    ``pre_logits``, BiT's pre-head GroupNorm + ReLU + average, and ``logits`` when
+    ``num_classes`` > 0 (BiT's zero-initialised head). Exported modules drop the final norm.
 
     ``weight_standardization=False`` builds the inference form: the convolutions use their
     kernels as stored, which must then already be standardised (see ``inference.fold``).
@@ -56,8 +63,13 @@ class BiTBackbone(keras.Model):
 
     def __init__(self, arch: str = "r50x1", image_size: int | None = None, num_classes: int = 0,
                  units: tuple[int, ...] | None = None, width: float | None = None,
-                 weight_standardization: bool = True, **kwargs):
+                 weight_standardization: bool = True, final_norm: bool = True,
+                 input_scaling: str = "bit", **kwargs):
         base = get_arch(arch)
+        if input_scaling not in INPUT_SCALINGS:
+            raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {input_scaling!r}")
+        if num_classes and not final_norm:
+            raise ValueError("a classification head (num_classes) needs final_norm=True")
         spec = base
         if units is not None or width is not None:
             spec = ArchSpec(name=base.name, units=tuple(units or base.units),
@@ -72,7 +84,9 @@ class BiTBackbone(keras.Model):
                                       name=_layer(bit_path), standardize=weight_standardization)
 
         inputs = keras.Input((image_size, image_size, 3), name="images")
-        x = keras.layers.Rescaling(2.0, offset=-1.0, name="scale_to_bit_range")(inputs)
+        x = inputs
+        if input_scaling == "bit":
+            x = keras.layers.Rescaling(2.0, offset=-1.0, name="scale_to_bit_range")(x)
         x = keras.layers.ZeroPadding2D(3, name="root_block_pad")(x)
         x = conv(spec.root_filters, 7, "root_block/standardized_conv2d", stride=2)(x)
         x = keras.layers.ZeroPadding2D(1, name="root_block_pool_pad")(x)
@@ -84,10 +98,12 @@ class BiTBackbone(keras.Model):
                                      block_stride if unit == 0 else 1,
                                      f"block{block + 1}/unit{unit + 1:02d}", conv)
             features[f"block{block + 1}"] = x
-        x = group_norm("group_norm")(x)
-        x = keras.layers.ReLU(name="pre_head_relu")(x)
         features["feature_map"] = x
-        features["pre_logits"] = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
+        features["embedding"] = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
+        if final_norm:
+            x = group_norm("group_norm")(x)
+            x = keras.layers.ReLU(name="pre_head_relu")(x)
+            features["pre_logits"] = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
         if num_classes:
             features["logits"] = keras.layers.Dense(
                 num_classes, kernel_initializer="zeros", name="head_conv2d")(features["pre_logits"])
@@ -98,11 +114,27 @@ class BiTBackbone(keras.Model):
         self.image_size = image_size
         self.num_classes = num_classes
         self.weight_standardization = weight_standardization
+        self.final_norm = final_norm
+        self.input_scaling = input_scaling
         self._units_override = units
         self._width_override = width
 
+    def __call__(self, inputs, *args, **kwargs):
+        """Calls the model; concrete arrays are checked first (dtype, NaN, the [0, 1] scale), as
+        the hub module checks them, so a 0-255 or uint8 batch fails instead of embedding wrong."""
+        if isinstance(inputs, np.ndarray) or (hasattr(inputs, "numpy") and
+                                              not isinstance(inputs, keras.KerasTensor)):
+            try:
+                array = inputs if isinstance(inputs, np.ndarray) else inputs.numpy()
+            except (AttributeError, NotImplementedError, ValueError):  # symbolic: nothing to read
+                array = None
+            if array is not None:
+                check_array(array)
+        return super().__call__(inputs, *args, **kwargs)
+
     @property
     def embedding_dim(self) -> int:
+        """Length of ``embedding`` (and channels of ``feature_map``): 2048 x width."""
         return self.spec.embedding_dim
 
     def get_config(self) -> dict:
@@ -113,6 +145,8 @@ class BiTBackbone(keras.Model):
             "units": list(self._units_override) if self._units_override else None,
             "width": self._width_override,
             "weight_standardization": self.weight_standardization,
+            "final_norm": self.final_norm,
+            "input_scaling": self.input_scaling,
             "name": self.name,
             "trainable": self.trainable,
         }
@@ -124,12 +158,31 @@ class BiTBackbone(keras.Model):
 
 def build_backbone(arch: str = "r50x1", *, image_size: int | None = None, num_classes: int = 0,
                    units: tuple[int, ...] | None = None, width: float | None = None,
+                   final_norm: bool = True, input_scaling: str = "bit",
                    name: str | None = None) -> BiTBackbone:
     """Builds a BiT ResNetV2 backbone ('r50x1', 'r152x2', ..., or 'tiny'/'small' for tests).
 
     ``units`` and ``width`` override the named architecture (for small test configurations).
     Weights are randomly initialised; load BiT weights with ``medfound.load_bit_weights``.
+    ``final_norm=False`` builds the REMEDIS-module form (no pre-head GroupNorm).
     """
     kwargs = {"name": name} if name else {}
     return BiTBackbone(arch, image_size=image_size, num_classes=num_classes, units=units,
-                       width=width, **kwargs)
+                       width=width, final_norm=final_norm, input_scaling=input_scaling, **kwargs)
+
+
+def module_form(backbone: BiTBackbone) -> BiTBackbone:
+    """The same backbone without BiT's pre-head GroupNorm (or head): what REMEDIS modules hold.
+
+    Weights are copied layer by layer by name; a backbone already in that form is returned as is.
+    """
+    if not backbone.final_norm:
+        return backbone
+    config = backbone.get_config()
+    config.update(final_norm=False, num_classes=0)
+    target = BiTBackbone.from_config(config)
+    source_layers = {layer.name: layer for layer in backbone.layers}
+    for layer in target.layers:
+        if layer.weights:
+            layer.set_weights(source_layers[layer.name].get_weights())
+    return target

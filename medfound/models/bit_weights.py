@@ -89,10 +89,20 @@ def load_bit_weights(model: BiTBackbone, path: str | os.PathLike, *,
 
     With ``include_head`` the classification head (``resnet/head/conv2d``) is loaded too and the
     model must have been built with the checkpoint's ``num_classes``; otherwise head keys are
-    ignored. Any missing key, unused key or shape mismatch raises ``BiTWeightsError`` naming them,
-    and then no weight is changed.
+    ignored (and so is the pre-head GroupNorm when the model has none, as REMEDIS modules).
+    Any missing key, unused key or shape mismatch raises ``BiTWeightsError`` naming them, and
+    then no weight is changed.
     """
-    arrays = read_checkpoint(path)
+    return assign_bit_arrays(model, read_checkpoint(path), str(path), include_head=include_head)
+
+
+FINAL_NORM_SCOPE = "group_norm"
+
+
+def assign_bit_arrays(model: BiTBackbone, arrays: dict[str, np.ndarray], source: str, *,
+                      include_head: bool = False) -> dict[str, str]:
+    """Assigns {BiT checkpoint key: array} to ``model`` by name, strictly (see load_bit_weights)."""
+    path = source
     wanted = expected_keys(model)
     head_keys = {k for k in arrays if k.startswith(f"{PREFIX}{HEAD_SCOPE}/")}
     if include_head and not any(k.startswith(f"{PREFIX}{HEAD_SCOPE}/") for k in wanted):
@@ -101,6 +111,9 @@ def load_bit_weights(model: BiTBackbone, path: str | os.PathLike, *,
     if not include_head:
         arrays = {k: v for k, v in arrays.items() if k not in head_keys}
         wanted = {k: v for k, v in wanted.items() if not k.startswith(f"{PREFIX}{HEAD_SCOPE}/")}
+    if not getattr(model, "final_norm", True):
+        arrays = {k: v for k, v in arrays.items()
+                  if not k.startswith(f"{PREFIX}{FINAL_NORM_SCOPE}/")}
     missing = sorted(set(wanted) - set(arrays))
     unexpected = sorted(set(arrays) - set(wanted))
     mismatched, fitted = [], {}

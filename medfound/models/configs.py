@@ -45,11 +45,12 @@ class ArchSpec:
 
     @property
     def embedding_dim(self) -> int:
-        """Size of the pooled `pre_logits` vector (2048 x width)."""
+        """Size of the pooled embedding (channels of block4: 2048 x width)."""
         return 4 * self.block_filters(3)
 
-    def num_params(self, num_classes: int = 0) -> int:
-        """Parameter count computed from the spec, without building the model."""
+    def num_params(self, num_classes: int = 0, final_norm: bool = True) -> int:
+        """Parameter count computed from the spec, without building the model (``final_norm=
+        False``: the REMEDIS-module form, e.g. 23,496,256 for r50x1)."""
         total = 7 * 7 * 3 * self.root_filters
         in_ch = self.root_filters
         for block, n_units in enumerate(self.units):
@@ -61,7 +62,8 @@ class ArchSpec:
                     total += in_ch * out  # projection shortcut (BiT always projects in unit 1)
                 total += in_ch * mid + 2 * mid + 9 * mid * mid + 2 * mid + mid * out
                 in_ch = out
-        total += 2 * in_ch  # final GroupNorm
+        if final_norm:
+            total += 2 * in_ch  # BiT's pre-head GroupNorm
         if num_classes:
             total += in_ch * num_classes + num_classes
         return total

@@ -64,25 +64,35 @@ class GroupNormalization(keras.layers.GroupNormalization):
     def call(self, inputs):
         if len(inputs.shape) != 4 or self.axis not in (-1, 3):
             return super().call(inputs)
-        channels = inputs.shape[-1]
-        per_group = channels // self.groups
-        x = ops.cast(inputs, "float32")
-
-        def group_mean(per_channel):  # (B, C) -> (B, C): each channel gets its group's mean
-            grouped = ops.reshape(per_channel, (-1, self.groups, per_group))
-            return ops.repeat(ops.mean(grouped, axis=-1), per_group, axis=1)
-
-        mean = group_mean(ops.mean(x, axis=(1, 2)))
-        centred = x - mean[:, None, None, :]
-        variance = group_mean(ops.mean(ops.square(centred), axis=(1, 2)))
-        scale = ops.rsqrt(variance + self.epsilon)
-        if self.scale:
-            scale = scale * ops.cast(self.gamma, "float32")
-        shift = -mean * scale
-        if self.center:
-            shift = shift + ops.cast(self.beta, "float32")
-        outputs = x * scale[:, None, None, :] + shift[:, None, None, :]
+        outputs = group_norm_nhwc(inputs, self.gamma if self.scale else None,
+                                  self.beta if self.center else None, self.groups, self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
+
+
+def group_norm_nhwc(inputs, gamma, beta, groups: int = GROUPS, epsilon: float = GN_EPSILON):
+    """GroupNorm of an NHWC map from per-channel means (float32 statistics, float32 result).
+
+    The one implementation of the maths: the Keras layer above and the exported hub graph
+    (``models/bit_graph.py``) both call it, so they cannot drift apart.
+    """
+    channels = inputs.shape[-1]
+    per_group = channels // groups
+    x = ops.cast(inputs, "float32")
+
+    def group_mean(per_channel):  # (B, C) -> (B, C): each channel gets its group's mean
+        grouped = ops.reshape(per_channel, (-1, groups, per_group))
+        return ops.repeat(ops.mean(grouped, axis=-1), per_group, axis=1)
+
+    mean = group_mean(ops.mean(x, axis=(1, 2)))
+    centred = x - mean[:, None, None, :]
+    variance = group_mean(ops.mean(ops.square(centred), axis=(1, 2)))
+    scale = ops.rsqrt(variance + epsilon)
+    if gamma is not None:
+        scale = scale * ops.cast(gamma, "float32")
+    shift = -mean * scale
+    if beta is not None:
+        shift = shift + ops.cast(beta, "float32")
+    return x * scale[:, None, None, :] + shift[:, None, None, :]
 
 
 def group_norm(name: str) -> GroupNormalization:

@@ -64,7 +64,7 @@ def make_train_step(strategy: tf.distribute.Strategy, nets: PretrainNetworks,
         views = tf.concat([batch["view_a"], batch["view_b"]], axis=0)
         targets = method.targets(views)  # target networks: no gradient, outside the tape
         with tf.GradientTape() as tape:
-            features = nets.backbone(views, training=True)["pre_logits"]
+            features = nets.backbone(views, training=True)["embedding"]
             out = method.loss(features, targets)
             # Keras sums gradients over replicas: scale so the sum is the global mean gradient.
             loss = out.loss / replicas

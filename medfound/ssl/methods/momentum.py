@@ -27,7 +27,7 @@ class _MomentumMethod(Method):
                        + paired_weights(online_head, self.target_head))
 
     def _target_outputs(self, views: tf.Tensor, training: bool) -> tf.Tensor:
-        features = self.target_backbone(views, training=training)["pre_logits"]
+        features = self.target_backbone(views, training=training)["embedding"]
         return tf.stop_gradient(tf.cast(self.target_head(features, training=training), tf.float32))
 
     def after_update(self, updates: dict, step) -> None:
