@@ -140,3 +140,14 @@ def test_methods_pneumonia_puts_each_method_beside_random_init(tmp_path, shared_
     assert (out / "methods_pneumonia.png").read_bytes()[:4] == b"\x89PNG"
     again = methods_pneumonia.main(argv)  # finished runs are reused, not run again
     assert again["rows"] == data["rows"]
+
+
+def test_physionet_parity_compares_medfound_with_the_fixture_file(tmp_path):
+    pytest.importorskip("tf_keras", reason="tf-keras (test extra) builds the PhysioNet fixture")
+    from bench import physionet_parity
+
+    out = tmp_path / "parity.json"
+    physionet_parity.main(["--tiny", "--json", str(out), *FAST])
+    (row,) = load(out)["rows"]
+    assert (row["arch"], row["size"], row["shape"]) == ("tiny", 32, [1, 1, 1, 1024])
+    assert row["rel_error"] < 1e-3 and finite_positive(row["speed_vs_fixture"])

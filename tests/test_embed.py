@@ -140,7 +140,8 @@ def test_other_formats_hold_the_same_rows(full_run, module_dir, image_folder, tm
     result = run_embed(module_dir, image_folder, out, part_size=6, batch_size=8)
     paths, embeddings = read_embeddings(out)
     assert result.complete and paths == want_paths
-    np.testing.assert_allclose(embeddings, want, atol=1e-5)
+    # Another batch size may pick another convolution algorithm: equal to float32 rounding.
+    np.testing.assert_allclose(embeddings, want, rtol=1e-4, atol=1e-4)
 
 
 def test_parquet_without_pyarrow_says_how_to_install(module_dir, image_folder, tmp_path,

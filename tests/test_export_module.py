@@ -229,3 +229,41 @@ def test_custom_names_for_users_own_modules(tmp_path):
     custom = ModuleMetadata(name="cxr-r50x1-scratch", arch="r50x1", modality="cxr",
                             input_size=448, embedding_dim=2048, init="random")
     assert custom.summary_lines()[0].startswith("note: a custom module")
+
+
+def test_fold_is_an_explicit_inference_form_that_refuses_training(exported, tmp_path):
+    from medfound.export.loader import load
+
+    backbone, out = exported
+    folded_dir = tmp_path / "folded"
+    assert cli(export_cli, [str(out.parent / "run"), "--name", NAME, "--out", str(folded_dir),
+                            "--allow-test-arch", "--fold"]) == 0
+    assert read_metadata(folded_dir).kernel_form == "folded"
+    assert read_metadata(out).kernel_form == "standardize_in_graph"
+    folded, plain = tf.saved_model.load(str(folded_dir)), tf.saved_model.load(str(out))
+    assert list(folded.trainable_variables) == [] and len(plain.trainable_variables) == 41
+    x = tf.constant(images())
+    want = plain(x).numpy()
+    np.testing.assert_allclose(folded(x).numpy() / np.abs(want).max(), want / np.abs(want).max(),
+                               atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="folded inference form"):
+        folded(x, training=True)
+    native = load(folded_dir)  # re-standardising folded kernels leaves them as they are
+    np.testing.assert_allclose(native(images())["feature_map"].numpy() / np.abs(want).max(),
+                               want / np.abs(want).max(), atol=1e-4)
+    with pytest.raises(ExportError, match="SavedModel format only"):
+        export_module(out.parent / "run", tmp_path / "k", name=NAME, fmt="keras", fold=True,
+                      allow_test_arch=True)
+
+
+def test_native_backbone_refuses_the_inputs_the_module_refuses():
+    from medfound.models.input_check import ImageInputError
+
+    model = build_backbone("tiny", final_norm=False)
+    for bad, advice in ((images() * 255, "divide by 255"),
+                        ((images() * 255).astype(np.uint8), r"astype\('float32'\) / 255"),
+                        (np.where(images() > 0.5, np.nan, images()), "NaN"),
+                        (images() * 2 - 1, r"scale to \[-1, 1\]")):
+        with pytest.raises(ImageInputError, match=advice):
+            model(bad)
+    assert model(images().astype(np.float64))["embedding"].shape == (2, 1024)  # NumPy's default

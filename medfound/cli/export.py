@@ -13,12 +13,16 @@ def register(subparsers) -> None:
                     "checkpoint's architecture, modality and BiT initialisation; it may be "
                     "omitted when the run records all three.")
     parser.add_argument("checkpoint", help="run folder (run.json + backbone.weights.h5), BiT .npz, "
-                                           "or .weights.h5 (with --arch)")
+                                           ".weights.h5 (with --arch), or a SavedModel folder to "
+                                           "convert (a module or a PhysioNet REMEDIS file)")
     parser.add_argument("--name", help="module name, e.g. cxr-50x1-remedis-m")
     parser.add_argument("--out", required=True,
                         help="SavedModel folder to write; for keras/onnx a file or a folder")
     parser.add_argument("--format", dest="fmt", default="saved_model",
                         choices=("saved_model", "keras", "onnx"))
+    parser.add_argument("--fold", action="store_true",
+                        help="write the faster inference form (kernels standardised once; not "
+                             "fine-tunable through the module; recorded in its metadata)")
     parser.add_argument("--arch", help="architecture of a bare .weights.h5 (or .npz)")
     parser.add_argument("--init", choices=("bit-s", "bit-m"),
                         help="BiT initialisation of a .npz/.weights.h5 whose run does not say")
@@ -35,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = export_module(args.checkpoint, args.out, name=args.name, fmt=args.fmt,
                              arch=args.arch, init=args.init, modality=args.modality,
-                             allow_test_arch=args.allow_test_arch)
-    except (ExportError, FileNotFoundError) as err:
+                             allow_test_arch=args.allow_test_arch, fold=args.fold)
+    except (ExportError, FileNotFoundError, ValueError) as err:
         print(f"medfound export: error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
