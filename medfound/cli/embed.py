@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output file: .npz, .h5 or .parquet")
     p.add_argument("--image-size", type=int,
                    help="square side the images are resized to (default: the module's)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     p.add_argument("--part-size", type=int, default=1024,
                    help="images per saved part (the unit of resumption)")
     p.add_argument("--path-column", help="CSV column with image paths (default: guessed)")

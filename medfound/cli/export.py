@@ -18,7 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True,
                         help="SavedModel folder to write; for keras/onnx a file or a folder")
     parser.add_argument("--format", dest="fmt", default="saved_model",
-                        choices=("saved_model", "keras", "onnx"))
+                        choices=("saved_model", "keras", "onnx"),
+                        help="saved_model: TF2 hub module (hub.load); keras: native .keras "
+                             "backbone; onnx: ONNX graph (default: %(default)s)")
     parser.add_argument("--arch", help="architecture of a bare .weights.h5 (or .npz)")
     parser.add_argument("--init", choices=("bit-s", "bit-m"),
                         help="BiT initialisation of a .npz/.weights.h5 whose run does not say")

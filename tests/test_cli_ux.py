@@ -1,0 +1,122 @@
+"""What a newcomer sees: a quiet start-up, help for every flag, `models` and `info` output."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medfound.cli.info import describe
+from medfound.cli.main import build_parser, main
+from medfound.cli.quiet import filter_startup_noise
+from medfound.export.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
+from medfound.models.configs import ARCHITECTURES
+
+REPO = Path(__file__).resolve().parents[1]
+# Lines TensorFlow 2.21 prints on every start on a CPU-only machine (as the issue reported them).
+STARTUP_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cuda drivers",
+                 "cpu_feature_guard", "cuInit", "rebuild TensorFlow")
+
+
+def _fresh_env() -> dict:
+    """The environment of a user who set no TensorFlow log level (conftest sets one for tests)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_a_command_that_loads_tensorflow_starts_quietly(tmp_path):
+    for i in range(2):
+        Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    commands = [["--help"], ["models"],
+                ["make-tfrecords", str(tmp_path), "--out", str(tmp_path / "rec"), "--shards", "1"]]
+    for argv in commands:
+        done = subprocess.run([sys.executable, "-m", "medfound", *argv], capture_output=True,
+                              text=True, env=_fresh_env(), timeout=300)
+        assert done.returncode == 0, done.stderr
+        for noise in STARTUP_NOISE:
+            assert noise not in done.stderr + done.stdout, (argv, done.stderr)
+    assert (tmp_path / "rec" / "tfrecords.json").is_file()  # TensorFlow really ran
+
+
+def test_a_user_set_log_level_is_respected_and_real_lines_are_kept():
+    """The filter drops only the known start-up lines; warnings and errors stay, in order."""
+    text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+            "I0000 00:00:1.1 5683 port.cc:153] oneDNN custom operations are on.\n"
+            "I0000 00:00:1.2 5683 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+            "GPU will not be used.\n"
+            "W0000 00:00:1.3 5683 loader.cc:9] a real warning\n"
+            "E0000 00:00:1.4 5683 cuda_platform.cc:52] failed call to cuInit: INTERNAL: UNKNOWN "
+            "ERROR (303)\n"
+            "UserWarning: something the user must see\n")
+    assert filter_startup_noise(text) == ("W0000 00:00:1.3 5683 loader.cc:9] a real warning\n"
+                                          "UserWarning: something the user must see\n")
+    # On a machine that has CUDA drivers, a failing cuInit is a real error and is kept.
+    gpu_error = "E0000 00:00:1.4 5683 cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR\n"
+    assert filter_startup_noise(gpu_error) == gpu_error
+    env = {**_fresh_env(), "TF_CPP_MIN_LOG_LEVEL": "0"}
+    code = ("import os, sys; from medfound.cli.quiet import quiet_tensorflow_startup; "
+            "quiet_tensorflow_startup(); print('tensorflow' in sys.modules, "
+            "os.environ['TF_CPP_MIN_LOG_LEVEL'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert out.split() == ["False", "0"]  # untouched: the user asked for everything
+
+
+def _actions(parser: argparse.ArgumentParser, prefix: str):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{prefix} {name}")
+        else:
+            yield prefix, action
+
+
+def test_every_flag_of_every_command_has_help():
+    missing = [f"{where} {'/'.join(a.option_strings) or a.dest}"
+               for where, a in _actions(build_parser(), "medfound")
+               if a.help is None or (a.help != argparse.SUPPRESS and not a.help.strip())]
+    assert not missing, f"flags without help text: {missing}"
+    # and every help text renders (a stray % would raise here)
+    for where, _ in _actions(build_parser(), "medfound"):
+        argv = where.split()[1:]
+        if argv:
+            sub = build_parser()._subparsers._group_actions[0].choices[argv[0]]
+            assert sub.format_help()
+
+
+def test_models_lists_test_architectures_under_their_own_heading(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    real, test = out.split("Test architectures", 1)
+    test = test.split("REMEDIS hub modules")[0]
+    assert "tiny" in test and "small" in test and "tiny" not in real
+    assert "r50x1" in real and "r50x1" not in test
+    assert main(["models", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {a["name"] for a in data["test_architectures"]} == {
+        n for n, s in ARCHITECTURES.items() if s.test_only}
+    assert "tiny" not in {a["name"] for a in data["architectures"]}
+
+
+def test_info_explains_sizes_and_omits_empty_fields(tmp_path, capsys):
+    meta = ModuleMetadata(name="cxr-50x1-remedis-s", arch="tiny", modality="cxr", input_size=448,
+                          embedding_dim=1024, init="random", units=[1, 1, 1, 1], width=0.5,
+                          pretraining_image_size=64, steps=3, test_only=True,
+                          medfound_version="0")
+    (tmp_path / "m" / "assets").mkdir(parents=True)
+    (tmp_path / "m" / METADATA_ASSET).write_text(meta.to_json())
+    assert main(["info", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert not [line for line in lines if line.rstrip().endswith(":")], out  # no empty values
+    size_line = next(line for line in lines if line.startswith("input_size: 448"))
+    assert "pretrained at 64 px" in size_line
+    assert "not recorded: " in out and "init_data" in out.split("not recorded: ")[1]
+    assert "units: 1-1-1-1" in out
+    assert describe(read_metadata(tmp_path / "m"))[0].startswith("WARNING: test-only")
