@@ -112,7 +112,7 @@ def require_pyarrow():
         import pyarrow  # noqa: F401
         import pyarrow.parquet as pq
     except ImportError:
-        raise EmbedError("writing .parquet needs pyarrow: pip install 'medfound[parquet]' "
+        raise EmbedError("writing .parquet needs pyarrow (a medfound dependency): pip install pyarrow "
                          "(or write .npz / .h5 instead)") from None
     return pq
 
