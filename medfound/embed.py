@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medfound.utils.files import atomic_path, sha256_file
+from medfound.utils.progress import make_progress
 
 OUTPUT_FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".parquet": "parquet"}
 PARTS_MANIFEST = "manifest.json"
@@ -375,8 +376,7 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None) -> Emb
     stop = len(paths) if config.max_images is None else min(
         len(paths), -(-(covered + max(config.max_images, 0)) // block) * block)
     dim = _probe_dim(embedder, image_size)
-    progress = keras.utils.Progbar(len(paths), verbose=1 if config.progress else 0,
-                                   unit_name="image")
+    progress = make_progress(len(paths), verbose=bool(config.progress), unit_name="image")
     progress.update(covered)
     skipped = SkippedFiles()
     recorded: dict[str, str] = {}

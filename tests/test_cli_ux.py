@@ -120,3 +120,34 @@ def test_info_explains_sizes_and_omits_empty_fields(tmp_path, capsys):
     assert "not recorded: " in out and "init_data" in out.split("not recorded: ")[1]
     assert "units: 1-1-1-1" in out
     assert describe(read_metadata(tmp_path / "m"))[0].startswith("WARNING: test-only")
+
+
+def test_plain_progress_lines_off_a_terminal():
+    import io
+
+    from medfound.utils.progress import PlainProgress, make_progress
+
+    stream = io.StringIO()
+    bar = PlainProgress(100, stream=stream)
+    bar.update(20)  # a resumed run starts here: no line, and the ETA counts from here
+    for step in (40, 40, 100):
+        bar.update(step, [("loss", 4.21134), ("img/s", 312.5)])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines  # one line per step forward, none for a repeat
+    assert lines[0].startswith("step 40/100 (40%)  loss 4.2113  img/s 312.5000  ETA ")
+    assert lines[1].startswith("step 100/100 (100%)") and "took " in lines[1]
+    assert not any(c in stream.getvalue() for c in "\r\b\x1b")
+    assert isinstance(make_progress(10, verbose=True), PlainProgress)  # pytest's stdout: no tty
+
+
+def test_pretrain_progress_in_a_log_is_one_readable_line_per_interval(shared_data, tmp_path,
+                                                                        capsys):
+    code = main(["pretrain", "--data", str(shared_data / "pneumoniamnist.npz"), "--out",
+                 str(tmp_path / "run"), "--arch", "tiny", "--image-size", "32", "--batch-size",
+                 "4", "--steps", "4", "--log-every", "2", "--checkpoint-every", "4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\r\b\x1b"), repr(out[:300])
+    steps = [line for line in out.splitlines() if line.startswith("step ")]
+    assert [s.split()[1] for s in steps] == ["2/4", "4/4"], out
+    assert "loss " in steps[0] and "img/s " in steps[0] and "ETA " in steps[0]
