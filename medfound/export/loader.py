@@ -101,6 +101,8 @@ def load(name_or_path: str | os.PathLike, *, trainable: bool = True,
         path = unpack_cached(path, expected_sha256)
     if path.is_file() and path.suffix == ".keras":
         model = keras.saving.load_model(str(path))
+    elif path.is_dir() and (path / "config.json").is_file() and not (path / "saved_model.pb").exists():
+        model = keras.saving.load_model(str(path))  # a .keras file's folder form (Hugging Face)
     elif path.is_dir() and (path / "saved_model.pb").is_file():
         if (path / METADATA_ASSET).is_file():
             model = load_native(path)
