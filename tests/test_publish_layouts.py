@@ -13,7 +13,7 @@ from medfound.cli.main import main
 from medfound.export.loader import load
 from medfound.export.publish import probe_image
 from medfound.export.verify import VerifyError, verify
-from tests.test_publish import NAME, make_release
+from tests.test_publish import NAME, _ssh_key, make_release
 from tests.tiny_runs import write_tiny_run
 
 
@@ -24,9 +24,10 @@ def release(tmp_path_factory):
                    data="unit-test chest X-rays")
     release_dir = root / "release"
     make_release([(NAME, root / "run")], release_dir, allow_test_arch=True)
+    private, _ = _ssh_key(root / "publisher")
     for layout in ("kaggle", "huggingface"):
         assert main(["publish", str(release_dir), "--layout", layout, "--allow-test-modules",
-                     "--kaggle-owner", "someone"]) == 0
+                     "--kaggle-owner", "someone", "--sign", str(private)]) == 0
     return release_dir
 
 
@@ -77,8 +78,10 @@ def test_huggingface_layout_card_and_loading(release):
 
 @pytest.mark.parametrize("layout", ["kaggle", "huggingface"])
 def test_verify_checks_both_layouts(release, tmp_path, layout, capsys):
-    assert main(["verify", str(release / layout)]) == 0
-    assert f"{NAME}: ok" in capsys.readouterr().out
+    key = release.parent / "publisher.pub"
+    assert main(["verify", str(release / layout), "--key", str(key)]) == 0
+    out = capsys.readouterr().out
+    assert f"{NAME}: ok" in out and "good signature" in out
     copy = tmp_path / layout
     shutil.copytree(release / layout, copy)
     unit = copy / ("tensorFlow2" if layout == "kaggle" else "") / NAME

@@ -32,6 +32,9 @@ def register(subparsers) -> None:
                                                "Kaggle CLI's placeholder, to edit before upload)")
     parser.add_argument("--kaggle-model", default="medfound-remedis",
                         help="Kaggle model slug (default: %(default)s)")
+    parser.add_argument("--sign", metavar="PRIVATE_KEY",
+                        help="OpenSSH private key: also write SHA256SUMS.sig (ssh-keygen -Y "
+                             "sign), checked by `medfound verify --key KEY.pub`")
     parser.add_argument("--allow-test-modules", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = publish(args.release_dir, model_card=args.model_card,
                            allow_test_modules=args.allow_test_modules, layout=args.layout,
                            license_id=args.license_id, kaggle_owner=args.kaggle_owner,
-                           kaggle_model=args.kaggle_model)
+                           kaggle_model=args.kaggle_model, sign_key=args.sign)
     except (PublishError, ValueError, FileNotFoundError) as err:
         print(f"medfound publish: error: {err}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,15 @@ def _checked_metadata(folder: Path, allow_test_modules: bool) -> ModuleMetadata:
 def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | None = None,
             allow_test_modules: bool = False, layout: str = "folder",
             license_id: str = "apache-2.0", kaggle_owner: str | None = None,
-            kaggle_model: str = "medfound-remedis") -> dict:
+            kaggle_model: str = "medfound-remedis",
+            sign_key: str | os.PathLike | None = None) -> dict:
     """Publishes every module folder in ``release_dir``; returns the manifest.
 
     ``layout`` 'folder' writes archives, cards, manifest and sums beside the module folders (a
     plain web server serves them); 'kaggle' and 'huggingface' write ``release_dir/kaggle/`` or
     ``release_dir/huggingface/`` (see ``medfound.export.layouts``). Refuses modules whose
-    metadata is marked ``test_only`` unless ``allow_test_modules`` (tests).
+    metadata is marked ``test_only`` unless ``allow_test_modules`` (tests). With ``sign_key``
+    (an OpenSSH private key) ``SHA256SUMS.sig`` is written beside ``SHA256SUMS``.
     """
     import tensorflow as tf
 
@@ -135,11 +138,13 @@ def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | N
                                       release_card=release_card, files=files, usage=usage)
             units.append((folder, meta, probe, card))
         try:
-            return layouts.publish_layout(
+            manifest = layouts.publish_layout(
                 release_dir, layout, units, release_card=release_card, license_id=license_id,
                 owner=kaggle_owner or layouts.KAGGLE_OWNER_PLACEHOLDER, model_slug=kaggle_model)
         except ValueError as err:
             raise PublishError(str(err)) from err
+        _sign(release_dir / layout / SUMS, sign_key)
+        return manifest
     files: dict[str, str] = {}
     modules: dict[str, dict] = {}
     for folder in module_folders(release_dir):
@@ -165,4 +170,21 @@ def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | N
     write_text(release_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     sums = {**files, MANIFEST: sha256_file(release_dir / MANIFEST)}
     write_text(release_dir / SUMS, "".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
+    _sign(release_dir / SUMS, sign_key)
     return manifest
+
+
+def _sign(sums: Path, sign_key) -> None:
+    """Signs SHA256SUMS with ``sign_key``; without one, an older signature beside it is stale."""
+    from medfound.export.signing import SigningError, sign_file, signature_path
+
+    if sign_key is None:
+        old = signature_path(sums)
+        if old.exists():
+            print(f"medfound publish: warning: {old} signs an earlier {sums.name}; sign again "
+                  "(--sign KEY) or remove it", file=sys.stderr)
+        return
+    try:
+        sign_file(sums, sign_key)
+    except SigningError as err:
+        raise PublishError(str(err)) from err

@@ -15,6 +15,7 @@ import numpy as np
 from medfound.export.archive import UnsafeArchiveError, safe_extract
 from medfound.export.metadata import read_metadata
 from medfound.export.publish import MANIFEST, MANIFEST_FORMAT, SUMS, probe_embedding
+from medfound.export.signing import SIGNATURE_SUFFIX, SigningError, verify_file
 from medfound.utils.files import sha256_file
 
 PROBE_TOLERANCE = 1e-4  # absolute and relative, per embedding value
@@ -113,6 +114,43 @@ def check_hashes(release_dir: Path, problems: list[str],
     return manifest, good
 
 
+def check_metadata_agrees(where: str, meta, recorded, problems: list[str]) -> None:
+    """The module's own metadata must be the manifest's, field by field."""
+    import dataclasses
+
+    own = dataclasses.asdict(meta)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    differ = sorted(k for k in set(own) | set(recorded) if own.get(k) != recorded.get(k))
+    if differ:
+        problems.append(f"{where}: the module's own metadata and {MANIFEST} disagree about "
+                        + ", ".join(f"{k} ({own.get(k)!r} vs {recorded.get(k)!r})"
+                                    for k in differ[:5]))
+
+
+def check_card(release_dir: Path, name: str, entry: dict, problems: list[str]) -> None:
+    """The module card must state the manifest's hash and probe, and the probe must add up."""
+    card_name = entry.get("card")
+    probe = entry.get("probe") or {}
+    try:
+        card = (release_dir / card_name).read_text()
+        embedding = np.asarray(probe["embedding"], dtype=np.float64)
+        norm, mean = float(probe["norm"]), float(probe["mean"])
+    except (OSError, TypeError, KeyError, ValueError) as err:
+        problems.append(f"{card_name}: cannot cross-check the card and the manifest ({err})")
+        return
+    if not (np.isclose(np.linalg.norm(embedding), norm, rtol=1e-6, atol=1e-9)
+            and np.isclose(embedding.mean(), mean, rtol=1e-6, atol=1e-9)):
+        problems.append(f"{MANIFEST}: module {name}'s probe norm/mean do not match its embedding")
+    facts = {"its SHA-256": f"SHA-256 `{entry.get('sha256')}`",
+             "its probe norm": f"L2 norm {norm:.6f}", "its probe mean": f"mean {mean:.6f}",
+             "its name": f"# {name}\n"}
+    stale = [what for what, text in facts.items() if text not in card]
+    if stale:
+        problems.append(f"{card_name}: the card does not state {MANIFEST}'s "
+                        f"{', '.join(w.replace('its ', '') for w in stale)} for {name}; the card "
+                        "or the manifest was replaced")
+
+
 def check_module(release_dir: Path, name: str, entry: dict, problems: list[str]) -> None:
     """Unpacks one (already hash-checked) module, loads it and compares its probe embedding."""
     import tensorflow as tf
@@ -129,6 +167,8 @@ def check_module(release_dir: Path, name: str, entry: dict, problems: list[str])
         if meta.name != name:
             problems.append(f"{archive.name}: module metadata says {meta.name!r}, "
                             f"manifest {name!r}")
+        check_metadata_agrees(archive.name, meta, entry.get("metadata"), problems)
+        check_card(release_dir, name, entry, problems)
         probe = entry["probe"]
         got = probe_embedding(tf.saved_model.load(str(folder)), probe["size"])
     want = np.asarray(probe["embedding"], dtype=np.float64)
@@ -167,12 +207,10 @@ def layout_probe(folder: Path, layout: str, size: int) -> np.ndarray:
 
 def check_layout(release_dir: Path, layout: str, problems: list[str]) -> dict:
     """Hashes, unlisted files, metadata agreement and probe of a Kaggle or Hugging Face layout."""
-    import dataclasses
-
     from medfound.export.layouts import KAGGLE_FRAMEWORK, LAYOUT_FORMAT, layout_module_metadata
 
     manifest, good = check_hashes(release_dir, problems, manifest_format=LAYOUT_FORMAT)
-    listed = set(manifest.get("files", {})) | {MANIFEST, SUMS}
+    listed = set(manifest.get("files", {})) | {MANIFEST, SUMS, SUMS + SIGNATURE_SUFFIX}
     for path in sorted(p for p in release_dir.rglob("*") if p.is_file() or p.is_symlink()):
         name = path.relative_to(release_dir).as_posix()
         if name not in listed:
@@ -193,11 +231,7 @@ def check_layout(release_dir: Path, layout: str, problems: list[str]) -> dict:
             problems.append(f"{unit}: {err}")
             results[name] = "failed"
             continue
-        if dataclasses.asdict(meta) != entry.get("metadata"):
-            differ = sorted(k for k, v in dataclasses.asdict(meta).items()
-                            if (entry.get("metadata") or {}).get(k) != v)
-            problems.append(f"{unit}: the module's own metadata and {MANIFEST} disagree "
-                            f"about {', '.join(differ) or 'its fields'}")
+        check_metadata_agrees(unit, meta, entry.get("metadata"), problems)
         if meta.name != name:
             problems.append(f"{unit}: module metadata says {meta.name!r}, {MANIFEST} {name!r}")
         if layout == "kaggle":
@@ -227,16 +261,28 @@ def check_layout(release_dir: Path, layout: str, problems: list[str]) -> dict:
     return results
 
 
-def verify(release_dir: str | os.PathLike) -> dict:
+def check_signature(release_dir: Path, key: str | os.PathLike, problems: list[str]) -> None:
+    """``SHA256SUMS.sig`` must be a good signature of ``SHA256SUMS`` by ``key`` (a .pub file)."""
+    try:
+        verify_file(release_dir / SUMS, key)
+    except SigningError as err:
+        problems.append(str(err))
+
+
+def verify(release_dir: str | os.PathLike, *, key: str | os.PathLike | None = None) -> dict:
     """Verifies a published release; returns {module name: 'ok'} or raises ``VerifyError``.
 
     ``release_dir`` is a folder release (archives beside their module folders) or a Kaggle or
-    Hugging Face layout folder written by ``medfound publish --layout``.
+    Hugging Face layout folder written by ``medfound publish --layout``. With ``key`` (an
+    OpenSSH public key file) the release must also carry a good ``SHA256SUMS.sig`` by that key:
+    hashes alone prove that the files are the ones the lists name, not who made the lists.
     """
     release_dir = Path(release_dir)
     if not release_dir.is_dir():
         raise VerifyError(release_dir, [f"{release_dir}: not a folder"])
     problems: list[str] = []
+    if key is not None:
+        check_signature(release_dir, key, problems)
     layout = _layout_of(release_dir)
     if layout is not None:
         results = check_layout(release_dir, layout, problems)
