@@ -4,7 +4,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    # TensorFlow's start-up lines (cuInit on a CPU-only machine, oneDNN, ...) ignore the log
+    # level and, under xdist, were the last lines after the test summary: filter them as the
+    # commands do, then keep test subprocesses at errors-only.
+    from medfound.cli.quiet import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

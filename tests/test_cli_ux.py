@@ -151,3 +151,15 @@ def test_pretrain_progress_in_a_log_is_one_readable_line_per_interval(shared_dat
     steps = [line for line in out.splitlines() if line.startswith("step ")]
     assert [s.split()[1] for s in steps] == ["2/4", "4/4"], out
     assert "loss " in steps[0] and "img/s " in steps[0] and "ETA " in steps[0]
+
+
+def test_the_test_suites_own_start_up_is_quiet():
+    """conftest imports TensorFlow through the same filter, so a CI log does not end with
+    TensorFlow's start-up lines after the test summary (as it did under xdist)."""
+    code = "import tests.conftest, tensorflow as tf; print(len(tf.config.list_logical_devices('CPU')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=_fresh_env(), cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"  # the two logical CPU devices are still made
+    for noise in STARTUP_NOISE:
+        assert noise not in done.stderr, done.stderr
