@@ -277,3 +277,24 @@ def test_verify_key_checks_a_detached_ssh_signature(release, tmp_path, capsys):
     with pytest.raises(VerifyError) as err:
         verify(copy, key=public)
     assert [p for p in err.value.problems if p.startswith("SHA256SUMS.sig: not a valid")]
+
+
+def test_verify_refuses_a_bomb_with_manifest_and_sums_updated_to_match(release, tmp_path, capsys):
+    """Hostile-user case 9: a gzip bomb in place of the module tarball, its hash written into the
+    manifest and SHA256SUMS, used to unpack and pass; now verify refuses it from the headers."""
+    from tests.test_archive_safety import MiB, _module_archive
+
+    copy = tmp_path / "release"
+    shutil.copytree(release, copy, ignore=shutil.ignore_patterns(NAME))
+    bomb = copy / f"{NAME}.tar.gz"
+    _module_archive(bomb, extra=[("assets/zeros", bytes(80 * MiB))])
+    digest = hashlib.sha256(bomb.read_bytes()).hexdigest()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["modules"][NAME]["sha256"] = manifest["files"][f"{NAME}.tar.gz"] = digest
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    _rewrite_sums(copy, {f"{NAME}.tar.gz", "manifest.json"})
+    assert main(["verify", str(copy)]) != 0
+    captured = capsys.readouterr()
+    assert f"{NAME}.tar.gz" in captured.err + captured.out
+    assert "archive bomb" in captured.err + captured.out
+    assert f"{NAME}: ok" not in captured.out
