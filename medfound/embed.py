@@ -30,6 +30,9 @@ PARTS_MANIFEST = "manifest.json"
 PARTS_FORMAT_VERSION = 1
 _PART_NAME = re.compile(r"^part-(\d{9})-(\d{9})\.npz$")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same .npz bytes
+# Inference needs no gradient exchange, so one process drives all its devices; several hosts
+# would each embed and write the same rows (shard the input list instead, one run per host).
+STRATEGIES = ("default", "mirrored", "tpu")
 
 
 class EmbedError(ValueError):
@@ -52,6 +55,9 @@ class EmbedConfig:
     max_images: int | None = None  # stop (resumably) after this many inputs (whole batches)
     overwrite: bool = False  # replace an existing output file
     progress: bool = True  # show a progress bar
+    # 'default' (one device), 'mirrored' (every local GPU) or 'tpu': each batch is split over
+    # the devices and the rows gathered back in input order.
+    strategy: str = "default"
 
 
 @dataclasses.dataclass
@@ -149,10 +155,28 @@ class ModuleEmbedder:
 
     medfound SavedModels give their ``pre_logits`` output; other image SavedModels (the PhysioNet
     REMEDIS files) are called and their feature map averaged over space; ``.keras`` exports are
-    folded for inference first.
+    folded for inference first. With a ``strategy`` of several replicas the module's variables
+    are placed on every device and each batch is split over them, rows gathered in input order.
     """
 
-    def __init__(self, module: str | os.PathLike):
+    def __init__(self, module: str | os.PathLike, strategy=None):
+        import tensorflow as tf
+
+        self.strategy = strategy
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
+            with strategy.scope():
+                self._load(module)
+        else:
+            self.strategy = None
+            self._load(module)
+        from medfound.utils.replicas import split_over_replicas
+
+        # One trace for every batch size and image size.
+        self._fn = tf.function(self._call, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+        self._forward = split_over_replicas(self._fn, self.strategy)
+
+    def _load(self, module: str | os.PathLike) -> None:
         import tensorflow as tf
 
         from medfound.export.loader import find_module, unpack_cached
@@ -193,9 +217,6 @@ class ModuleEmbedder:
         else:
             raise EmbedError(f"{path}: not a SavedModel folder, module .tar.gz or .keras file")
         self.name = self.metadata.name if self.metadata else path.name
-        # One trace for every batch size and image size.
-        self._fn = tf.function(self._call, autograph=False, input_signature=[
-            tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
 
     @property
     def default_image_size(self) -> int | None:
@@ -205,7 +226,7 @@ class ModuleEmbedder:
     def __call__(self, images):
         import tensorflow as tf
 
-        out = self._fn(tf.convert_to_tensor(images, tf.float32))
+        out = self._forward(tf.convert_to_tensor(images, tf.float32))
         if len(out.shape) != 2:
             raise EmbedError(f"{self.path}: module gave output of shape {tuple(out.shape)}; "
                              "expected (batch, dim) or a (batch, h, w, dim) feature map")
@@ -336,12 +357,26 @@ def _problem(path: str, recorded: dict[str, str]) -> str:
     return "image data could not be decoded (corrupt or truncated)"
 
 
-def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None) -> EmbedResult:
+def make_embed_strategy(name: str):
+    """The tf.distribute strategy ``EmbedConfig.strategy`` names (None for one device)."""
+    if name not in STRATEGIES:
+        raise EmbedError(f"strategy must be one of {list(STRATEGIES)}, got {name!r} (several "
+                         "hosts: split the input list and run one embed per host)")
+    if name == "default":
+        return None
+    from medfound.pretrain.strategy import make_strategy
+
+    return make_strategy(name)
+
+
+def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
+          strategy=None) -> EmbedResult:
     """Embeds every input of ``config`` (resuming from saved parts) and writes the output file.
 
     With ``max_images`` it stops after that many inputs (rounded up to whole batches), leaving
     the parts for the next call; with the same batch size the finished file is byte-identical
-    whether or not the run was interrupted (parts hold whole batches too).
+    whether or not the run was interrupted (parts hold whole batches too). ``strategy`` (default:
+    the one ``config.strategy`` names) spreads each batch over its devices.
     """
     import keras
 
@@ -357,7 +392,10 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None) -> Emb
     if out.exists() and not config.overwrite:
         raise EmbedError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
     paths = list_inputs(config.input, path_column=config.path_column, root=config.root)
-    embedder = embedder or ModuleEmbedder(config.module)
+    if embedder is None:
+        if strategy is None:
+            strategy = make_embed_strategy(config.strategy)
+        embedder = ModuleEmbedder(config.module, strategy=strategy)
     image_size = config.image_size or embedder.default_image_size
     if not image_size:
         raise EmbedError(f"{embedder.path}: module has no medfound metadata, so its input size "

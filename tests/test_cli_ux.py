@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from medfound.cli.info import describe
@@ -163,3 +164,30 @@ def test_the_test_suites_own_start_up_is_quiet():
     assert done.stdout.strip() == "2"  # the two logical CPU devices are still made
     for noise in STARTUP_NOISE:
         assert noise not in done.stderr, done.stderr
+
+
+def test_finetune_and_embed_take_strategy_and_say_why_not_multiworker(capsys):
+    """The issue's `finetune --strategy mirrored` ("unrecognized arguments") now parses, into the
+    config each command runs; multiworker is refused with the help text saying why."""
+    from medfound.cli.finetune import config_from_args
+    from medfound.embed import STRATEGIES as EMBED_STRATEGIES
+    from medfound.finetune.config import STRATEGIES as FINETUNE_STRATEGIES
+
+    parser = build_parser()
+    args = parser.parse_args(["finetune", "--module", "random:tiny", "--task", "medmnist",
+                              "--data", "x.npz", "--out", "run", "--strategy", "mirrored"])
+    assert config_from_args(args).strategy == "mirrored"
+    args = parser.parse_args(["embed", "--module", "m", "--input", "i", "--out", "o.npz",
+                              "--strategy", "mirrored"])
+    assert args.strategy == "mirrored"
+    for command, extra, choices in (
+            ("finetune", ["--module", "random:tiny", "--task", "medmnist", "--data", "x",
+                          "--out", "r"], FINETUNE_STRATEGIES),
+            ("embed", ["--module", "m", "--input", "i", "--out", "o.npz"], EMBED_STRATEGIES)):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        action = next(a for a in sub._actions if a.dest == "strategy")
+        assert tuple(action.choices) == choices and "multiworker" not in choices
+        assert "no multiworker" in action.help
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, *extra, "--strategy", "multiworker"])
+        assert "invalid choice: 'multiworker'" in capsys.readouterr().err

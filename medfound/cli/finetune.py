@@ -10,9 +10,11 @@ TASK_CHOICES = ("chexpert", "mimic", "nih", "camelyon", "breakhis", "medmnist", 
 
 
 def _defaults() -> dict:
-    from medfound.finetune.config import FinetuneConfig
+    from medfound.finetune.config import STRATEGIES, FinetuneConfig
 
-    return {f.name: f.default for f in dataclasses.fields(FinetuneConfig) if f.default is not dataclasses.MISSING}
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, "strategies": list(STRATEGIES)}
 
 
 def register(subparsers) -> None:
@@ -28,6 +30,11 @@ def register(subparsers) -> None:
                    help="patient-level fraction of the training labels: 0.1, 10%% or 10 (default: all)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seed for the split, the label subset and the head (default: %(default)s)")
+    p.add_argument("--strategy", choices=d["strategies"], default=d["strategy"],
+                   help="devices --mode full splits each batch over: default (one), mirrored "
+                        "(all local GPUs), tpu (a TPU VM); --mode linear embeds once and trains "
+                        "its small head on one device; no multiworker, since each host would "
+                        "decide early stopping on its own (default: %(default)s)")
     add_training_arguments(p, d)
     p.set_defaults(func=run)
 
@@ -90,7 +97,8 @@ def config_from_args(args: argparse.Namespace):
         min_delta=args.min_delta, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
         center_crop=args.center_crop if args.center_crop is not None else False, threshold=args.threshold,
         n_boot=args.n_boot, data_options=parse_key_values(args.data_option, "--data-option"),
-        seed=getattr(args, "seed", 0), verbose=not args.quiet)
+        seed=getattr(args, "seed", 0), verbose=not args.quiet,
+        strategy=getattr(args, "strategy", "default"))
 
 
 def run(args: argparse.Namespace) -> int:
