@@ -7,11 +7,10 @@ from pathlib import Path
 if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
     # TensorFlow's start-up lines (cuInit on a CPU-only machine, oneDNN, ...) ignore the log
     # level and, under xdist, were the last lines after the test summary: filter them as the
-    # commands do, then keep test subprocesses at errors-only.
+    # commands do. Errors only (level 2), here and in the tests' subprocesses, as before.
     from medfound.cli.quiet import quiet_tensorflow_startup
 
-    quiet_tensorflow_startup()
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    quiet_tensorflow_startup(level="2")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

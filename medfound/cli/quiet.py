@@ -41,15 +41,16 @@ def filter_startup_noise(text: str) -> str:
     return "".join(kept)
 
 
-def quiet_tensorflow_startup() -> None:
-    """Imports TensorFlow and initialises its devices with the start-up lines filtered out.
+def quiet_tensorflow_startup(level: str = QUIET_LOG_LEVEL) -> None:
+    """Imports TensorFlow and initialises its devices with the start-up lines filtered out,
+    TensorFlow's C++ log level set to ``level`` (the test suite uses "2": errors only).
 
     Does nothing when TensorFlow is already imported (tests, notebooks) or when the user set
     ``TF_CPP_MIN_LOG_LEVEL``.
     """
     if "tensorflow" in sys.modules or LOG_LEVEL_VARIABLE in os.environ:
         return
-    os.environ[LOG_LEVEL_VARIABLE] = QUIET_LOG_LEVEL
+    os.environ[LOG_LEVEL_VARIABLE] = level
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
