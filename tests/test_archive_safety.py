@@ -85,3 +85,26 @@ def test_read_member_refuses_a_huge_metadata_member(tmp_path):
     archive = _module_archive(tmp_path / "m.tar.gz", metadata=bytes(17 * MiB))
     with pytest.raises(UnsafeArchiveError, match="too large"):
         read_member(archive, "assets/medfound_module.json")
+
+
+def test_embed_with_a_bomb_for_a_module_is_one_line_and_leaves_no_cache(tmp_path, monkeypatch,
+                                                                       capsys):
+    """Hostile case 9 as the user met it: `medfound embed --module bomb.tar.gz` left 1.1 GB in
+    the cache; now one error line naming the archive, and neither cache nor output is written."""
+    from PIL import Image
+
+    from medfound.cli.main import main
+
+    archive = _module_archive(tmp_path / "bomb.tar.gz", extra=[("assets/zeros", bytes(80 * MiB))])
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(tmp_path / "images" / "a.png")
+    monkeypatch.setenv("MEDFOUND_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "emb.npz"
+    assert main(["embed", "--module", str(archive), "--input", str(tmp_path / "images"),
+                 "--out", str(out), "--quiet"]) != 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("medfound embed: error:"), lines
+    assert "bomb.tar.gz" in lines[0] and "archive bomb" in lines[0]
+    cache = tmp_path / "cache"
+    assert not cache.exists() or [p for p in cache.rglob("*") if p.is_file()] == []
+    assert not out.exists()
