@@ -305,6 +305,10 @@ def finetune(config: FinetuneConfig, *,
         def epoch_batches(epoch: int):
             batches = stream.take(steps).map(lambda b: (b["image"], b["label"], b["mask"]))
             if replicas > 1:
+                # A last batch with fewer examples than replicas would leave a replica none,
+                # and the backbone cannot run on an empty batch: it is dropped (a few examples
+                # of one epoch; the shuffle changes them each epoch).
+                batches = batches.filter(lambda images, *_: tf.shape(images)[0] >= replicas)
                 batches = strategy.experimental_distribute_dataset(batches)
             yield from batches
 
