@@ -30,10 +30,11 @@ setup(
         # only for Python < 3.9 (tensorflow/datasets#11212).
         "importlib_resources>=5,<7",
         "numpy>=1.26,<3",
-        "absl-py>=1.0,<3",
         "pillow>=10,<14",
         "h5py>=3.10,<4",
         "matplotlib>=3.8,<4",
+        # `medfound embed --out X.parquet`; tensorflow-datasets installs it anyway.
+        "pyarrow>=14",
     ],
     extras_require={
         "test": [
@@ -42,11 +43,11 @@ setup(
             "hypothesis>=6.100,<7",
             # Only to prove that old tf-keras users can still use hub.KerasLayer.
             "tf-keras>=2.16,<2.22",
-            "pyarrow>=14",  # embed's parquet output is tested too
         ],
         "onnx": ["tf2onnx>=1.16,<2", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
         "dicom": ["pydicom>=2.4,<4"],
-        "parquet": ["pyarrow>=14"],
+        # Kept so that `pip install medfound[parquet]` still works; pyarrow is now a base dependency.
+        "parquet": [],
         "notebooks": ["nbformat>=5.9,<6", "nbclient>=0.10,<1", "ipykernel>=6.29,<8"],
     },
     entry_points={"console_scripts": ["medfound=medfound.cli.main:main"]},

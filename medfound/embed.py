@@ -23,12 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from medfound.utils.files import atomic_path, sha256_file
+from medfound.utils.progress import make_progress
 
 OUTPUT_FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".parquet": "parquet"}
 PARTS_MANIFEST = "manifest.json"
 PARTS_FORMAT_VERSION = 1
 _PART_NAME = re.compile(r"^part-(\d{9})-(\d{9})\.npz$")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same .npz bytes
+# Inference needs no gradient exchange, so one process drives all its devices; several hosts
+# would each embed and write the same rows (shard the input list instead, one run per host).
+STRATEGIES = ("default", "mirrored", "tpu")
 
 
 class EmbedError(ValueError):
@@ -51,6 +55,9 @@ class EmbedConfig:
     max_images: int | None = None  # stop (resumably) after this many inputs (whole batches)
     overwrite: bool = False  # replace an existing output file
     progress: bool = True  # show a progress bar
+    # 'default' (one device), 'mirrored' (every local GPU) or 'tpu': each batch is split over
+    # the devices and the rows gathered back in input order.
+    strategy: str = "default"
 
 
 @dataclasses.dataclass
@@ -112,7 +119,7 @@ def require_pyarrow():
         import pyarrow  # noqa: F401
         import pyarrow.parquet as pq
     except ImportError:
-        raise EmbedError("writing .parquet needs pyarrow: pip install 'medfound[parquet]' "
+        raise EmbedError("writing .parquet needs pyarrow (a medfound dependency): pip install pyarrow "
                          "(or write .npz / .h5 instead)") from None
     return pq
 
@@ -149,12 +156,31 @@ class ModuleEmbedder:
     Whatever the module is (medfound module, PhysioNet file, BiT folder, ``.keras``, archive or
     name), ``medfound.load`` gives the native backbone, folded here for inference: the embedding
     is the spatial mean of the raw block4 map, as ``reduce_mean(module(images), [-3, -2])``.
+    With a ``strategy`` of several replicas the module's variables are placed on every device
+    and each batch is split over them, rows gathered in input order.
     """
 
-    def __init__(self, module: str | os.PathLike):
+    def __init__(self, module: str | os.PathLike, strategy=None):
         import tensorflow as tf
 
-        from medfound.export.loader import load_saved_model, resolve_path
+        self.strategy = strategy
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
+            with strategy.scope():
+                self._load(module)
+        else:
+            self.strategy = None
+            self._load(module)
+        from medfound.utils.replicas import split_over_replicas
+
+        # One trace for every batch size and image size.
+        self._fn = tf.function(self._call, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+        self._forward = split_over_replicas(self._fn, self.strategy)
+
+    def _load(self, module: str | os.PathLike) -> None:
+        import tensorflow as tf
+
+        from medfound.export.loader import is_keras_folder, load_saved_model, resolve_path
         from medfound.models.inference import fold
 
         try:
@@ -162,14 +188,14 @@ class ModuleEmbedder:
         except FileNotFoundError as err:
             raise EmbedError(str(err)) from None
         self.path = path
-        if path.is_file():
+        if path.is_file() or is_keras_folder(path):
             import keras
 
             from medfound.export.metadata import read_metadata
 
             self.metadata = read_metadata(path)
             backbone = keras.saving.load_model(str(path))
-            self.fingerprint = sha256_file(path)
+            self.fingerprint = sha256_file(path if path.is_file() else path / "model.weights.h5")
             self.input_size = int(self.metadata.input_size)
             self.name = self.metadata.name
         else:
@@ -183,9 +209,6 @@ class ModuleEmbedder:
                                            path / "saved_model.pb")
         folded = fold(backbone)
         self._call = lambda images: folded(images, training=False)["embedding"]
-        # One trace for every batch size and image size.
-        self._fn = tf.function(self._call, autograph=False, input_signature=[
-            tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
 
     @property
     def default_image_size(self) -> int | None:
@@ -195,7 +218,7 @@ class ModuleEmbedder:
     def __call__(self, images):
         import tensorflow as tf
 
-        out = self._fn(tf.convert_to_tensor(images, tf.float32))
+        out = self._forward(tf.convert_to_tensor(images, tf.float32))
         if len(out.shape) != 2:
             raise EmbedError(f"{self.path}: module gave output of shape {tuple(out.shape)}; "
                              "expected (batch, dim) or a (batch, h, w, dim) feature map")
@@ -318,12 +341,26 @@ def _problem(path: str, recorded: dict[str, str]) -> str:
     return "image data could not be decoded (corrupt or truncated)"
 
 
-def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None) -> EmbedResult:
+def make_embed_strategy(name: str):
+    """The tf.distribute strategy ``EmbedConfig.strategy`` names (None for one device)."""
+    if name not in STRATEGIES:
+        raise EmbedError(f"strategy must be one of {list(STRATEGIES)}, got {name!r} (several "
+                         "hosts: split the input list and run one embed per host)")
+    if name == "default":
+        return None
+    from medfound.pretrain.strategy import make_strategy
+
+    return make_strategy(name)
+
+
+def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
+          strategy=None) -> EmbedResult:
     """Embeds every input of ``config`` (resuming from saved parts) and writes the output file.
 
     With ``max_images`` it stops after that many inputs (rounded up to whole batches), leaving
     the parts for the next call; with the same batch size the finished file is byte-identical
-    whether or not the run was interrupted (parts hold whole batches too).
+    whether or not the run was interrupted (parts hold whole batches too). ``strategy`` (default:
+    the one ``config.strategy`` names) spreads each batch over its devices.
     """
     import keras
 
@@ -339,7 +376,10 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None) -> Emb
     if out.exists() and not config.overwrite:
         raise EmbedError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
     paths = list_inputs(config.input, path_column=config.path_column, root=config.root)
-    embedder = embedder or ModuleEmbedder(config.module)
+    if embedder is None:
+        if strategy is None:
+            strategy = make_embed_strategy(config.strategy)
+        embedder = ModuleEmbedder(config.module, strategy=strategy)
     image_size = config.image_size or embedder.default_image_size
     if not image_size:
         raise EmbedError(f"{embedder.path}: module has no medfound metadata, so its input size "
@@ -358,8 +398,7 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None) -> Emb
     stop = len(paths) if config.max_images is None else min(
         len(paths), -(-(covered + max(config.max_images, 0)) // block) * block)
     dim = _probe_dim(embedder, image_size)
-    progress = keras.utils.Progbar(len(paths), verbose=1 if config.progress else 0,
-                                   unit_name="image")
+    progress = make_progress(len(paths), verbose=bool(config.progress), unit_name="image")
     progress.update(covered)
     skipped = SkippedFiles()
     recorded: dict[str, str] = {}

@@ -4,7 +4,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    # TensorFlow's start-up lines (cuInit on a CPU-only machine, oneDNN, ...) ignore the log
+    # level and, under xdist, were the last lines after the test summary: filter them as the
+    # commands do. Errors only (level 2), here and in the tests' subprocesses, as before.
+    from medfound.cli.quiet import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup(level="2")
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -148,7 +148,7 @@ def test_parquet_without_pyarrow_says_how_to_install(module_dir, image_folder, t
                                                      monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(EmbedError, match=r"pip install 'medfound\[parquet\]'"):
+    with pytest.raises(EmbedError, match=r"needs pyarrow .*: pip install pyarrow"):
         run_embed(module_dir, image_folder, tmp_path / "emb.parquet")
     assert not sidecar_paths(tmp_path / "emb.parquet")[0].exists()  # refused before any work
 
@@ -187,3 +187,32 @@ def test_cli_csv_input_default_image_size_and_strict_mode(module_dir, image_fold
     err = capsys.readouterr().err
     assert "not_an_image.png: not a recognised image format" in err
     assert not (tmp_path / "strict.npz").exists()
+
+
+def test_two_replicas_split_each_batch_and_keep_the_rows(full_run, module_dir, image_folder,
+                                                         tmp_path, two_replica_strategy):
+    """--strategy: the module's variables sit on both (logical CPU) devices, each batch is split
+    over the two replicas and gathered back, and the file holds the one-device rows in order."""
+    from medfound.embed import make_embed_strategy
+
+    out = tmp_path / "emb.npz"
+    result = embed(EmbedConfig(module=str(module_dir), input=str(image_folder), out=str(out),
+                               image_size=SIZE, part_size=4, batch_size=3, progress=False,
+                               strategy="mirrored"), strategy=two_replica_strategy)
+    assert result.complete and result.failures == full_run[0].failures
+    paths, embeddings = read_embeddings(out)
+    expected_paths, expected = read_embeddings(full_run[1])
+    assert paths == expected_paths
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5, rtol=1e-5)
+
+    embedder = ModuleEmbedder(module_dir, strategy=two_replica_strategy)
+    variable = embedder._loaded.variables[0]
+    devices = {v.device for v in two_replica_strategy.experimental_local_results(variable)}
+    assert len(devices) == 2
+    images = np.random.default_rng(0).random((5, SIZE, SIZE, 3)).astype(np.float32)
+    spread = embedder(images).numpy()
+    assert embedder._forward.spread.experimental_get_tracing_count() == 1  # split path ran
+    np.testing.assert_allclose(spread, _LOADED[module_dir](images).numpy(), atol=1e-5, rtol=1e-5)
+    assert embedder(images[:1]).shape == (1, 1024)  # fewer images than replicas: one device
+    with pytest.raises(EmbedError, match="one embed per host"):
+        make_embed_strategy("multiworker")

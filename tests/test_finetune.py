@@ -159,3 +159,78 @@ def test_breakhis_tiles_full_finetune_from_cli(shared_data, tmp_path):
     images = tf.random.uniform((2, 64, 64, 3), seed=1)
     probs = model(images)["probabilities"].numpy()
     assert probs.shape == (2, 1) and np.all((probs > 0) & (probs < 1))
+
+
+def _small_pneumonia(shared_data, folder, per_split=(96, 48, 48)):
+    """A few real PneumoniaMNIST images per split (both classes in each), written as the
+    MedMNIST npz the task reads, so multi-replica runs stay cheap."""
+    with np.load(shared_data / "pneumoniamnist.npz") as data:
+        arrays = {}
+        for split, count in zip(("train", "val", "test"), per_split):
+            labels = data[f"{split}_labels"]
+            pick = np.concatenate([np.flatnonzero(labels[:, 0] == c)[:count // 2] for c in (0, 1)])
+            arrays[f"{split}_images"] = data[f"{split}_images"][pick]
+            arrays[f"{split}_labels"] = labels[pick]
+    path = folder / "pneumoniamnist_small.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_full_finetune_on_two_replicas_matches_one_device(shared_data, tmp_path, two_replica_strategy):
+    """--strategy for finetune: each batch is split over two real replicas (logical CPU devices)
+    and the gradients averaged, so two replicas take the steps one device takes."""
+    from medfound.finetune.model import load_backbone
+    from medfound.finetune.trainer import finetune
+
+    npz = _small_pneumonia(shared_data, tmp_path)
+    common = dict(mode="full", epochs=1, steps_per_epoch=2, batch_size=8, optimizer="sgd",
+                  learning_rate=0.05, n_boot=20, patience=0)
+    one = finetune(_config(tmp_path, npz, out_dir=str(tmp_path / "one"), **common))
+    two = finetune(_config(tmp_path, npz, out_dir=str(tmp_path / "two"), strategy="mirrored", **common),
+                   strategy=two_replica_strategy)
+    assert two_replica_strategy.num_replicas_in_sync == 2
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["strategy"] == "mirrored"
+    assert one.history[0]["steps"] == two.history[0]["steps"] == 2
+    assert two.history[0]["train_loss"] == pytest.approx(one.history[0]["train_loss"], rel=1e-4)
+    initial = load_backbone("random:tiny", 0).model.get_weights()
+    trained_one, trained_two = one.model.get_weights(), two.model.get_weights()
+    assert len(trained_two) == len(trained_one) > len(initial)  # backbone first, then the head
+    for a, b in zip(trained_one, trained_two):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)  # the same steps
+    assert any(not np.allclose(w, i) for w, i in zip(trained_two, initial))  # and they trained
+    reloaded = keras.saving.load_model(str(tmp_path / "two" / "model.keras"))
+    images = tf.random.uniform((2, 32, 32, 3), seed=1)
+    np.testing.assert_allclose(reloaded(images)["logits"], two.model(images)["logits"], atol=1e-5)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        _config(tmp_path, npz, strategy="multiworker").validate()
+
+
+def test_linear_probe_embeds_on_two_replicas_like_one_device(shared_data, tmp_path,
+                                                             two_replica_strategy):
+    """--mode linear with a strategy: the backbone's variables sit on both devices, every
+    embedding batch is split over the replicas (rows back in order), the head trains as before."""
+    from medfound.finetune.model import load_backbone
+    from medfound.finetune.trainer import embedding_function, finetune
+    from medfound.utils.replicas import split_over_replicas
+
+    with two_replica_strategy.scope():
+        backbone = load_backbone("random:tiny", 0).model
+    mirrored = backbone.weights[0].value  # the tf.Variable behind the Keras variable
+    devices = {v.device for v in two_replica_strategy.experimental_local_results(mirrored)}
+    assert len(devices) == 2
+    spread = split_over_replicas(embedding_function(backbone), two_replica_strategy)
+    images = tf.random.uniform((5, 32, 32, 3), seed=2)
+    rows = spread(images).numpy()
+    assert spread.spread.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(rows, embedding_function(backbone)(images).numpy(), atol=1e-5)
+
+    npz = _small_pneumonia(shared_data, tmp_path)
+    common = dict(mode="linear", epochs=2, batch_size=16, n_boot=20)
+    one = finetune(_config(tmp_path, npz, out_dir=str(tmp_path / "one"), **common))
+    two = finetune(_config(tmp_path, npz, out_dir=str(tmp_path / "two"), strategy="mirrored", **common),
+                   strategy=two_replica_strategy)
+    for a, b in zip(one.history, two.history):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_mean_auc"] == pytest.approx(a["val_mean_auc"], abs=1e-4)
+    assert two.metrics["test"]["mean_auc"] == pytest.approx(one.metrics["test"]["mean_auc"], abs=1e-4)
+    assert (tmp_path / "two" / "model.keras").is_file()

@@ -203,3 +203,98 @@ def test_safe_extract_checks_the_hash_first(release, tmp_path):
     assert not (tmp_path / "m").exists()
     folder = safe_extract(release / f"{NAME}.tar.gz", tmp_path / "m")
     assert (folder / "saved_model.pb").is_file()
+
+
+def _rewrite_sums(folder, changed):
+    """SHA256SUMS with the hashes of ``changed`` files recomputed (a consistent forgery)."""
+    lines = (folder / "SHA256SUMS").read_text().splitlines()
+    out = []
+    for line in lines:
+        digest, name = line.split("  ")
+        if name in changed:
+            digest = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        out.append(f"{digest}  {name}\n")
+    (folder / "SHA256SUMS").write_text("".join(out))
+
+
+def test_verify_cross_checks_the_card_and_the_modules_own_metadata(release, tmp_path):
+    """A replaced tarball with manifest and sums updated to match still fails: the card beside
+    it states the old hash, and the module's own metadata disagrees with the manifest's."""
+    from medfound.export.archive import pack_module
+
+    copy = tmp_path / "release"
+    shutil.copytree(release, copy, ignore=shutil.ignore_patterns(NAME))
+    module = tmp_path / NAME
+    shutil.copytree(release / NAME, module)
+    meta_file = module / "assets" / "medfound_module.json"
+    meta = json.loads(meta_file.read_text())
+    meta["steps"] = 99
+    meta_file.write_text(json.dumps(meta))
+    pack_module(module, copy / f"{NAME}.tar.gz")  # same weights, so the same probe
+    digest = hashlib.sha256((copy / f"{NAME}.tar.gz").read_bytes()).hexdigest()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["modules"][NAME]["sha256"] = manifest["files"][f"{NAME}.tar.gz"] = digest
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    _rewrite_sums(copy, {f"{NAME}.tar.gz", "manifest.json"})
+    with pytest.raises(VerifyError) as err:
+        verify(copy)
+    problems = err.value.problems
+    assert any(p.startswith(f"{NAME}.md: the card does not state") and "SHA-256" in p
+               for p in problems), problems
+    assert any("metadata and manifest.json disagree about steps (99 vs 3)" in p
+               for p in problems), problems
+
+
+def _ssh_key(path):
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen (OpenSSH) is not installed; CI has it")
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", str(path)],
+                   check=True)
+    return path, path.with_name(path.name + ".pub")
+
+
+def test_verify_key_checks_a_detached_ssh_signature(release, tmp_path, capsys):
+    from medfound.export.signing import sign_file
+
+    private, public = _ssh_key(tmp_path / "publisher")
+    _, other = _ssh_key(tmp_path / "someone-else")
+    copy = tmp_path / "release"
+    shutil.copytree(release, copy, ignore=shutil.ignore_patterns(NAME))
+    with pytest.raises(VerifyError, match="SHA256SUMS.sig: missing"):
+        verify(copy, key=public)
+    sign_file(copy / "SHA256SUMS", private)
+    assert cli(verify_cli, [str(copy), "--key", str(public)]) == 0
+    assert "good signature" in capsys.readouterr().out
+    with pytest.raises(VerifyError, match="not a valid signature of SHA256SUMS"):
+        verify(copy, key=other)
+    # A consistent forgery of manifest and sums passes the hash checks but not the signature.
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["medfound_version"] = "forged"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    _rewrite_sums(copy, {"manifest.json"})
+    with pytest.raises(VerifyError) as err:
+        verify(copy, key=public)
+    assert [p for p in err.value.problems if p.startswith("SHA256SUMS.sig: not a valid")]
+
+
+def test_verify_refuses_a_bomb_with_manifest_and_sums_updated_to_match(release, tmp_path, capsys):
+    """Hostile-user case 9: a gzip bomb in place of the module tarball, its hash written into the
+    manifest and SHA256SUMS, used to unpack and pass; now verify refuses it from the headers."""
+    from tests.test_archive_safety import MiB, _module_archive
+
+    copy = tmp_path / "release"
+    shutil.copytree(release, copy, ignore=shutil.ignore_patterns(NAME))
+    bomb = copy / f"{NAME}.tar.gz"
+    _module_archive(bomb, extra=[("assets/zeros", bytes(80 * MiB))])
+    digest = hashlib.sha256(bomb.read_bytes()).hexdigest()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["modules"][NAME]["sha256"] = manifest["files"][f"{NAME}.tar.gz"] = digest
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    _rewrite_sums(copy, {f"{NAME}.tar.gz", "manifest.json"})
+    assert main(["verify", str(copy)]) != 0
+    captured = capsys.readouterr()
+    assert f"{NAME}.tar.gz" in captured.err + captured.out
+    assert "archive bomb" in captured.err + captured.out
+    assert f"{NAME}: ok" not in captured.out

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output file: .npz, .h5 or .parquet")
     p.add_argument("--image-size", type=int,
                    help="square side the images are resized to (default: the module's)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     p.add_argument("--part-size", type=int, default=1024,
                    help="images per saved part (the unit of resumption)")
     p.add_argument("--path-column", help="CSV column with image paths (default: guessed)")
@@ -30,6 +30,11 @@ def register(subparsers) -> None:
                       help="stop at the first bad image")
     p.add_argument("--max-images", type=int,
                    help="stop after this many images (run again to continue)")
+    p.add_argument("--strategy", choices=["default", "mirrored", "tpu"], default="default",
+                   help="devices each batch is split over: default (one), mirrored (all local "
+                        "GPUs), tpu (a TPU VM); no multiworker: embedding needs no exchange "
+                        "between hosts, so split the input list and run one embed per host "
+                        "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -43,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         module=args.module, input=args.input, out=args.out, image_size=args.image_size,
         batch_size=args.batch_size, part_size=args.part_size,
         skip_bad_images=args.skip_bad_images, path_column=args.path_column, root=args.root,
-        max_images=args.max_images, overwrite=args.overwrite, progress=not args.quiet)
+        max_images=args.max_images, overwrite=args.overwrite, progress=not args.quiet,
+        strategy=args.strategy)
     try:
         result = embed(config)
     except (EmbedError, ImageError, FileNotFoundError, ValueError) as err:

@@ -16,17 +16,20 @@ def register(subparsers) -> None:
                     "optionally under synthetic shifts at graded severities. Writes metrics.json, roc.png and "
                     "shifts.png (performance against severity).")
     p.add_argument("--model", required=True, help="fine-tune output folder or its model.keras")
-    p.add_argument("--task", required=True, choices=TASK_CHOICES)
+    p.add_argument("--task", required=True, choices=TASK_CHOICES,
+                   help="labeled task the model was fine-tuned on")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+                   help="patient-level split to evaluate on (default: %(default)s)")
     p.add_argument("--shift", action="append", default=[],
                    help=f"synthetic shift(s) to apply: {', '.join(SHIFT_CHOICES)} (repeatable or comma-separated)")
     p.add_argument("--severities", default="0,1,2,3,4,5", help="comma-separated severities in [0, 5]")
     p.add_argument("--image-size", type=int, help="input size (default: as fine-tuned)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     p.add_argument("--threshold", type=float, help="decision threshold (default: as fine-tuned)")
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap draws for the 95%% intervals (default: %(default)s)")
     p.add_argument("--data-option", action="append", default=None, metavar="KEY=VALUE",
                    help="keyword argument for the task loader (default: the fine-tune's on the same data)")
     p.add_argument("--seed", type=int, help="split seed (default: the fine-tune's on the same data, else 0)")

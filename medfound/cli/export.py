@@ -19,7 +19,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True,
                         help="SavedModel folder to write; for keras/onnx a file or a folder")
     parser.add_argument("--format", dest="fmt", default="saved_model",
-                        choices=("saved_model", "keras", "onnx"))
+                        choices=("saved_model", "keras", "onnx"),
+                        help="saved_model: TF2 hub module (hub.load); keras: native .keras "
+                             "backbone; onnx: ONNX graph (default: %(default)s)")
     parser.add_argument("--fold", action="store_true",
                         help="write the faster inference form (kernels standardised once; not "
                              "fine-tunable through the module; recorded in its metadata)")

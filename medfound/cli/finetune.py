@@ -10,9 +10,11 @@ TASK_CHOICES = ("chexpert", "mimic", "nih", "camelyon", "breakhis", "medmnist", 
 
 
 def _defaults() -> dict:
-    from medfound.finetune.config import FinetuneConfig
+    from medfound.finetune.config import STRATEGIES, FinetuneConfig
 
-    return {f.name: f.default for f in dataclasses.fields(FinetuneConfig) if f.default is not dataclasses.MISSING}
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, "strategies": list(STRATEGIES)}
 
 
 def register(subparsers) -> None:
@@ -26,7 +28,13 @@ def register(subparsers) -> None:
     p.add_argument("--module", required=True, help=MODULE_HELP)
     p.add_argument("--label-fraction", default=str(d["label_fraction"]),
                    help="patient-level fraction of the training labels: 0.1, 10%% or 10 (default: all)")
-    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed for the split, the label subset and the head (default: %(default)s)")
+    p.add_argument("--strategy", choices=d["strategies"], default=d["strategy"],
+                   help="devices --mode full splits each batch over: default (one), mirrored "
+                        "(all local GPUs), tpu (a TPU VM); --mode linear embeds once and trains "
+                        "its small head on one device; no multiworker, since each host would "
+                        "decide early stopping on its own (default: %(default)s)")
     add_training_arguments(p, d)
     p.set_defaults(func=run)
 
@@ -40,21 +48,30 @@ MODULE_HELP = ("module name or path (anything medfound.load takes), bit:ARCH:CHE
 
 def add_training_arguments(p: argparse.ArgumentParser, d: dict) -> None:
     """The task, data and training options shared by finetune and label-efficiency."""
-    p.add_argument("--task", required=True, choices=TASK_CHOICES)
+    p.add_argument("--task", required=True, choices=TASK_CHOICES,
+                   help="labeled task: how --data is read and which labels are predicted")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--mode", choices=["linear", "full"], default=d["mode"])
+    p.add_argument("--mode", choices=["linear", "full"], default=d["mode"],
+                   help="linear: frozen backbone, train a linear head; full: train everything (default: %(default)s)")
     p.add_argument("--classes", help="comma-separated label columns to keep (multi-label tasks)")
-    p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], default=d["optimizer"])
-    p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
-    p.add_argument("--momentum", type=float, default=d["momentum"])
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"])
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="maximum epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="global batch size (default: %(default)s)")
+    p.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], default=d["optimizer"],
+                   help="optimizer (default: %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
+                   help="peak learning rate (default: %(default)s)")
+    p.add_argument("--momentum", type=float, default=d["momentum"],
+                   help="momentum of sgd/lars (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"],
+                   help="weight decay (default: %(default)s)")
+    p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"],
+                   help="fraction of the steps spent in linear warm-up (default: %(default)s)")
     p.add_argument("--patience", type=int, default=d["patience"],
                    help="epochs without a better validation score before stopping (0: never)")
-    p.add_argument("--min-delta", type=float, default=d["min_delta"])
+    p.add_argument("--min-delta", type=float, default=d["min_delta"],
+                   help="smallest validation-AUC gain that resets --patience (default: %(default)s)")
     p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch")
     p.add_argument("--image-size", type=int, help="input size (default: the module's, else cxr 448 / path 224)")
     p.add_argument("--center-crop", type=float, help="central fraction of the square to keep, in (0, 1]")
@@ -80,7 +97,8 @@ def config_from_args(args: argparse.Namespace):
         min_delta=args.min_delta, steps_per_epoch=args.steps_per_epoch, image_size=args.image_size,
         center_crop=args.center_crop if args.center_crop is not None else False, threshold=args.threshold,
         n_boot=args.n_boot, data_options=parse_key_values(args.data_option, "--data-option"),
-        seed=getattr(args, "seed", 0), verbose=not args.quiet)
+        seed=getattr(args, "seed", 0), verbose=not args.quiet,
+        strategy=getattr(args, "strategy", "default"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ def register(subparsers) -> None:
                     "SavedModel from its variables (format, architecture, parameters, sizes).")
     parser.add_argument("path", help="module folder, .tar.gz or .keras file")
     parser.add_argument("--json", action="store_true", help="print the metadata as JSON")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, needs_tensorflow=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,5 +42,56 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"medfound info: error: {err}", file=sys.stderr)
         return 1
-    print(meta.to_json() if args.json else "\n".join(meta.summary_lines()))
+    print(meta.to_json() if args.json else "\n".join(describe(meta)))
     return 0
+
+
+MODALITY_WORDS = {"cxr": "chest X-ray", "path": "pathology"}
+
+
+def _explained(meta) -> dict:
+    """Per field: a short phrase saying what its value means (empty fields have none)."""
+    size = meta.pretraining_image_size
+    serving = "the size the module's name serves; any square size >= 32 px works"
+    if size and size != meta.input_size:
+        serving += f"; it was pretrained at {size} px (see pretraining_image_size)"
+    return {
+        "modality": MODALITY_WORDS.get(meta.modality, ""),
+        "arch": "test-only architecture" if meta.test_only else "BiT ResNetV2",
+        "input_size": serving,
+        "embedding_dim": "length of the embedding, channels of the feature map",
+        "init": "BiT weights the backbone started from" if meta.init != "random"
+                else "trained from scratch",
+        "init_data": "what the initial BiT checkpoint was trained on",
+        "method": "self-supervised pretraining method ('none': BiT weights as released)",
+        "steps": "pretraining steps",
+        "pretraining_image_size": "image size used during pretraining",
+        "output_stride": "feature-map pixels per input pixel, per side",
+        "test_only": "never publish as a REMEDIS model" if meta.test_only else "",
+    }
+
+
+def describe(meta) -> list[str]:
+    """``medfound info``'s lines: each recorded field with what it means; empty ones omitted."""
+    import dataclasses
+
+    lines = []
+    if meta.test_only:
+        lines.append("WARNING: test-only architecture; this is NOT a REMEDIS model")
+    elif not meta.is_remedis:
+        lines.append("note: a custom module, not one of the eight REMEDIS modules")
+    explained = _explained(meta)
+    missing = []
+    for field in dataclasses.fields(meta):
+        value = getattr(meta, field.name)
+        if value in (None, "", []) or (field.name == "test_only" and not value):
+            if field.name != "test_only":
+                missing.append(field.name)
+            continue
+        if isinstance(value, list):
+            value = "-".join(map(str, value))
+        note = explained.get(field.name)
+        lines.append(f"{field.name}: {value}" + (f"  ({note})" if note else ""))
+    if missing:
+        lines.append(f"not recorded: {', '.join(missing)}")
+    return lines

@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "needs_tensorflow", True):
+        from medfound.cli.quiet import quiet_tensorflow_startup
+
+        quiet_tensorflow_startup()  # before any command imports TensorFlow
     try:
         return int(args.func(args) or 0)
     except Exception as error:  # noqa: BLE001 - only storage failures are caught, see below

@@ -43,13 +43,17 @@ def register(subparsers) -> None:
                         "--augment crop_area=0.4,1 (repeatable; fields: `medfound "
                         "augment-preview --help` and medfound.augment.AugmentConfig)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="global batch")
-    p.add_argument("--steps", type=int, default=d["steps"])
+    p.add_argument("--steps", type=int, default=d["steps"], help="training steps (default: %(default)s)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
                    help="base rate before batch scaling")
-    p.add_argument("--lr-scaling", choices=["linear", "sqrt"], default=d["lr_scaling"])
-    p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"])
-    p.add_argument("--optimizer", choices=["lars", "sgd", "adamw"], default=d["optimizer"])
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--lr-scaling", choices=["linear", "sqrt"], default=d["lr_scaling"],
+                   help="how the learning rate grows with the batch size (SimCLR: linear, base 256) (default: %(default)s)")
+    p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"],
+                   help="fraction of the steps spent in linear warm-up before cosine decay (default: %(default)s)")
+    p.add_argument("--optimizer", choices=["lars", "sgd", "adamw"], default=d["optimizer"],
+                   help="optimizer (LARS as in SimCLR/REMEDIS) (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"],
+                   help="weight decay (not applied to norms and biases) (default: %(default)s)")
     p.add_argument("--method", choices=list(SSL_METHODS), default=d["method"],
                    help="self-supervised objective")
     p.add_argument("--temperature", type=float, default=d["temperature"],
@@ -71,21 +75,30 @@ def register(subparsers) -> None:
                         "method's, 0.996 byol, 0.99 moco)")
     p.add_argument("--micle", action="store_true",
                    help="positive pairs from two images of the same patient where possible")
-    p.add_argument("--micle-probability", type=float, default=d["micle_probability"])
+    p.add_argument("--micle-probability", type=float, default=d["micle_probability"],
+                   help="with --micle: chance a pair is two images of one patient (default: %(default)s)")
     p.add_argument("--path-column", help="CSV column with image paths")
     p.add_argument("--patient-column", help="CSV column with patient / case ids")
     p.add_argument("--split", default=d["split"], help="split of an .npz or TFDS source")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip and report unreadable images instead of failing")
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker", "tpu"],
-                   default=d["strategy"], help="multiworker reads TF_CONFIG")
+                   default=d["strategy"],
+                   help="default: one device; mirrored: all local GPUs; multiworker: several "
+                        "hosts (reads TF_CONFIG); tpu: a TPU VM (default: %(default)s)")
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
-                   default=d["precision"])
+                   default=d["precision"],
+                   help="compute precision; mixed_bfloat16 for TPUs and recent GPUs "
+                        "(default: %(default)s)")
     p.add_argument("--xla", action="store_true", help="compile the step with XLA")
-    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
-    p.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"])
-    p.add_argument("--log-every", type=int, default=d["log_every"])
-    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
+                   help="steps between checkpoints (a rerun resumes from the last) (default: %(default)s)")
+    p.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"],
+                   help="how many recent checkpoints to keep (default: %(default)s)")
+    p.add_argument("--log-every", type=int, default=d["log_every"],
+                   help="steps between progress lines and TensorBoard scalars (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed for weights, augmentation and data order (default: %(default)s)")
     p.add_argument("--deterministic", action="store_true", help="enable op determinism")
     p.add_argument("--units", help="override units per block, e.g. 1,1,1,1 (small tests)")
     p.add_argument("--width", type=float, help="override the width factor (small tests)")

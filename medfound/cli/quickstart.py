@@ -18,13 +18,18 @@ def register(subparsers) -> None:
                     "runs on a MedMNIST .npz or a CSV with path,label,patient columns.")
     p.add_argument("--out", default=d["out_dir"], help="folder for everything written")
     p.add_argument("--data", help="MedMNIST .npz or labels CSV (default: synthetic demo)")
-    p.add_argument("--modality", choices=["cxr", "path"], default=d["modality"])
+    p.add_argument("--modality", choices=["cxr", "path"], default=d["modality"],
+                   help="chest X-ray or pathology augmentations and demo images (default: %(default)s)")
     p.add_argument("--arch", default=d["arch"], help="backbone (tiny keeps it to minutes)")
-    p.add_argument("--image-size", type=int, default=d["image_size"])
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--steps", type=int, default=d["steps"])
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--image-size", type=int, default=d["image_size"],
+                   help="square image size in pixels for pretraining and probing (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="pretraining batch size (images per step) (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=d["steps"],
+                   help="pretraining steps (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed for the demo data, the weights and the splits (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.set_defaults(func=run)
 
 

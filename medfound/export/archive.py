@@ -1,15 +1,19 @@
 """Safe ``.tar.gz`` handling for hub modules: deterministic packing and tar-slip-proof unpacking.
 
 Modules are packed in the TF-Hub compressed layout (the SavedModel's files at the archive root).
-Unpacking refuses absolute paths, ``..`` components, links that point outside the target and
-anything that is not a plain file, folder or internal link, and checks the archive's SHA-256
-before reading a single member when an expected hash is given.
+Unpacking refuses absolute paths, ``..`` components, links, anything that is not a plain file or
+folder, and members a SavedModel never has; it bounds the unpacked size (an archive bomb: a few
+MB of gzip that unpack to GBs of zeros) relative to the module's own variables and to the
+archive's size, and checks the archive's SHA-256 before reading a single member when an
+expected hash is given. All of this is decided from the archive's headers before anything is
+written; a failed unpack leaves nothing behind.
 """
 from __future__ import annotations
 
 import gzip
 import os
 import posixpath
+import re
 import tarfile
 from pathlib import Path
 
@@ -22,6 +26,57 @@ _DATA_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 class UnsafeArchiveError(ValueError):
     """An archive member could escape the target folder, or the archive's hash is wrong."""
+
+
+# What a TF2 SavedModel folder holds; anything else in a module archive is refused.
+MODULE_MEMBERS = re.compile(
+    r"\.|saved_model\.pb(?:txt)?|fingerprint\.pb|keras_metadata\.pb"
+    r"|variables|variables/variables\.index|variables/variables\.data-\d{5}-of-\d{5}"
+    r"|assets|assets/.+|assets\.extra|assets\.extra/.+")
+MiB = 1 << 20
+# Unpacked bytes outside variables/ may exceed the variables' own size by at most this much
+# (a real module's graph, index and metadata are a few MB beside them).
+EXTRA_ALLOWANCE = 64 * MiB
+# Weights barely compress (float32 noise); a module that unpacks to more than this many times
+# its archive, plus a little, is zeros: refused.
+MAX_EXPANSION = 20
+EXPANSION_ALLOWANCE = 16 * MiB
+MAX_MEMBERS = 10_000
+MAX_READ_MEMBER = 16 * MiB  # read_member (metadata) reads small files only
+
+
+def check_module_members(members: list[tarfile.TarInfo], archive: Path) -> None:
+    """Refuses members a SavedModel never has and sizes that only an archive bomb has."""
+    if len(members) > MAX_MEMBERS:
+        raise UnsafeArchiveError(f"{archive}: {len(members)} members; a module has far fewer; "
+                                 "refusing to unpack")
+    names = []
+    for member in members:
+        name = posixpath.normpath(member.name.replace("\\", "/"))
+        if member.issym() or member.islnk():
+            raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a link; a module never "
+                                     "has one; refusing to unpack")
+        if not MODULE_MEMBERS.fullmatch(name):
+            raise UnsafeArchiveError(f"{archive}: member {member.name!r} is not part of a "
+                                     "SavedModel (saved_model.pb, variables/, assets/); "
+                                     "refusing to unpack")
+        names.append(name)
+    if not {"saved_model.pb", "saved_model.pbtxt"} & set(names):
+        raise UnsafeArchiveError(f"{archive}: no saved_model.pb at the archive root, so not a "
+                                 "TF-Hub module; refusing to unpack")
+    variables = sum(m.size for m, n in zip(members, names) if n.startswith("variables/"))
+    total = sum(m.size for m in members if m.isfile())
+    if total - variables > variables + EXTRA_ALLOWANCE:
+        raise UnsafeArchiveError(
+            f"{archive}: would unpack {(total - variables) / MiB:.0f} MiB beside "
+            f"{variables / MiB:.1f} MiB of variables; a module's other files are far smaller "
+            "(an archive bomb?); refusing to unpack")
+    packed = archive.stat().st_size
+    if total > MAX_EXPANSION * packed + EXPANSION_ALLOWANCE:
+        raise UnsafeArchiveError(
+            f"{archive}: would unpack {total / MiB:.0f} MiB from {packed / MiB:.1f} MiB "
+            f"({total / max(packed, 1):.0f}x); module weights do not compress like that (an "
+            "archive bomb?); refusing to unpack")
 
 
 def pack_module(module_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -84,9 +139,12 @@ def check_archive(archive: str | os.PathLike, expected_sha256: str | None = None
                                      f"{expected_sha256}; the file is corrupt or was altered")
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            return [_check_member(m, archive) for m in tar.getmembers()]
+            members = tar.getmembers()
     except (tarfile.TarError, OSError, EOFError) as err:
         raise UnsafeArchiveError(f"{archive}: not a readable .tar.gz ({err})") from err
+    names = [_check_member(m, archive) for m in members]
+    check_module_members(members, archive)
+    return names
 
 
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike,
@@ -122,5 +180,8 @@ def read_member(archive: str | os.PathLike, name: str) -> bytes:
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar.getmembers():
             if _check_member(member, archive) == name and member.isfile():
+                if member.size > MAX_READ_MEMBER:
+                    raise UnsafeArchiveError(f"{archive}: member {name!r} is {member.size:,} "
+                                             "bytes; far too large; refusing to read it")
                 return tar.extractfile(member).read()
     raise KeyError(f"{archive}: no member {name!r}")

@@ -92,7 +92,7 @@ def load(name_or_path: str | os.PathLike, *, trainable: bool = True,
     position; the facts about the source are in ``model.source`` (see ``describe``).
     """
     path = resolve_path(name_or_path, search_path, expected_sha256)
-    if path.is_file() and path.suffix == ".keras":
+    if (path.is_file() and path.suffix == ".keras") or is_keras_folder(path):
         model = keras.saving.load_model(str(path))
     else:
         model = load_saved_model(path)
@@ -114,9 +114,17 @@ def resolve_path(name_or_path: str | os.PathLike, search_path: list[Path] | None
         path = unpack_cached(path, expected_sha256)
     if path.is_file() and path.suffix == ".keras":
         return path
+    if is_keras_folder(path):
+        return path  # a .keras file's folder form (the Hugging Face layout)
     if not (path.is_dir() and (path / "saved_model.pb").is_file()):
         raise ValueError(f"{path}: not a SavedModel folder, module .tar.gz or .keras file")
     return path
+
+
+def is_keras_folder(path: Path) -> bool:
+    """Whether ``path`` is a Keras model saved as a folder (config.json, no SavedModel)."""
+    return path.is_dir() and (path / "config.json").is_file() \
+        and not (path / "saved_model.pb").exists()
 
 
 def load_saved_model(path: str | os.PathLike):

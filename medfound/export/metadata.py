@@ -92,6 +92,9 @@ def read_metadata(path: str | os.PathLike) -> ModuleMetadata:
         raise FileNotFoundError(f"{path}: no such module (a SavedModel folder, .keras or .tar.gz)")
     if path.is_dir():
         meta = path / METADATA_ASSET
+        if not meta.is_file() and (path / "config.json").is_file() \
+                and (path / METADATA_FILE).is_file():
+            meta = path / METADATA_FILE  # a .keras file's folder form (Hugging Face layout)
         if not meta.is_file():
             kind = "a SavedModel" if (path / "saved_model.pb").exists() else "not a SavedModel"
             raise ValueError(f"{path}: {kind} without {METADATA_ASSET}, so not a medfound module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,28 +87,69 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | None = None,
-            allow_test_modules: bool = False) -> dict:
-    """Publishes every module folder in ``release_dir`` beside it; returns the manifest.
+def _checked_metadata(folder: Path, allow_test_modules: bool) -> ModuleMetadata:
+    meta: ModuleMetadata = read_metadata(folder)
+    if meta.name != folder.name:
+        raise PublishError(f"{folder}: metadata says {meta.name!r}, folder is {folder.name!r}")
+    if meta.test_only and not allow_test_modules:
+        raise PublishError(f"{folder}: test-only architecture {meta.arch!r}; refusing to "
+                           "publish it as a REMEDIS module (tests: allow_test_modules=True)")
+    return meta
 
-    Refuses modules whose metadata is marked ``test_only`` unless ``allow_test_modules`` (tests).
+
+def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | None = None,
+            allow_test_modules: bool = False, layout: str = "folder",
+            license_id: str = "apache-2.0", kaggle_owner: str | None = None,
+            kaggle_model: str = "medfound-remedis",
+            sign_key: str | os.PathLike | None = None) -> dict:
+    """Publishes every module folder in ``release_dir``; returns the manifest.
+
+    ``layout`` 'folder' writes archives, cards, manifest and sums beside the module folders (a
+    plain web server serves them); 'kaggle' and 'huggingface' write ``release_dir/kaggle/`` or
+    ``release_dir/huggingface/`` (see ``medfound.export.layouts``). Refuses modules whose
+    metadata is marked ``test_only`` unless ``allow_test_modules`` (tests). With ``sign_key``
+    (an OpenSSH private key) ``SHA256SUMS.sig`` is written beside ``SHA256SUMS``.
     """
     import tensorflow as tf
 
+    from medfound.export import layouts
+
+    if layout not in layouts.LAYOUTS:
+        raise PublishError(f"unknown layout {layout!r}; choose one of {', '.join(layouts.LAYOUTS)}")
     release_dir = Path(release_dir)
     if not release_dir.is_dir():
         raise PublishError(f"{release_dir}: not a folder")
     card_source = find_release_card(release_dir, model_card)
     release_card = card_source.read_text()
+    if layout != "folder":
+        units = []
+        for folder in module_folders(release_dir):
+            meta = _checked_metadata(folder, allow_test_modules)
+            probe = probe_record(probe_embedding(tf.saved_model.load(str(folder)),
+                                                 meta.input_size), meta.input_size)
+            where = (f"{layouts.KAGGLE_FRAMEWORK}/{meta.name}/" if layout == "kaggle"
+                     else f"{meta.name}/")
+            what = ("TF2 SavedModel" if layout == "kaggle"
+                    else "native Keras backbone (the folder form of a .keras file)")
+            files = (f"- `{where}`: the {what}; every file's SHA-256 is in the layout's "
+                     "`manifest.json` and `SHA256SUMS`")
+            usage = (layouts.usage_markdown(meta, "PATH_TO_THIS_VARIATION") if layout == "kaggle"
+                     else layouts.hub_usage(meta))
+            card = render_module_card(meta, archive=None, sha256=None, probe=probe,
+                                      release_card=release_card, files=files, usage=usage)
+            units.append((folder, meta, probe, card))
+        try:
+            manifest = layouts.publish_layout(
+                release_dir, layout, units, release_card=release_card, license_id=license_id,
+                owner=kaggle_owner or layouts.KAGGLE_OWNER_PLACEHOLDER, model_slug=kaggle_model)
+        except ValueError as err:
+            raise PublishError(str(err)) from err
+        _sign(release_dir / layout / SUMS, sign_key)
+        return manifest
     files: dict[str, str] = {}
     modules: dict[str, dict] = {}
     for folder in module_folders(release_dir):
-        meta: ModuleMetadata = read_metadata(folder)
-        if meta.name != folder.name:
-            raise PublishError(f"{folder}: metadata says {meta.name!r}, folder is {folder.name!r}")
-        if meta.test_only and not allow_test_modules:
-            raise PublishError(f"{folder}: test-only architecture {meta.arch!r}; refusing to "
-                               "publish it as a REMEDIS module (tests: allow_test_modules=True)")
+        meta = _checked_metadata(folder, allow_test_modules)
         archive = pack_module(folder, release_dir / f"{meta.name}.tar.gz")
         digest = sha256_file(archive)
         probe = probe_record(probe_embedding(tf.saved_model.load(str(folder)), meta.input_size),
@@ -129,4 +171,21 @@ def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | N
     write_text(release_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     sums = {**files, MANIFEST: sha256_file(release_dir / MANIFEST)}
     write_text(release_dir / SUMS, "".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
+    _sign(release_dir / SUMS, sign_key)
     return manifest
+
+
+def _sign(sums: Path, sign_key) -> None:
+    """Signs SHA256SUMS with ``sign_key``; without one, an older signature beside it is stale."""
+    from medfound.export.signing import SigningError, sign_file, signature_path
+
+    if sign_key is None:
+        old = signature_path(sums)
+        if old.exists():
+            print(f"medfound publish: warning: {old} signs an earlier {sums.name}; sign again "
+                  "(--sign KEY) or remove it", file=sys.stderr)
+        return
+    try:
+        sign_file(sums, sign_key)
+    except SigningError as err:
+        raise PublishError(str(err)) from err

@@ -10,6 +10,10 @@ from pathlib import Path
 from medfound.utils.validation import Problems
 
 MODES = ("linear", "full")
+# No 'multiworker': each host would run its own validation and early stopping, and hosts whose
+# last bits differ could stop at different epochs and hang the collective; one host's devices
+# ('mirrored', e.g. 8 GPUs) already fine-tune r152x2.
+STRATEGIES = ("default", "mirrored", "tpu")
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MODULE_KINDS = ("random", "bit")  # 'random:ARCH' and 'bit:ARCH:CHECKPOINT'; anything else goes to medfound.load
 # Default input size of a task when the module does not say (cxr 448, path 224, as the modules).
@@ -69,6 +73,10 @@ class FinetuneConfig:
     data_options: dict = dataclasses.field(default_factory=dict)  # keyword arguments for the task loader
     seed: int = 0
     verbose: bool = True
+    # 'default' (one device), 'mirrored' (all local GPUs) or 'tpu'.
+    # Distributes --mode full training; linear mode's one embedding pass and its small head
+    # run on one device.
+    strategy: str = "default"
 
     def validate(self) -> None:
         """Refuses impossible values with one message listing every problem, before any work."""
@@ -83,6 +91,8 @@ class FinetuneConfig:
 
         check(self.task in TASKS, f"unknown task {self.task!r}; choose from {list(TASKS)}")
         check(self.mode in MODES, f"mode must be one of {list(MODES)}, got {self.mode!r}")
+        check(self.strategy in STRATEGIES,
+              f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
         check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if isinstance(self.label_fraction, str):  # '10%', '0.1' or '10' (read as a percentage)
             try:

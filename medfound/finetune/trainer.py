@@ -7,6 +7,7 @@ improving, restoring the best epoch's weights. Everything in the run folder is w
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -25,6 +26,7 @@ from medfound.finetune.losses import loss_for_task
 from medfound.finetune.model import (build_classifier, build_head, default_image_size, load_backbone,
                                      pooled_features)
 from medfound.utils.files import atomic_path
+from medfound.utils.replicas import split_over_replicas
 
 MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "model.weights.h5"  # written instead when the backbone cannot be serialised (foreign SavedModel)
@@ -216,8 +218,15 @@ def _jsonable(value):
     return value
 
 
-def finetune(config: FinetuneConfig) -> FinetuneResult:
-    """Fine-tunes ``config.module`` on ``config.task`` and writes model, config, metrics, history and plots."""
+def finetune(config: FinetuneConfig, *,
+             strategy: tf.distribute.Strategy | None = None) -> FinetuneResult:
+    """Fine-tunes ``config.module`` on ``config.task`` and writes model, config, metrics, history and plots.
+
+    ``strategy`` (default: the one ``config.strategy`` names) spreads the work over devices: the
+    backbone lives in its scope and every embedding or prediction batch is split over its
+    replicas; in full mode the head and optimizer live there too and each training batch is split
+    (gradients averaged). Linear mode's small head trains on one device.
+    """
     from medfound.data.labeled import label_fraction_subset, load_task_splits
     from medfound.evaluation.metrics import classification_report, mean_auc
     from medfound.evaluation.plots import plot_roc_curves
@@ -233,7 +242,17 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     train = label_fraction_subset(splits["train"], config.label_fraction, config.seed)
     val, test = splits["val"], splits["test"]
     task_type, num_classes, class_names = train.task, train.num_classes, train.class_names
-    loaded = load_backbone(config.module, config.seed)
+    if strategy is None:
+        from medfound.pretrain.strategy import make_strategy
+
+        strategy = make_strategy(config.strategy)
+    # Training steps are split over the replicas in full mode only.
+    replicas = strategy.num_replicas_in_sync if config.mode == "full" else 1
+
+    def train_scope():
+        return strategy.scope() if config.mode == "full" else contextlib.nullcontext()
+    with strategy.scope():
+        loaded = load_backbone(config.module, config.seed)
     backbone = loaded.model
     size = default_image_size(config.task, loaded.input_size, config.image_size)
     _log(config, f"{config.task}: train {len(train)} ({train.patients.size} patients, fraction "
@@ -243,13 +262,14 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     steps = math.ceil(len(train) / config.batch_size)
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch) if config.mode == "linear" else config.steps_per_epoch
-    optimizer = make_optimizer(config, total_steps=config.epochs * steps)
+    with train_scope():
+        optimizer = make_optimizer(config, total_steps=config.epochs * steps)
     monitor_auc = has_auc(val.labels, val.mask)
     monitor = "val_mean_auc" if monitor_auc else "val_loss"
 
     if config.mode == "linear":
         backbone.trainable = False
-        embed_fn = embedding_function(backbone)
+        embed_fn = split_over_replicas(embedding_function(backbone), strategy)
         feats = {name: embed_dataset(backbone, ds, size, config.batch_size, config.center_crop,
                                      forward=embed_fn)
                  for name, ds in (("train", train), ("val", val), ("test", test))}
@@ -268,10 +288,14 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         def val_logits() -> np.ndarray:
             return np.asarray(head(feats["val"], training=False))
     else:
-        head = build_head(num_classes)
-        backbone.trainable = True
-        classifier = build_classifier(backbone, head, task_type)
-        variables = classifier.trainable_variables
+        with train_scope():
+            head = build_head(num_classes)
+            backbone.trainable = True
+            classifier = build_classifier(backbone, head, task_type)
+            variables = classifier.trainable_variables
+            # Slots made now, in the scope, on every replica: made lazily in the first step
+            # they would be created inside the distributed function's branch and fail.
+            optimizer.build(variables)
         stream = train.tf_dataset(size, config.batch_size, shuffle=True, seed=config.seed,
                                   center_crop=config.center_crop, repeat=config.steps_per_epoch is not None)
 
@@ -279,22 +303,37 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             return classifier(inputs, training=training)["logits"]
 
         def epoch_batches(epoch: int):
-            for batch in stream.take(steps):
-                yield batch["image"], batch["label"], batch["mask"]
+            batches = stream.take(steps).map(lambda b: (b["image"], b["label"], b["mask"]))
+            if replicas > 1:
+                # A last batch with fewer examples than replicas would leave a replica none,
+                # and the backbone cannot run on an empty batch: it is dropped (a few examples
+                # of one epoch; the shuffle changes them each epoch).
+                batches = batches.filter(lambda images, *_: tf.shape(images)[0] >= replicas)
+                batches = strategy.experimental_distribute_dataset(batches)
+            yield from batches
 
-        logits_fn = logits_function(classifier)  # one trace for every epoch's validation
+        # One trace for every epoch's validation, each batch split over the devices.
+        logits_fn = split_over_replicas(logits_function(classifier), strategy)
 
         def val_logits() -> np.ndarray:
             return predict_logits(classifier, val, size, config.batch_size, config.center_crop,
                                   forward=logits_fn)
 
-    @tf.function(reduce_retracing=True)
-    def train_step(inputs, labels, mask):
+    def replica_step(inputs, labels, mask):
         with tf.GradientTape() as tape:
             loss = loss_fn(labels, forward(inputs, True), mask)
-        grads = tape.gradient(loss, variables)
+            # Gradients are summed over replicas: scale so the sum is the mean over them.
+            scaled = loss / replicas
+        grads = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(grads, variables))
-        return loss
+        return scaled
+
+    @tf.function(reduce_retracing=True)
+    def train_step(inputs, labels, mask):
+        if replicas == 1:
+            return replica_step(inputs, labels, mask)
+        per_replica = strategy.run(replica_step, args=(inputs, labels, mask))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     stopper = EarlyStopping(variables, higher_is_better=monitor_auc, patience=config.patience,
                             min_delta=config.min_delta)

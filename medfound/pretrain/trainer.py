@@ -25,6 +25,7 @@ from medfound.pretrain.pipeline import distributed_views, open_source
 from medfound.pretrain.strategy import is_chief, make_strategy
 from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
 from medfound.utils.files import atomic_path
+from medfound.utils.progress import make_progress
 from medfound.version import __version__
 
 logger = logging.getLogger("medfound.pretrain")
@@ -194,8 +195,8 @@ def _loop(strategy, config, nets, optimizer, manager, source, info, start, chief
     train_step = make_train_step(strategy, nets, optimizer, config)
     writer = (tf.summary.create_file_writer(str(run_dir / "logs")) if chief
               else tf.summary.create_noop_writer())
-    progress = keras.utils.Progbar(config.steps, stateful_metrics=["loss", "acc", "img/s", "lr"],
-                                   verbose=1 if (verbose and chief) else 0)
+    progress = make_progress(config.steps, stateful_metrics=["loss", "acc", "img/s", "lr"],
+                             verbose=bool(verbose and chief))
     progress.update(start)
     images_per_step = 2 * config.batch_size
     tick, tick_step = time.perf_counter(), start
