@@ -25,7 +25,7 @@ on validation AUC with the best epoch restored. Reported: test AUC mean ± sd ov
 mean of the per-run 95 % bootstrap intervals, and the smallest fraction at which REMEDIS matches
 the supervised baseline trained on 100 % of the labels.
 
-    python bench/remedis_mini.py            # the defaults (about 40 min on 2 cores)
+    python bench/remedis_mini.py            # the defaults (see BENCHMARKS.md for the time)
     python bench/remedis_mini.py --tiny     # smoke test (the slow test runs this)
     python bench/remedis_mini.py --parts pretrain        # then, in parallel processes:
     python bench/remedis_mini.py --parts id  &  python bench/remedis_mini.py --parts ood
@@ -59,10 +59,11 @@ DATASETS = ("id", "ood")
 PRETRAINED = ("supervised", "remedis", "simclr")
 PARTS = (*PRETRAINED, "id", "ood", "zeroshot")
 NIH_POSITIVE, NIH_NEGATIVE = "finding", "no_finding"
-DEFAULTS = {"arch": "tiny", "image_size": 32, "supervised_steps": 800, "supervised_batch": 128,
-            "pretrain_steps": 500, "pretrain_batch": 64, "fractions": "1,5,10,25,50,100",
-            "seeds": "0,1,2", "epochs_linear": 10, "epochs_full": 3, "full_steps_per_epoch": 10,
-            "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.05", "n_boot": 100, "limit": 0,
+# Sized for a shared 2-core CPU (about 45 min): short pretraining stages, short fine-tuning.
+DEFAULTS = {"arch": "tiny", "image_size": 32, "supervised_steps": 400, "supervised_batch": 128,
+            "pretrain_steps": 300, "pretrain_batch": 64, "fractions": "1,5,10,25,50,100",
+            "seeds": "0,1,2", "epochs_linear": 6, "epochs_full": 2, "full_steps_per_epoch": 10,
+            "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.05", "n_boot": 50, "limit": 0,
             "nih_limit": 0}
 TINY = {"arch": "tiny", "image_size": 32, "supervised_steps": 2, "supervised_batch": 16,
         "pretrain_steps": 2, "pretrain_batch": 8, "fractions": "100", "seeds": "0",
