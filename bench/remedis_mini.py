@@ -27,9 +27,10 @@ the supervised baseline trained on 100 % of the labels.
 
     python bench/remedis_mini.py            # the defaults (see BENCHMARKS.md for the time)
     python bench/remedis_mini.py --tiny     # smoke test (the slow test runs this)
-    python bench/remedis_mini.py --parts pretrain        # then, in parallel processes:
+    python bench/remedis_mini.py --parts supervised,remedis,simclr   # then, in parallel:
     python bench/remedis_mini.py --parts id  &  python bench/remedis_mini.py --parts ood
     python bench/remedis_mini.py            # reuses every finished run: writes the report
+    bash bench/remedis_mini_parallel.sh     # what BENCHMARKS.md measured: two processes, by init
 """
 from __future__ import annotations
 

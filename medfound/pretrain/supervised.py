@@ -240,6 +240,9 @@ def pretrain_supervised(config: SupervisedConfig, *, verbose: bool = True) -> Su
     keras.utils.set_random_seed(config.seed)
     images, labels = read_split(config.data, config.train_split)
     num_classes = int(labels.max()) + 1
+    if len(np.unique(labels)) < 2:  # a softmax over one class has zero loss: nothing is learned
+        raise ValueError(f"{config.data}: '{config.train_split}_labels' hold a single class "
+                         f"({int(labels[0])}); supervised pretraining needs at least two")
     size = config.image_size or max(32, int(images.shape[1]))
     model = build_backbone(config.arch, num_classes=num_classes, units=config.units,
                            width=config.width)
