@@ -38,7 +38,8 @@ def test_remedis_mini_reports_four_inits_in_and_out_of_distribution(tmp_path, sh
 
     out = tmp_path / "remedis_mini"
     cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz")
-    remedis_mini.main(["--tiny", "--modes", "linear", "--data", str(shared_data / "pneumoniamnist.npz"),
+    remedis_mini.main(["--tiny", "--modes", "linear",
+                       "--data", str(shared_data / "pneumoniamnist.npz"),
                        "--nih", str(shared_data / "nih-cxr14-sample"), "--cifar", str(cifar),
                        "--out", str(out)])
     report = json.loads((out / "remedis_mini.json").read_text())
