@@ -90,8 +90,12 @@ def subset_npz(path: Path, limit: int, out: Path) -> Path:
     return out
 
 
-def pretrain_backbone(args, data: Path, out: Path) -> Pretrained:
-    """SimCLR (or ``--method``) on the train split without labels, exported as a .keras module."""
+def pretrain_backbone(args, data: Path, out: Path, *, init: str = "random",
+                      name: str | None = None) -> Pretrained:
+    """SimCLR (or ``--method``) on the train split without labels, exported as a .keras module.
+
+    ``init`` is ``PretrainConfig.init`` ('random', or 'bit-s:PATH' to continue a supervised
+    backbone, as ``bench/remedis_mini.py`` does); ``name`` the exported module's name."""
     from medfound.export.exporter import export_module
     from medfound.pretrain import PretrainConfig, pretrain
 
@@ -107,11 +111,11 @@ def pretrain_backbone(args, data: Path, out: Path) -> Pretrained:
         image_size=args.image_size, batch_size=args.pretrain_batch, steps=steps,
         learning_rate=args.pretrain_lr, augment=dict(MILD_AUGMENT),
         log_every=max(1, min(50, steps // 10)), checkpoint_every=steps, preview_images=0,
-        seed=0, **extra)
+        seed=0, init=init, **extra)
     start = time.perf_counter()
     result = pretrain(config, verbose=False)
     module = export_module(result.run_dir, out / "pretrained.keras", fmt="keras",
-                           name=f"bench-pneumonia-{args.arch}-{args.method}")
+                           name=name or f"bench-pneumonia-{args.arch}-{args.method}")
     return Pretrained(module, [h["loss"] for h in result.history], time.perf_counter() - start)
 
 

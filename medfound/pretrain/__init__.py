@@ -12,7 +12,10 @@ from __future__ import annotations
 import importlib
 
 _API = {"PretrainConfig": "medfound.pretrain.config", "pretrain": "medfound.pretrain.trainer",
-        "PretrainResult": "medfound.pretrain.trainer"}
+        "PretrainResult": "medfound.pretrain.trainer",
+        "SupervisedConfig": "medfound.pretrain.supervised",
+        "pretrain_supervised": "medfound.pretrain.supervised",
+        "SupervisedResult": "medfound.pretrain.supervised"}
 __all__ = list(_API)
 
 

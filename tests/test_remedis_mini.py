@@ -1,0 +1,95 @@
+"""bench/remedis_mini.py at its tiniest settings: the report's structure, not its numbers.
+
+Four inits (random, supervised, REMEDIS, SimCLR from random) in and out of distribution, the
+rates chosen on validation, zero-shot transfer of the ID heads, the fractions to match the
+supervised baseline, the stage times and the plot. Linear probes only, to keep it cheap: full
+fine-tuning goes through the same sweep (``finetune`` in the other mode, tested elsewhere).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
+from bench import remedis_mini  # noqa: E402
+
+
+def cifar_subset(source: Path, path: Path, n_train: int = 256, n_test: int = 64) -> Path:
+    """Evenly spaced images of the shared CIFAR-10 subset (its files are sorted by class, so every
+    class is kept): the supervised stage's real data, small."""
+    import numpy as np
+
+    with np.load(source) as data:
+        train = slice(None, None, len(data["train_labels"]) // n_train)
+        test = slice(None, None, len(data["test_labels"]) // n_test)
+        np.savez(path, train_images=data["train_images"][train],
+                 train_labels=data["train_labels"][train], test_images=data["test_images"][test],
+                 test_labels=data["test_labels"][test], classes=data["classes"])
+    return path
+
+
+@pytest.mark.slow
+def test_remedis_mini_reports_four_inits_in_and_out_of_distribution(tmp_path, shared_data):
+    from medfound.export.metadata import read_metadata
+
+    out = tmp_path / "remedis_mini"
+    cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz")
+    remedis_mini.main(["--tiny", "--modes", "linear",
+                       "--data", str(shared_data / "pneumoniamnist.npz"),
+                       "--nih", str(shared_data / "nih-cxr14-sample"), "--cifar", str(cifar),
+                       "--out", str(out)])
+    report = json.loads((out / "remedis_mini.json").read_text())
+    inits = set(remedis_mini.INITS)
+    assert set(report["inits"]) == inits == set(report["modules"])
+
+    # Every (dataset, init) has a row per fraction: an AUC, its seeds and a bootstrap interval.
+    rows = {(r["dataset"], r["mode"], r["init"], r["fraction"]): r for r in report["rows"]}
+    assert set(rows) == {(d, "linear", i, 1.0) for d in ("id", "ood") for i in inits}
+    for row in rows.values():
+        assert row["n"] == 1 and len(row["test_aucs"]) == 1
+        auc, low, high = row["test_auc_mean"], row["ci_low_mean"], row["ci_high_mean"]
+        assert math.isnan(auc) or 0.0 <= auc <= 1.0
+        assert math.isnan(low) or 0.0 <= low <= high <= 1.0
+        assert row["lr"] == float(remedis_mini.TINY["lrs_linear"])  # the one candidate of --tiny
+
+    # The stages: the supervised accuracy on CIFAR, REMEDIS continuing the supervised checkpoint.
+    stages = report["stages"]
+    assert report["settings"]["cifar"] == str(cifar)
+    assert 0.0 <= stages["supervised"]["cifar_test_accuracy"] <= 1.0
+    assert stages["remedis"]["init"].startswith("bit-s:")
+    assert stages["remedis"]["init"].endswith("supervised.npz")
+    assert stages["simclr"]["init"] == "random"
+    for name in ("supervised", "remedis", "simclr"):
+        assert stages[name]["losses"] and all(math.isfinite(v) for v in stages[name]["losses"])
+    remedis = read_metadata(report["modules"]["remedis"])
+    assert (remedis.init, remedis.method) == ("bit-s", "simclr")
+    assert read_metadata(report["modules"]["supervised"]).method == "supervised"
+    assert report["modules"]["random"] == "random:tiny"
+
+    # The rates were chosen on validation, per (dataset, mode, init), and written down.
+    choices = {(c["dataset"], c["mode"], c["init"]) for c in report["lr_choices"]}
+    assert choices == {(d, "linear", i) for d in ("id", "ood") for i in inits}
+    for choice in report["lr_choices"]:
+        assert choice["chosen_lr"] in [t["lr"] for t in choice["tried"]]
+
+    # Zero-shot: the ID heads on the NIH test split, one run per seed.
+    assert {(z["mode"], z["init"]) for z in report["zero_shot"]} == {("linear", i) for i in inits}
+    assert all(z["n"] == 1 for z in report["zero_shot"])
+    assert {(z["init"], z["seed"]) for z in report["zero_shot_runs"]} == {(i, 0) for i in inits}
+
+    # The fraction at which each init matches the supervised baseline at 100 %, as the rows say.
+    for dataset in ("id", "ood"):
+        entry = report["fraction_to_match"][dataset]
+        target = entry["supervised_at_100"]["linear"]
+        assert target == rows[(dataset, "linear", "supervised", 1.0)]["test_auc_mean"]
+        for init in inits:
+            reached = rows[(dataset, "linear", init, 1.0)]["test_auc_mean"] >= target
+            assert entry["same_mode"][f"linear/{init}"] == (1.0 if reached else None)
+    assert entry["same_mode"]["linear/supervised"] == 1.0
+
+    assert {"supervised", "remedis", "simclr", "zeroshot"} <= set(report["timings"])
+    assert Path(report["plot"]).read_bytes()[:4] == b"\x89PNG"
