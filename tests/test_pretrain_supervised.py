@@ -72,17 +72,18 @@ def test_simclr_continues_from_the_supervised_checkpoint(supervised_run, tmp_pat
                                   preview_images=0), verbose=False)
     run = json.loads((ssl.run_dir / "run.json").read_text())
     assert run["init"] == "bit-s" and run["init_path"].endswith(CHECKPOINT_FILE)
-    # The supervised backbone itself exports and loads as a module, equal to the trained one.
+    # The supervised backbone itself exports and loads as a module, equal to the trained one
+    # (compared on the embedding: the module form drops the head's final GroupNorm).
     module = export_module(result.run_dir, tmp_path / "sup.keras", fmt="keras",
                            name="test-supervised-tiny", modality="cxr")
     loaded = load(str(module))
     probe = np.linspace(0, 1, 2 * 32 * 32 * 3, dtype=np.float32).reshape(2, 32, 32, 3)
     reference = build_backbone("tiny")
     load_bit_weights(reference, result.checkpoint)
-    got = keras.ops.convert_to_numpy(loaded(probe, training=False)["pre_logits"])
-    want = keras.ops.convert_to_numpy(reference(probe, training=False)["pre_logits"])
+    got = keras.ops.convert_to_numpy(loaded(probe, training=False)["embedding"])
+    want = keras.ops.convert_to_numpy(reference(probe, training=False)["embedding"])
     np.testing.assert_allclose(got, want, atol=1e-4)
-    want_trained = keras.ops.convert_to_numpy(result.model(probe, training=False)["pre_logits"])
+    want_trained = keras.ops.convert_to_numpy(result.model(probe, training=False)["embedding"])
     np.testing.assert_allclose(got, want_trained, atol=1e-4)
 
 
