@@ -207,7 +207,7 @@ class ModuleEmbedder:
             marker = path / "fingerprint.pb"
             self.fingerprint = sha256_file(marker if marker.is_file() else
                                            path / "saved_model.pb")
-        folded = fold(backbone)
+        folded = self._model = fold(backbone)
         self._call = lambda images: folded(images, training=False)["embedding"]
 
     @property

@@ -206,7 +206,7 @@ def test_two_replicas_split_each_batch_and_keep_the_rows(full_run, module_dir, i
     np.testing.assert_allclose(embeddings, expected, atol=1e-5, rtol=1e-5)
 
     embedder = ModuleEmbedder(module_dir, strategy=two_replica_strategy)
-    variable = embedder._loaded.variables[0]
+    variable = embedder._model.weights[0].value  # the folded backbone's tf.Variable
     devices = {v.device for v in two_replica_strategy.experimental_local_results(variable)}
     assert len(devices) == 2
     images = np.random.default_rng(0).random((5, SIZE, SIZE, 3)).astype(np.float32)

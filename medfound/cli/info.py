@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
         if path.is_dir() and (path / "saved_model.pb").is_file() \
                 and not (path / METADATA_ASSET).is_file():
             # A PhysioNet REMEDIS file or BiT folder: described from its variables.
-            from medfound.export.module_info import describe
+            from medfound.export.module_info import describe as describe_saved_model
 
-            info = describe(path)
+            info = describe_saved_model(path)
             if args.json:
                 import dataclasses
                 import json
