@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers) -> None:
@@ -18,10 +17,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from medfound.export.metadata import read_metadata
 
-    try:
-        meta = read_metadata(args.path)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"medfound info: error: {err}", file=sys.stderr)
-        return 1
+    meta = read_metadata(args.path)  # ValueError, FileNotFoundError: one line from cli.main
     print(meta.to_json() if args.json else "\n".join(meta.summary_lines()))
     return 0

@@ -52,10 +52,18 @@ def storage_error(error: BaseException) -> str | None:
         text = str(getattr(error, "message", None) or error)
         reason = next((word for word in _STORAGE_WORDS if word.lower() in text.lower()), None)
         if reason is not None and _is_storage_error_type(error):
-            path = _PATH.search(text)
-            return _message(reason, path.group(0) if path else None,
-                            "" if path else text.splitlines()[0][:300])
+            path = _file_path(text)
+            return _message(reason, path, "" if path else text.splitlines()[0][:300])
         error = error.__cause__ or error.__context__
+    return None
+
+
+def _file_path(text: str) -> str | None:
+    """The first file path in an error text; TensorFlow's device names
+    (``/job:localhost/replica:0/task:0/device:CPU:0``) are not files."""
+    for match in _PATH.finditer(text):
+        if not match.group(0).startswith("/job:") and "/device:" not in match.group(0):
+            return match.group(0)
     return None
 
 
@@ -73,20 +81,60 @@ def _is_storage_error_type(error: BaseException) -> bool:
     return tf is not None and isinstance(error, tf.errors.OpError)
 
 
+# What `medfound COMMAND` says when Ctrl-C stops it; commands absent here redo their work.
+INTERRUPTED = {
+    "pretrain": "interrupted; run the same command again to resume from the last checkpoint",
+    "embed": "interrupted; run the same command again to continue where it stopped",
+    "quickstart": "interrupted; run the same command again to resume the pretraining",
+    "make-tfrecords": "interrupted; nothing half-written was kept, run the same command again",
+}
+# Errors a user fixes: the package's own (all ValueError subclasses, medfound.errors.UserError
+# among them) and the file-system ones that name a path. Anything else is a bug: a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError)
+TRACEBACK_ENV = "MEDFOUND_TRACEBACK"  # set to 1 to see the traceback of a user error
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a multi-line problem list joined with '; ')."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    head, rest = lines[0], lines[1:]
+    return head + (" " if head.endswith(":") else "; ") + "; ".join(rest) if rest else head
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one line to print for an expected failure, or None for a bug."""
+    message = storage_error(error)
+    if message is not None:
+        return message
+    if isinstance(error, USER_ERRORS):
+        return one_line(error)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; expected failures print `medfound COMMAND: error: ...` and return 2,
+    Ctrl-C prints one line and returns 130."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    prog = f"medfound {args.command}"
     try:
         return int(args.func(args) or 0)
-    except Exception as error:  # noqa: BLE001 - only storage failures are caught, see below
-        message = storage_error(error)
-        if message is None:
+    except KeyboardInterrupt:
+        print(f"\n{prog}: {INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - only user errors are caught, see USER_ERRORS
+        message = user_error_message(error)
+        if message is None or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             raise
-        print(f"medfound: {message}", file=sys.stderr)
-        return 1
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers) -> None:
@@ -19,14 +18,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfound.export.publish import PublishError, publish
+    from medfound.export.publish import publish
 
-    try:
-        manifest = publish(args.release_dir, model_card=args.model_card,
-                           allow_test_modules=args.allow_test_modules)
-    except (PublishError, ValueError, FileNotFoundError) as err:
-        print(f"medfound publish: error: {err}", file=sys.stderr)
-        return 1
+    # PublishError, FileNotFoundError: one line from medfound.cli.main.
+    manifest = publish(args.release_dir, model_card=args.model_card,
+                       allow_test_modules=args.allow_test_modules)
     for name, entry in manifest["modules"].items():
         print(f"{entry['sha256']}  {entry['archive']}")
     print(f"published {len(manifest['modules'])} module(s) in {args.release_dir}")

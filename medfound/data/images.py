@@ -245,6 +245,7 @@ class SkippedFiles:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: list[tuple[str, str]] = []
+        self._paths: set[str] = set()
 
     def __call__(self, path: str, problem: str) -> None:
         with self._lock:
@@ -252,6 +253,13 @@ class SkippedFiles:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __contains__(self, path: str) -> bool:
+        """Whether ``path`` was skipped already (a failed file is never read again)."""
+        with self._lock:
+            if len(self._paths) != len(self.items):
+                self._paths = {p for p, _ in self.items}
+            return path in self._paths
 
     def summary(self, limit: int = 20) -> str:
         """Human text listing up to ``limit`` skipped files with their problem."""
@@ -273,6 +281,8 @@ def make_decoder(*, skip_errors: bool = False, on_error: Callable[[str, str], No
 
     def python_decode(path_bytes):
         path = path_bytes.decode("utf-8") if isinstance(path_bytes, bytes) else str(path_bytes)
+        if skip_errors and isinstance(on_error, SkippedFiles) and path in on_error:
+            return np.zeros((MIN_SIDE, MIN_SIDE, 3), np.float32), False  # failed before
         try:
             return read_image(path, max_pixels=max_pixels), True
         except ImageError as exc:
