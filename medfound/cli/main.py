@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 # one line naming the file instead of a traceback through TensorFlow or h5py.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EFBIG)
 _STORAGE_WORDS = tuple(os.strerror(code) for code in STORAGE_ERRNOS)
+_DEVICE = re.compile(r"\s*/job:\S*")  # TensorFlow's device names
 _PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:/)?/[^\s;,'\"]*[^\s;,'\":.]")
 
 
@@ -53,7 +54,8 @@ def storage_error(error: BaseException) -> str | None:
         reason = next((word for word in _STORAGE_WORDS if word.lower() in text.lower()), None)
         if reason is not None and _is_storage_error_type(error):
             path = _file_path(text)
-            return _message(reason, path, "" if path else text.splitlines()[0][:300])
+            detail = "" if path else _DEVICE.sub("", text.splitlines()[0]).strip(" {}")[:300]
+            return _message(reason, path, detail)
         error = error.__cause__ or error.__context__
     return None
 
@@ -70,7 +72,7 @@ def _file_path(text: str) -> str | None:
 def _message(reason: str, path: str | None, detail: str = "") -> str:
     verb = "cannot access" if reason == os.strerror(errno.EACCES) else "cannot write"
     where = f" {path}" if path else ""
-    return f"{verb}{where}: {reason}" + (f" ({detail})" if detail else "")
+    return f"{verb}{where}: {reason}" + (f" ({detail})" if detail and detail != reason else "")
 
 
 def _is_storage_error_type(error: BaseException) -> bool:
