@@ -158,10 +158,16 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
     return found
 
 
-def remove_unlisted_checkpoints(checkpoint_dir: Path, listed: list[str]) -> list[Path]:
+def remove_unlisted_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """Deletes ``ckpt-N.index`` / ``ckpt-N.data-*`` files no longer listed by the checkpoint
-    state (a kill between TensorFlow's save and its sweep of old checkpoints leaves them)."""
-    keep = {Path(path).name for path in listed}
+    state (a kill between TensorFlow's save and its sweep of old checkpoints leaves them);
+    nothing without a state file."""
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(str(checkpoint_dir))
+    if state is None:
+        return []
+    keep = {Path(path).name for path in state.all_model_checkpoint_paths}
     found = [p for p in checkpoint_dir.glob("ckpt-*")
              if (m := _CHECKPOINT_FILE.fullmatch(p.name)) and m.group(1) not in keep
              and p.is_file()]
@@ -181,8 +187,8 @@ def prune_missing_checkpoints(checkpoint_dir: Path) -> None:
     state = tf.train.get_checkpoint_state(str(checkpoint_dir))
     if state is None:
         return
-    present = [p for p in state.all_model_checkpoint_paths
-               if Path(_absolute(checkpoint_dir, p) + ".index").is_file()]
+    # TensorFlow has joined relative entries to the folder already.
+    present = [p for p in state.all_model_checkpoint_paths if Path(p + ".index").is_file()]
     if present == list(state.all_model_checkpoint_paths):
         return
     logger.info("checkpoint state of %s listed deleted checkpoints; listing only %s",
@@ -190,12 +196,18 @@ def prune_missing_checkpoints(checkpoint_dir: Path) -> None:
     if not present:
         (checkpoint_dir / "checkpoint").unlink(missing_ok=True)
         return
-    tf.train.update_checkpoint_state(str(checkpoint_dir), present[-1],
-                                     all_model_checkpoint_paths=present)
+    write_checkpoint_state(checkpoint_dir, [Path(p).name for p in present])
 
 
-def _absolute(folder: Path, path: str) -> str:
-    return path if os.path.isabs(path) else str(folder / path)
+def write_checkpoint_state(checkpoint_dir: Path, paths: list[str]) -> None:
+    """Writes TensorFlow's ``checkpoint`` state file (a text CheckpointState) listing ``paths``,
+    the last one the latest, atomically."""
+    from medfound.utils.files import atomic_path
+
+    lines = [f"model_checkpoint_path: {json.dumps(paths[-1])}"]
+    lines += [f"all_model_checkpoint_paths: {json.dumps(path)}" for path in paths]
+    with atomic_path(checkpoint_dir / "checkpoint") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 # --- what the run was trained on -----------------------------------------------------------

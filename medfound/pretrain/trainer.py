@@ -159,12 +159,11 @@ def _pretrain(config: PretrainConfig, strategy, run_dir: Path, chief: bool, verb
         if chief:
             runfolder.remove_leftovers(run_dir)  # of a killed run: only names it writes
             runfolder.prune_missing_checkpoints(checkpoint_dir)
+            runfolder.remove_unlisted_checkpoints(checkpoint_dir)
         items = nets.checkpoint_items()
         checkpoint = make_checkpoint(optimizer, items)
         manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir),
                                              max_to_keep=config.keep_checkpoints)
-        if chief:
-            runfolder.remove_unlisted_checkpoints(checkpoint_dir, manager.checkpoints)
         if manager.latest_checkpoint:
             restore(checkpoint, manager.latest_checkpoint, items)
         start = int(optimizer.iterations.numpy())
