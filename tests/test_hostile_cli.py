@@ -270,3 +270,20 @@ def test_the_console_entry_point_prints_one_line_and_exits_2(world, name):
     for text in case.says:
         assert text.replace("{w}", str(world)) in lines[0]
     assert snapshot(world) == before
+
+
+def test_a_class_list_given_as_the_error_says_makes_the_typo_a_class(world):
+    """The label-typo refusal says to pass ``classes=...``; given on the command line
+    (``--data-option classes=0,1,l``, parsed to (0, 1, 'l')) it must match the text labels."""
+    from medfound.cli.options import parse_key_values
+    from medfound.data.labeled import load_task_splits
+    from medfound.data.labeled.generic import load_csv
+
+    options = parse_key_values(["classes=0,1,l"], "--data-option")
+    assert options == {"classes": (0, 1, "l")}
+    parts = load_task_splits("csv", world / "labeled" / "labels.csv", **options)
+    assert {p.task for p in parts.values()} == {"multiclass"}
+    assert {p.class_names for p in parts.values()} == {("0", "1", "l")}
+    assert sum(len(p.labels) for p in parts.values()) == 6
+    typed = load_csv(world / "labeled" / "labels.csv", classes="0,1,l")  # as a Python string
+    assert typed.class_names == ("0", "1", "l") and typed.task == "multiclass"

@@ -25,8 +25,13 @@ def _class_task(values: np.ndarray, classes: Sequence[str] | None, positive_clas
                 where: str, lines: np.ndarray | None = None) -> tuple[np.ndarray, tuple[str, ...], str]:
     """One-hot (multi-class) or (N, 1) (binary) labels from class-name values."""
     found = sorted(set(values.tolist()))
+    if isinstance(classes, str):  # "0,1,l" as typed
+        classes = classes.split(",")
     given = classes
-    classes = tuple(classes) if classes is not None else tuple(found)
+    # Label cells are text; a class list from the command line arrives parsed (0, 1, 'l').
+    classes = tuple(str(c) for c in classes) if classes is not None else tuple(found)
+    if positive_class is not None:
+        positive_class = str(positive_class)
     position = {c: j for j, c in enumerate(classes)}
     for v in found:
         if v not in position:
