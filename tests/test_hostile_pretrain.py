@@ -172,3 +172,35 @@ def test_ctrl_c_prints_one_line_saying_the_run_resumes_and_exits_130(tmp_path, d
     assert lines == ["medfound pretrain: interrupted; run the same command again to resume from "
                      "the last checkpoint"]
     assert json.loads((run / runfolder.LOCK_FILE).read_text() or "{}") == {}  # lock let go
+
+
+def _corrupt_png(path: Path) -> None:
+    """A PNG with a whole header and end but damaged pixel data (TensorFlow's own decoder then
+    says only 'Invalid PNG data, size N')."""
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 8
+    data[start:start + 40] = bytes(40)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["not-an-image", "corrupt-pixel-data"])
+def test_a_bad_file_in_the_middle_of_a_folder_is_named(tmp_path, capsys, kind):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(folder / f"{i}.png")
+    bad = folder / "5.png"  # not the first file: the start-up check passes
+    if kind == "not-an-image":
+        bad.write_text("not a png")
+    else:
+        _corrupt_png(bad)
+    code, _, err = pretrain_cli(capsys, folder, tmp_path / "run", "--steps", "4")
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"medfound pretrain: error: {bad}: ")
+    assert "--skip-bad-images" in err[0]

@@ -49,6 +49,25 @@ class UnlabeledSource:
     description: str
     skip_errors: bool = False
     skipped: SkippedFiles = field(default_factory=SkippedFiles)
+    # Without skip_errors, file sources can hand a bad file to ``deferred`` (the stream goes on
+    # without it) for the consumer to raise with ``raise_deferred``: pretraining does, since a
+    # Python exception inside a parallel Dataset.map can deadlock the iterator's teardown.
+    defer_errors: bool = False
+    deferred: SkippedFiles = field(default_factory=SkippedFiles)
+
+    def raise_deferred(self) -> None:
+        """Raises the first ImageError handed to ``deferred``, if any."""
+        if len(self.deferred):
+            from medfound.data.images import ImageError
+
+            path, problem = self.deferred.items[0]
+            raise ImageError(path, f"{problem} (pass --skip-bad-images to skip unreadable "
+                                   "images)")
+
+    @property
+    def defer_to(self):
+        """The ``defer_to`` callback of this source's decoders (None: raise in the pipeline)."""
+        return self.deferred if self.defer_errors and not self.skip_errors else None
 
     def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
                 skip: int = 0, num_shards: int = 1, shard_index: int = 0):
@@ -80,7 +99,7 @@ class FileSource(UnlabeledSource):
                           num_shards=num_shards, shard_index=shard_index)
         ds = ds.map(lambda _, index: {"path": paths[index], "patient": patients[index]})
         ds = map_decode(ds, path_key="path", skip_errors=self.skip_errors, on_error=self.skipped,
-                        max_pixels=self.max_pixels)
+                        max_pixels=self.max_pixels, defer_to=self.defer_to)
         ds = ds.map(lambda e: {"image": e["image"], "path": e["path"], "patient": e["patient"]})
         return self._finish(ds)
 

@@ -319,7 +319,9 @@ def _next_batch(iterator, source):
     """The next batch; a file the input pipeline could not decode is named (TensorFlow's own
     message, e.g. 'Invalid PNG data, size 4185', does not say which file it was)."""
     try:
-        return next(iterator)
+        batch = next(iterator)
+        source.raise_deferred()
+        return batch
     except tf.errors.InvalidArgumentError as error:
         from medfound.data.images import ImageError, read_image
         from medfound.errors import UserError
