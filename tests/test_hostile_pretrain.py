@@ -204,3 +204,22 @@ def test_a_bad_file_in_the_middle_of_a_folder_is_named(tmp_path, capsys, kind):
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"medfound pretrain: error: {bad}: ")
     assert "--skip-bad-images" in err[0]
+
+
+def test_the_first_ctrl_c_waits_for_a_step_boundary_and_a_second_one_does_not():
+    """A KeyboardInterrupt raised inside TensorFlow's C++ callbacks (tf.data building, tracing)
+    came out as an unrelated ValueError with a traceback and exit 2; the first Ctrl-C is
+    therefore held until the training loop checks it."""
+    from medfound.interrupts import interrupt_between_steps
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_between_steps() as check:
+            check()  # nothing pressed yet
+            signal.raise_signal(signal.SIGINT)
+            tf.data.Dataset.range(3).map(lambda x: x + 1)  # not interrupted here
+            with pytest.raises(KeyboardInterrupt):
+                check()
+            signal.raise_signal(signal.SIGINT)  # a second Ctrl-C: at once
+            raise AssertionError("the second Ctrl-C was held too")
+    assert signal.getsignal(signal.SIGINT) is before

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from medfound.models.bit import BiTBackbone
 from medfound.errors import TrainingDivergedError
+from medfound.interrupts import interrupt_between_steps
 from medfound.pretrain import runfolder
 from medfound.pretrain.checkpoints import make_checkpoint, restore
 from medfound.pretrain.config import PretrainConfig
@@ -136,15 +137,19 @@ def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None 
     fingerprint = runfolder.data_fingerprint(source)
     runfolder.check_data(run_dir, source, fingerprint)
     first_image(source)  # fails fast, naming the file, when no image can be read
-    if not chief:  # the chief owns and locks the run folder; workers write beside it
-        return _pretrain(config, strategy, run_dir, chief, verbose, source, fingerprint)
-    runfolder.claim(run_dir)
-    with runfolder.locked(run_dir):
-        return _pretrain(config, strategy, run_dir, chief, verbose, source, fingerprint)
+    # Ctrl-C stops the run between two steps (a second one at once), never inside TensorFlow.
+    with interrupt_between_steps() as check_interrupt:
+        if not chief:  # the chief owns and locks the run folder; workers write beside it
+            return _pretrain(config, strategy, run_dir, chief, verbose, source, fingerprint,
+                             check_interrupt)
+        runfolder.claim(run_dir)
+        with runfolder.locked(run_dir):
+            return _pretrain(config, strategy, run_dir, chief, verbose, source, fingerprint,
+                             check_interrupt)
 
 
 def _pretrain(config: PretrainConfig, strategy, run_dir: Path, chief: bool, verbose: bool,
-              source, fingerprint: str) -> PretrainResult:
+              source, fingerprint: str, check_interrupt=lambda: None) -> PretrainResult:
     # Every worker must write checkpoints; only the chief's are kept.
     write_dir = run_dir if chief else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
     previous_policy = keras.mixed_precision.global_policy()
@@ -178,8 +183,9 @@ def _pretrain(config: PretrainConfig, strategy, run_dir: Path, chief: bool, verb
                        init_path=config.init_path, init_sha256=init_sha256, method=config.method,
                        steps=start, image_size=config.input_size, data=source.description,
                        medfound_version=__version__)
+        check_interrupt()
         history = _loop(strategy, config, nets, optimizer, manager, source, info, start,
-                        chief, run_dir, verbose)
+                        chief, run_dir, verbose, check_interrupt)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     if not chief:
@@ -254,7 +260,7 @@ def _check_finite(losses: list, first_step: int, nets: PretrainNetworks, config:
 
 
 def _loop(strategy, config, nets, optimizer, manager, source, info, start, chief, run_dir,
-          verbose) -> list[dict]:
+          verbose, check_interrupt=lambda: None) -> list[dict]:
     history: list[dict] = []
     if start >= config.steps:
         # Nothing to train, yet a kill may have come between the last checkpoint and the
@@ -275,6 +281,7 @@ def _loop(strategy, config, nets, optimizer, manager, source, info, start, chief
     window: list[dict] = []
     unchecked: list = []  # losses not yet checked to be finite
     for step in range(start, config.steps):
+        check_interrupt()
         batch = _next_batch(iterator, source)
         if step == start and chief and config.preview_images:
             _write_views(writer, strategy, batch, step, config.preview_images)
