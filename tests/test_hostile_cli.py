@@ -287,3 +287,71 @@ def test_a_class_list_given_as_the_error_says_makes_the_typo_a_class(world):
     assert sum(len(p.labels) for p in parts.values()) == 6
     typed = load_csv(world / "labeled" / "labels.csv", classes="0,1,l")  # as a Python string
     assert typed.class_names == ("0", "1", "l") and typed.task == "multiclass"
+
+
+@pytest.fixture(scope="module")
+def damaged_modules(tmp_path_factory) -> Path:
+    """A small real SavedModel with a medfound metadata asset, and copies of it with a cut-short
+    variables file, a corrupt variables index and a corrupt saved_model.pb."""
+    import shutil
+
+    import tensorflow as tf
+
+    from medfound.export.metadata import ModuleMetadata
+
+    root = tmp_path_factory.mktemp("damaged")
+    meta = root / "medfound_module.json"
+    meta.write_text(ModuleMetadata(name="path-50x1-remedis-s", arch="tiny", modality="path",
+                                   input_size=32, embedding_dim=4, init="random").to_json())
+
+    class Tiny(tf.Module):
+        def __init__(self):
+            self.kernel = tf.Variable(tf.ones([3, 4096]))
+            self.meta = tf.saved_model.Asset(str(meta))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def __call__(self, images):
+            return {"pre_logits": tf.reduce_mean(images, [1, 2]) @ self.kernel}
+
+    tiny = Tiny()
+    tf.saved_model.save(tiny, str(root / "whole"),
+                        signatures={"serving_default": tiny.__call__})
+    data = "variables/variables.data-00000-of-00001"
+    for name, file, keep in (("cut", data, 1000), ("index", "variables/variables.index", 0),
+                             ("graph", "saved_model.pb", 0)):
+        shutil.copytree(root / "whole", root / name)
+        target = root / name / file
+        target.write_bytes(target.read_bytes()[:keep] if keep else b"\x07" * 64)
+    (root / "images").mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / "images" / "0.png")
+    splits = {f"{s}_{k}": v for s in ("train", "val", "test")
+              for k, v in (("images", np.zeros((4, 28, 28), np.uint8)),
+                           ("labels", np.array([[0], [1], [0], [1]])))}
+    np.savez(root / "labeled.npz", **splits)
+    return root
+
+
+@pytest.mark.parametrize("command", ["embed", "finetune"])
+@pytest.mark.parametrize("name", ["cut", "index", "graph"])
+def test_a_damaged_savedmodel_is_one_line_naming_it(damaged_modules, name, command, capsys):
+    module = damaged_modules / name
+    before = snapshot(damaged_modules)
+    out = str(damaged_modules / f"{name}-{command}")
+    argv = {"embed": ["embed", "--module", str(module), "--input",
+                      str(damaged_modules / "images"), "--out", out + ".npz"],
+            "finetune": ["finetune", "--module", str(module), "--task", "medmnist", "--data",
+                         str(damaged_modules / "labeled.npz"), "--out", out, "--epochs", "1",
+                         "--quiet"]}[command]
+    code, lines = run_cli(argv, capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"medfound {command}: error: {module}"), lines[0]
+    assert "damaged or cut short" in lines[0]
+    assert snapshot(damaged_modules) == before
+
+
+def test_the_undamaged_savedmodel_embeds(damaged_modules, tmp_path, capsys):
+    """The copies above fail for their damage alone."""
+    code, lines = run_cli(["embed", "--module", str(damaged_modules / "whole"), "--input",
+                           str(damaged_modules / "images"), "--out", str(tmp_path / "e.npz")],
+                          capsys)
+    assert code == 0 and (tmp_path / "e.npz").is_file(), lines

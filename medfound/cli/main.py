@@ -117,6 +117,36 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
+# What TensorFlow says, with no file name most of the time, when a SavedModel or checkpoint it
+# reads is cut short or corrupt (IndexError, OSError and DataLossError among others).
+DAMAGED_WORDS = ("Read less bytes than requested", "not an sstable", "Wire format was corrupt",
+                 "corrupted record", "Checksum does not match", "truncated record",
+                 "Data loss")
+# The arguments naming what a command reads as a SavedModel or checkpoint, in that order.
+READ_ARGUMENTS = ("module", "model", "modules", "path", "checkpoint", "init", "out")
+
+
+def damaged_file_message(error: BaseException, args: argparse.Namespace) -> str | None:
+    """'FILE: damaged or cut short (...)' when TensorFlow failed reading a SavedModel or a
+    checkpoint; the file is the one TensorFlow names, else the command's module argument."""
+    text = str(getattr(error, "message", None) or error)
+    word = next((w for w in DAMAGED_WORDS if w.lower() in text.lower()), None)
+    tf = sys.modules.get("tensorflow")
+    kinds = (OSError, IndexError) + ((tf.errors.OpError,) if tf is not None else ())
+    if word is None or not isinstance(error, kinds):
+        return None
+    named = re.search(r"file b?'([^']+)'", text)
+    where = named.group(1) if named else None
+    for name in READ_ARGUMENTS if where is None else ():
+        value = getattr(args, name, None)
+        if value:
+            where = (f"--{name} {' '.join(map(str, value))}" if isinstance(value, list)
+                     else f"{value}")
+            break
+    return (f"{where or 'a SavedModel or checkpoint'}: damaged or cut short ({word}); copy, "
+            "unpack or download it again")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; expected failures print `medfound COMMAND: error: ...` and return 2,
     Ctrl-C prints one line and returns 130."""
@@ -132,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{prog}: {INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - only user errors are caught, see USER_ERRORS
-        message = user_error_message(error)
+        message = user_error_message(error) or damaged_file_message(error, args)
         if message is None or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
