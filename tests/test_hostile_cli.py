@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ class Case:
     says: list[str] = field(default_factory=list)
 
     def args(self, world: Path) -> list[str]:
-        return [a.replace("{w}", str(world)) for a in self.argv.split()]
+        return [a.replace("{w}", str(world)) for a in shlex.split(self.argv)]
 
 
 def _pretrain(data: str, out: str = "{w}/new_run", extra: str = "") -> str:
@@ -110,6 +111,10 @@ CASES = {
     "pretrain-resume-other-size": Case(_pretrain("{w}/a.npz", "{w}/run", "--image-size 64"),
                                        ["image_size: 32 in the run, 64 now"]),
     # pretrain: settings
+    "pretrain-out-empty": Case(_pretrain("{w}/a.npz", "''"), ["--out is empty"]),
+    "pretrain-data-empty": Case(_pretrain("''"), ["--data is empty"]),
+    "pretrain-out-under-a-file": Case(_pretrain("{w}/a.npz", "{w}/notes.txt/run"),
+                                      ["Not a directory", "{w}/notes.txt/run"]),
     "pretrain-steps-zero": Case(_pretrain("{w}/a.npz", extra="--steps 0"),
                                 ["invalid pretraining configuration: steps must be >= 1"]),
     "pretrain-batch-one": Case(_pretrain("{w}/a.npz", extra="--batch-size 1"),
@@ -151,6 +156,10 @@ CASES = {
                                  ["expected a MedMNIST .npz or a labels .csv"]),
     "quickstart-steps-zero": Case("quickstart --out {w}/qs --steps 0 --quiet",
                                   ["invalid quickstart configuration: steps must be >= 1"]),
+    "quickstart-out-empty": Case("quickstart --out '' --quiet", ["--out is empty"]),
+    "make-tfrecords-out-empty": Case("make-tfrecords {w}/a.npz --out ''", ["--out is empty"]),
+    "make-tfrecords-source-empty": Case("make-tfrecords '' --out {w}/records",
+                                        ["SOURCE is empty"]),
     "quickstart-out-is-a-file": Case("quickstart --out {w}/notes.txt --quiet",
                                      ["--out {w}/notes.txt is a file"]),
     # the other commands
@@ -207,8 +216,11 @@ def assert_refused(world: Path, case: Case, capsys) -> None:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_expected_failures_are_one_line_exit_2_and_change_nothing(world, name, capsys):
+def test_expected_failures_are_one_line_exit_2_and_change_nothing(world, name, capsys, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty path option once meant this folder
     assert_refused(world, CASES[name], capsys)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_run_in_use_is_refused_naming_its_holder(world, capsys):

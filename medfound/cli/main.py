@@ -147,6 +147,26 @@ def damaged_file_message(error: BaseException, args: argparse.Namespace) -> str 
             "unpack or download it again")
 
 
+# Options naming a file or folder. Given as '' (an unset shell variable) they would silently
+# mean '.', and an empty --out would make the current folder the output.
+PATH_OPTIONS = ("out", "data", "input", "module", "model", "modules", "checkpoint", "path",
+                "source")
+_POSITIONAL = ("checkpoint", "path", "source")
+
+
+def check_no_empty_paths(args: argparse.Namespace) -> None:
+    """Raises UserError for an option of PATH_OPTIONS given as an empty string."""
+    from medfound.errors import UserError
+
+    for name in PATH_OPTIONS:
+        value = getattr(args, name, None)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            flag = name.upper() if name in _POSITIONAL else f"--{name}"
+            raise UserError(f"{flag} is empty; give a file or folder ('.' for the current "
+                            "folder)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; expected failures print `medfound COMMAND: error: ...` and return 2,
     Ctrl-C prints one line and returns 130."""
@@ -157,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prog = f"medfound {args.command}"
     try:
+        check_no_empty_paths(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"\n{prog}: {INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)
