@@ -66,7 +66,26 @@ def world(tmp_path_factory) -> Path:
             root / "labeled" / f"{i}.png")
         rows.append(f"{i}.png,{label},p{i}")
     (root / "labeled" / "labels.csv").write_text("\n".join(rows) + "\n")
+    # Labels beside images of which one has corrupt pixel data (native decoders name no file).
+    (root / "corrupt").mkdir()
+    rows = ["path,label,patient"]
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(
+            root / "corrupt" / f"{i}.png")
+        rows.append(f"{i}.png,{i % 2},p{i}")
+    corrupt_png(root / "corrupt" / "3.png")
+    (root / "corrupt" / "labels.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def corrupt_png(path: Path) -> None:
+    """A PNG with a whole header and end but damaged pixel data (TensorFlow's own decoder then
+    says only 'Invalid PNG data, size N')."""
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 8
+    data[start:start + 40] = bytes(40)
+    path.write_bytes(bytes(data))
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -185,6 +204,15 @@ CASES = {
                                 "--image-size 32 --n-boot 2 --quiet",
                                 ["{w}/labeled/labels.csv, line 4: label value 'l' among binary "
                                  "labels ['0', '1']", "classes="]),
+    "finetune-corrupt-image": Case("finetune --module random:tiny --task csv --data "
+                                   "{w}/corrupt/labels.csv --out {w}/ft --epochs 1 --batch-size 2 "
+                                   "--image-size 32 --n-boot 2 --quiet",
+                                   ["{w}/corrupt/3.png: truncated or corrupt image data"]),
+    "finetune-corrupt-image-full": Case("finetune --module random:tiny --task csv --data "
+                                        "{w}/corrupt/labels.csv --out {w}/ft --epochs 1 "
+                                        "--batch-size 2 --image-size 32 --n-boot 2 --quiet "
+                                        "--mode full",
+                                        ["{w}/corrupt/3.png: truncated or corrupt image data"]),
     "evaluate-severities": Case("evaluate --model {w}/absent --task medmnist --data {w}/a.npz "
                                 "--out {w}/ev --severities 1,x",
                                 ["--severities takes numbers like 0,1,2, got '1,x'"]),

@@ -22,7 +22,7 @@ import medfound
 from medfound.cli.main import main
 from medfound.pretrain import runfolder
 from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
-from tests.test_hostile_cli import snapshot
+from tests.test_hostile_cli import corrupt_png, snapshot
 
 TINY = ["--arch", "tiny", "--image-size", "32", "--batch-size", "4", "--checkpoint-every", "1",
         "--log-every", "1", "--quiet"]
@@ -174,18 +174,6 @@ def test_ctrl_c_prints_one_line_saying_the_run_resumes_and_exits_130(tmp_path, d
     assert json.loads((run / runfolder.LOCK_FILE).read_text() or "{}") == {}  # lock let go
 
 
-def _corrupt_png(path: Path) -> None:
-    """A PNG with a whole header and end but damaged pixel data (TensorFlow's own decoder then
-    says only 'Invalid PNG data, size N')."""
-    from PIL import Image
-
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32), dtype=np.uint8)).save(path)
-    data = bytearray(path.read_bytes())
-    start = data.index(b"IDAT") + 8
-    data[start:start + 40] = bytes(40)
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("kind", ["not-an-image", "corrupt-pixel-data"])
 def test_a_bad_file_in_the_middle_of_a_folder_is_named(tmp_path, capsys, kind):
     from PIL import Image
@@ -199,7 +187,7 @@ def test_a_bad_file_in_the_middle_of_a_folder_is_named(tmp_path, capsys, kind):
     if kind == "not-an-image":
         bad.write_text("not a png")
     else:
-        _corrupt_png(bad)
+        corrupt_png(bad)
     code, _, err = pretrain_cli(capsys, folder, tmp_path / "run", "--steps", "4")
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"medfound pretrain: error: {bad}: ")

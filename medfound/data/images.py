@@ -17,6 +17,7 @@ Conventions (the same in the Python and the TensorFlow paths):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -268,6 +269,26 @@ class SkippedFiles:
         if len(self.items) > limit:
             lines.append(f"  ... and {len(self.items) - limit} more")
         return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def naming_bad_images(paths: Sequence[str | os.PathLike] | None, *, hint: str = "",
+                      max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Re-raises a decode failure inside tf.data, whose message names no file (TensorFlow's PNG
+    decoder says only 'Invalid PNG data, size 4185'), as the ``ImageError`` of the first of
+    ``paths`` that ``read_image`` refuses, ``hint`` appended; the paths are read only then."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError:
+        for path in [] if paths is None else paths:
+            path = path.decode() if isinstance(path, bytes) else str(path)
+            try:
+                read_image(path, max_pixels=max_pixels)
+            except ImageError as bad:
+                raise ImageError(bad.path, bad.problem + hint) from None
+        raise
 
 
 def make_decoder(*, skip_errors: bool = False, on_error: Callable[[str, str], None] | None = None,

@@ -279,8 +279,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             return classifier(inputs, training=training)["logits"]
 
         def epoch_batches(epoch: int):
-            for batch in stream.take(steps):
-                yield batch["image"], batch["label"], batch["mask"]
+            from medfound.data.images import naming_bad_images
+
+            with naming_bad_images(train.paths):
+                for batch in stream.take(steps):
+                    yield batch["image"], batch["label"], batch["mask"]
 
         logits_fn = logits_function(classifier)  # one trace for every epoch's validation
 
