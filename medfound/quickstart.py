@@ -38,6 +38,37 @@ class QuickstartConfig:
     seed: int = 0
 
 
+    def pretrain_config(self, data: str, *, demo: bool, patient_column: str | None):
+        """The PretrainConfig of the quickstart's pretraining step."""
+        from medfound.pretrain import PretrainConfig
+
+        return PretrainConfig(
+            data=data, out_dir=str(Path(self.out_dir) / "run"), modality=self.modality,
+            arch=self.arch, image_size=self.image_size, batch_size=self.batch_size,
+            steps=self.steps, learning_rate=self.learning_rate, temperature=self.temperature,
+            augment=self.augment, path_column="path" if demo else None,
+            patient_column=patient_column, micle=demo, log_every=max(self.steps // 10, 1),
+            checkpoint_every=max(self.steps, 1), seed=self.seed)
+
+    def validate(self) -> None:
+        """Refuses bad settings before anything is generated or written (one error)."""
+        from medfound.utils.validation import Problems
+
+        problems = Problems()
+        if self.data is not None:
+            problems.check(Path(self.data).is_file(), f"--data {self.data}: file not found")
+            problems.check(str(self.data).lower().endswith((".npz", ".csv")),
+                           f"--data {self.data}: expected a MedMNIST .npz or a labels .csv")
+        out = Path(self.out_dir)
+        problems.check(not out.exists() or out.is_dir(),
+                       f"--out {out} is a file, not a folder")
+        try:
+            self.pretrain_config("-", demo=self.data is None, patient_column=None).validate()
+        except ValueError as error:
+            problems.items += [line.strip() for line in str(error).splitlines()[1:]]
+        problems.raise_if_any("quickstart configuration")
+
+
 def _labeled_splits(config: QuickstartConfig, demo_csv: Path | None):
     from medfound.data.labeled.generic import load_csv
     from medfound.data.labeled.medmnist import load_medmnist
@@ -65,8 +96,9 @@ def run_quickstart(config: QuickstartConfig, verbose: bool = True) -> dict:
     from medfound.export.exporter import export_module
     from medfound.finetune.linear_probe import embed, fit_linear_probe
     from medfound.models.bit import build_backbone
-    from medfound.pretrain import PretrainConfig, pretrain
+    from medfound.pretrain import pretrain
 
+    config.validate()
     say = print  # results always print; ``verbose`` only adds the training progress bar
     out = Path(config.out_dir)
     started = time.perf_counter()
@@ -79,14 +111,8 @@ def run_quickstart(config: QuickstartConfig, verbose: bool = True) -> dict:
         say(f"[1/5] data: {config.data}")
         pretrain_data, patient_column = config.data, None
     say("[2/5] SimCLR pretraining")
-    result = pretrain(PretrainConfig(
-        data=pretrain_data, out_dir=str(out / "run"), modality=config.modality, arch=config.arch,
-        image_size=config.image_size, batch_size=config.batch_size, steps=config.steps,
-        learning_rate=config.learning_rate, temperature=config.temperature,
-        augment=config.augment,
-        path_column="path" if demo_csv else None, patient_column=patient_column,
-        micle=demo_csv is not None, log_every=max(config.steps // 10, 1),
-        checkpoint_every=config.steps, seed=config.seed), verbose=verbose)
+    result = pretrain(config.pretrain_config(pretrain_data, demo=demo_csv is not None,
+                                             patient_column=patient_column), verbose=verbose)
     name = f"quickstart-{config.modality}-{config.arch}"
     say(f"[3/5] exporting hub module {name}")
     module_dir = export_module(result.run_dir, out / "modules" / name, name=name)

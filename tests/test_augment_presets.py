@@ -189,9 +189,10 @@ def test_cli_writes_the_preview_and_reports_errors(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     with Image.open(out) as grid:
         assert grid.size == _grid_size(32, 1, 1)
-    args = _parser().parse_args(["augment-preview", str(tmp_path / "nope.png"), "--out", str(out),
-                                 "--pairs", "0"])
-    assert args.func(args) == 2
+    from medfound.cli.main import main
+
+    assert main(["augment-preview", str(tmp_path / "nope.png"), "--out", str(out),
+                 "--pairs", "0"]) == 2
     assert "pairs" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parser().parse_args(["augment-preview", str(image), "--preset", "mri", "--out", str(out)])

@@ -221,11 +221,11 @@ def test_make_tfrecords_command(shared_data, tmp_path, capsys):
     assert open_unlabeled(tmp_path / "out").num_examples == 12
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_text("no")
-    args = parser.parse_args(["make-tfrecords", str(tmp_path / "bad"), "--out",
-                              str(tmp_path / "out2"), "--shards", "1"])
-    assert args.func(args) == 1
-    assert "x.png: not a recognised image format" in capsys.readouterr().out
+    from medfound.cli.main import main
+
+    assert main(["make-tfrecords", str(tmp_path / "bad"), "--out", str(tmp_path / "out2"),
+                 "--shards", "1"]) == 2
+    assert "x.png: not a recognised image format" in capsys.readouterr().err
     assert not (tmp_path / "out2" / "tfrecords.json").exists()
-    args = parser.parse_args(["make-tfrecords", str(tmp_path / "missing"), "--out",
-                              str(tmp_path / "out3")])
-    assert args.func(args) == 2
+    assert main(["make-tfrecords", str(tmp_path / "missing"), "--out",
+                 str(tmp_path / "out3")]) == 2

@@ -180,10 +180,11 @@ def test_cli_csv_input_default_image_size_and_strict_mode(module_dir, image_fold
         assert set(f.keys()) == {"paths", "embeddings"} and f.attrs["image_size"] == 448
     np.testing.assert_allclose(embeddings, reference(module_dir, paths, 448), atol=1e-4,
                                rtol=1e-4)
-    strict = parse(["embed", "--module", str(module_dir), "--input", str(table), "--root",
-                    str(image_folder), "--out", str(tmp_path / "strict.npz"), "--quiet",
-                    "--no-skip-bad-images", "--image-size", "32"])
-    assert strict.func(strict) == 1
+    from medfound.cli.main import main
+
+    assert main(["embed", "--module", str(module_dir), "--input", str(table), "--root",
+                 str(image_folder), "--out", str(tmp_path / "strict.npz"), "--quiet",
+                 "--no-skip-bad-images", "--image-size", "32"]) == 2
     err = capsys.readouterr().err
     assert "not_an_image.png: not a recognised image format" in err
     assert not (tmp_path / "strict.npz").exists()

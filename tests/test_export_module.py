@@ -147,7 +147,7 @@ def test_metadata_is_carried_and_info_prints_it(exported, capsys):
     assert cli(info_cli, [str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"name: {NAME}" in printed and "NOT a REMEDIS model" in printed
-    assert cli(info_cli, [str(out.parent / "missing")]) == 1
+    assert cli(info_cli, [str(out.parent / "missing")]) == 2
 
 
 def test_real_architectures_are_never_mislabeled():
@@ -175,7 +175,7 @@ def test_test_architectures_need_the_explicit_escape_hatch(exported, tmp_path, c
     with pytest.raises(ExportError, match="no REMEDIS name"):
         export_module(run_dir, tmp_path / "m", allow_test_arch=True)
     assert cli(export_cli, [str(run_dir), "--name", "cxr-50x1-remedis-s", "--out",
-                            str(tmp_path / "m"), "--allow-test-arch"]) == 1
+                            str(tmp_path / "m"), "--allow-test-arch"]) == 2
     assert "must start from bit-s" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 

@@ -46,5 +46,5 @@ def test_unknown_baseline_is_refused_before_any_run(tmp_path, capsys):
     assert main(["label-efficiency", "--modules", "random:tiny", "--baseline", "random:small",
                  "--task", "medmnist", "--data", str(tmp_path / "x.npz"), "--out",
                  str(tmp_path / "le")]) == 2
-    assert "baseline 'random:small' is not among the modules" in capsys.readouterr().out
+    assert "baseline 'random:small' is not among the modules" in capsys.readouterr().err
     assert not (tmp_path / "le").exists()

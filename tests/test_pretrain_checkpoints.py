@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from medfound.pretrain import PretrainConfig
+from medfound.pretrain import runfolder
 from medfound.pretrain.checkpoints import make_checkpoint, remove_leftovers, restore
 from medfound.pretrain.model import build_networks, build_optimizer
 from medfound.registry import SSL_METHODS
@@ -89,12 +90,23 @@ def test_a_checkpoint_of_other_networks_is_refused(tmp_path):
 
 def test_leftovers_of_a_killed_run_are_removed_and_finished_files_kept(tmp_path):
     run = tmp_path / "run"
+    runfolder.claim(run)
     (run / "checkpoints" / "ckpt-3_temp").mkdir(parents=True)
     (run / "checkpoints" / "ckpt-3_temp" / "part").write_bytes(b"half")
     (run / "checkpoints" / "ckpt-2.index").write_bytes(b"whole")
+    (run / "checkpoints" / "my_temp").mkdir()  # a user's: not a name TensorFlow writes
     (run / ".tmp-1234abcd-backbone.weights.h5").write_bytes(b"half")
+    (run / ".tmp-draft.txt").write_bytes(b"a user's")
     (run / "backbone.weights.h5").write_bytes(b"whole")
     removed = remove_leftovers(run)
     assert sorted(p.name for p in removed) == [".tmp-1234abcd-backbone.weights.h5", "ckpt-3_temp"]
-    assert sorted(p.name for p in run.rglob("*")) == ["backbone.weights.h5", "checkpoints",
-                                                       "ckpt-2.index"]
+    assert sorted(p.name for p in run.rglob("*")) == [runfolder.MARKER_FILE, ".tmp-draft.txt",
+                                                       "backbone.weights.h5", "checkpoints",
+                                                       "ckpt-2.index", "my_temp"]
+
+
+def test_nothing_is_removed_from_a_folder_pretraining_does_not_own(tmp_path):
+    (tmp_path / "checkpoints" / "ckpt-3_temp").mkdir(parents=True)
+    (tmp_path / ".tmp-1234abcd-backbone.weights.h5").write_bytes(b"someone's")
+    assert remove_leftovers(tmp_path) == []
+    assert (tmp_path / ".tmp-1234abcd-backbone.weights.h5").exists()

@@ -216,7 +216,7 @@ def small_file_systems(tmp_path_factory):
 
 def _one_line_error(capfd, argv: list[str]) -> str:
     """Runs `medfound ARGV` as the console script does; returns its one stderr line."""
-    assert main(argv) == 1
+    assert main(argv) == 2
     captured = capfd.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert "Traceback" not in captured.err and len(lines) == 1, captured.err
@@ -229,7 +229,7 @@ def test_a_file_system_that_refuses_writes_is_named_in_one_line(data, small_file
                                                                reason, capfd):
     out = small_file_systems[where] / "records"
     line = _one_line_error(capfd, ["make-tfrecords", str(data), "--out", str(out)])
-    assert line == f"medfound: cannot write {out}: {reason}"
+    assert line == f"medfound make-tfrecords: error: cannot write {out}: {reason}"
 
 
 def test_a_disk_filling_up_during_a_tensorflow_write_is_one_line(data, small_file_systems,
@@ -237,7 +237,7 @@ def test_a_disk_filling_up_during_a_tensorflow_write_is_one_line(data, small_fil
     out = small_file_systems["16k"] / "records"
     line = _one_line_error(capfd, ["make-tfrecords", str(data), "--out", str(out),
                                    "--shards", "1"])
-    assert line.startswith(f"medfound: cannot write {out}/")
+    assert line.startswith(f"medfound make-tfrecords: error: cannot write {out}/")
     assert line.endswith(".tfrecord: No space left on device")
 
 
@@ -258,10 +258,10 @@ def test_a_folder_without_write_permission_is_named_in_one_line(data, tmp_path, 
                 ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable,
                  "-m", "medfound.cli.main", *argv],
                 capture_output=True, text=True, env=_env(), timeout=TIMEOUT_S)
-            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
             lines = [text for text in done.stderr.splitlines() if text.startswith("medfound")]
             assert len(lines) == 1, done.stderr
             line = lines[0]
     finally:
         locked.chmod(0o700)
-    assert line == f"medfound: cannot access {out}: Permission denied"
+    assert line == f"medfound make-tfrecords: error: cannot access {out}: Permission denied"

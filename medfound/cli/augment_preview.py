@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 PRESET_NAMES = ("cxr", "path")  # checked against medfound.augment.PRESETS when the command runs
 
@@ -27,11 +26,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from medfound.augment.preview import write_preview
 
-    try:
-        path = write_preview(args.images, args.out, preset=args.preset, image_size=args.size,
-                             pairs=args.pairs, seed=args.seed)
-    except ValueError as exc:
-        print(f"medfound augment-preview: error: {exc}", file=sys.stderr)
-        return 2
+    # A ValueError (bad image, preset or size) is one line from medfound.cli.main.
+    path = write_preview(args.images, args.out, preset=args.preset, image_size=args.size,
+                         pairs=args.pairs, seed=args.seed)
     print(path)
     return 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers) -> None:
@@ -41,8 +40,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfound.data.images import ImageError
-    from medfound.embed import EmbedConfig, EmbedError, embed
+    from medfound.embed import EmbedConfig, embed
 
     config = EmbedConfig(
         module=args.module, input=args.input, out=args.out, image_size=args.image_size,
@@ -50,10 +48,6 @@ def run(args: argparse.Namespace) -> int:
         skip_bad_images=args.skip_bad_images, path_column=args.path_column, root=args.root,
         max_images=args.max_images, overwrite=args.overwrite, progress=not args.quiet,
         strategy=args.strategy)
-    try:
-        result = embed(config)
-    except (EmbedError, ImageError, FileNotFoundError, ValueError) as err:
-        print(f"medfound embed: error: {err}", file=sys.stderr)
-        return 1
+    result = embed(config)  # EmbedError, ImageError, ...: one line from medfound.cli.main
     print(result.summary())
     return 0

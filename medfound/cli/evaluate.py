@@ -41,7 +41,9 @@ def _severities(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise SystemExit(f"medfound evaluate: error: --severities takes numbers like 0,1,2, got {text!r}") from None
+        from medfound.errors import UserError
+
+        raise UserError(f"--severities takes numbers like 0,1,2, got {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace):
@@ -59,11 +61,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    try:
-        config.validate()
-    except ValueError as err:
-        print(f"medfound evaluate: {err}")
-        return 2
+    config.validate()  # a ValueError naming every problem: one line from medfound.cli.main
     from medfound.evaluation.evaluate import evaluate
 
     metrics = evaluate(config)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers) -> None:
@@ -36,14 +35,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfound.export.exporter import ExportError, export_module
+    from medfound.export.exporter import export_module
 
-    try:
-        path = export_module(args.checkpoint, args.out, name=args.name, fmt=args.fmt,
-                             arch=args.arch, init=args.init, modality=args.modality,
-                             allow_test_arch=args.allow_test_arch, fold=args.fold)
-    except (ExportError, FileNotFoundError, ValueError) as err:
-        print(f"medfound export: error: {err}", file=sys.stderr)
-        return 1
+    # ExportError, FileNotFoundError, ValueError: one line from medfound.cli.main.
+    path = export_module(args.checkpoint, args.out, name=args.name, fmt=args.fmt,
+                         arch=args.arch, init=args.init, modality=args.modality,
+                         allow_test_arch=args.allow_test_arch, fold=args.fold)
     print(f"wrote {path}")
     return 0

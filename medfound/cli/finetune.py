@@ -103,11 +103,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    try:
-        config.validate()
-    except ValueError as err:
-        print(f"medfound finetune: {err}")
-        return 2
+    config.validate()  # a ValueError naming every problem: one line from medfound.cli.main
     from medfound.finetune.trainer import finetune
 
     result = finetune(config)

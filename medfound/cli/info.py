@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers) -> None:
@@ -21,27 +20,24 @@ def run(args: argparse.Namespace) -> int:
 
     from medfound.export.metadata import METADATA_ASSET, read_metadata
 
+    # ValueError, FileNotFoundError (UnknownModuleFormat is a ValueError): one line from cli.main.
     path = Path(args.path)
-    try:
-        if path.is_dir() and (path / "saved_model.pb").is_file() \
-                and not (path / METADATA_ASSET).is_file():
-            # A PhysioNet REMEDIS file or BiT folder: described from its variables.
-            from medfound.export.module_info import describe as describe_saved_model
+    if path.is_dir() and (path / "saved_model.pb").is_file() \
+            and not (path / METADATA_ASSET).is_file():
+        # A PhysioNet REMEDIS file or BiT folder: described from its variables.
+        from medfound.export.module_info import describe as describe_saved_model
 
-            info = describe_saved_model(path)
-            if args.json:
-                import dataclasses
-                import json
+        info = describe_saved_model(path)
+        if args.json:
+            import dataclasses
+            import json
 
-                facts = {k: v for k, v in dataclasses.asdict(info).items() if k != "metadata"}
-                print(json.dumps(facts, indent=2, default=list))
-            else:
-                print("\n".join(info.summary_lines()))
-            return 0
-        meta = read_metadata(args.path)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"medfound info: error: {err}", file=sys.stderr)
-        return 1
+            facts = {k: v for k, v in dataclasses.asdict(info).items() if k != "metadata"}
+            print(json.dumps(facts, indent=2, default=list))
+        else:
+            print("\n".join(info.summary_lines()))
+        return 0
+    meta = read_metadata(args.path)
     print(meta.to_json() if args.json else "\n".join(describe(meta)))
     return 0
 

@@ -29,14 +29,11 @@ def run(args: argparse.Namespace) -> int:
         fractions = [float(f) / 100 for f in args.fractions.split(",") if f.strip()]
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        print("medfound label-efficiency: --fractions and --seeds take comma-separated numbers")
-        return 2
-    try:
-        result = label_efficiency(config_from_args(args), args.modules, fractions, seeds,
-                                  baseline=args.baseline)
-    except ValueError as err:
-        print(f"medfound label-efficiency: {err}")
-        return 2
+        from medfound.errors import UserError
+
+        raise UserError("--fractions and --seeds take comma-separated numbers") from None
+    result = label_efficiency(config_from_args(args), args.modules, fractions, seeds,
+                              baseline=args.baseline)
     print((result.out_dir / "table.md").read_text())
     print(f"results: {result.out_dir / 'results.json'}\nplot:    {result.out_dir / 'label_efficiency.png'}")
     return 0

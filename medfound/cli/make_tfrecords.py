@@ -31,21 +31,18 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfound.data.images import ImageError
     from medfound.data.tfrecords import write_tfrecords
-    from medfound.data.unlabeled import SourceError, open_unlabeled
+    from medfound.data.unlabeled import open_unlabeled
 
-    try:
-        source = open_unlabeled(
-            args.source, path_column=args.path_column, patient_column=args.patient_column,
-            root=args.root, split=args.split, image_key=args.image_key,
-            skip_errors=args.skip_errors, data_dir=args.data_dir)
-    except (SourceError, ImageError) as exc:
-        print(f"error: {exc}")
-        return 2
+    from medfound.errors import UserError
+
     if args.shards < 1:
-        print(f"error: --shards must be >= 1, got {args.shards}")
-        return 2
+        raise UserError(f"--shards must be >= 1, got {args.shards}")
+    # SourceError / ImageError: one line from medfound.cli.main.
+    source = open_unlabeled(
+        args.source, path_column=args.path_column, patient_column=args.patient_column,
+        root=args.root, split=args.split, image_key=args.image_key,
+        skip_errors=args.skip_errors, data_dir=args.data_dir)
     import tensorflow as tf
 
     try:
@@ -56,9 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if storage_error(exc) is not None:
             raise  # a full disk or a missing permission: the entry point says so in one line
         found = re.search(r"ImageError: (.+)", exc.message or "")
-        print(f"error: {found.group(1) if found else exc.message}\n"
-              "(pass --skip-errors to skip unreadable images)")
-        return 1
+        raise UserError(f"{found.group(1) if found else exc.message} (pass --skip-errors to "
+                        "skip unreadable images)") from None
     manifest = json.loads((shards[0].parent / "tfrecords.json").read_text())
     print(f"wrote {manifest['count']} images to {len(shards)} shard(s) in {args.out}")
     print(f"source: {source.description}")

@@ -11,7 +11,9 @@ def parse_key_values(items: list[str], flag: str) -> dict:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise SystemExit(f"medfound: error: {flag} takes KEY=VALUE, got {item!r}")
+            from medfound.errors import UserError
+
+            raise UserError(f"{flag} takes KEY=VALUE, got {item!r}")
         values = [scalar(v) for v in text.split(",")]
         options[key.strip()] = tuple(values) if len(values) > 1 else values[0]
     return options

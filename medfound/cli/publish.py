@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from medfound.export.layouts import LAYOUTS, LICENSES  # no TensorFlow import
 
@@ -42,16 +41,13 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medfound.export.publish import PublishError, publish
+    from medfound.export.publish import publish
 
-    try:
-        manifest = publish(args.release_dir, model_card=args.model_card,
-                           allow_test_modules=args.allow_test_modules, layout=args.layout,
-                           license_id=args.license_id, kaggle_owner=args.kaggle_owner,
-                           kaggle_model=args.kaggle_model, sign_key=args.sign)
-    except (PublishError, ValueError, FileNotFoundError) as err:
-        print(f"medfound publish: error: {err}", file=sys.stderr)
-        return 1
+    # PublishError, ValueError, FileNotFoundError: one line from medfound.cli.main.
+    manifest = publish(args.release_dir, model_card=args.model_card,
+                       allow_test_modules=args.allow_test_modules, layout=args.layout,
+                       license_id=args.license_id, kaggle_owner=args.kaggle_owner,
+                       kaggle_model=args.kaggle_model, sign_key=args.sign)
     if args.layout == "folder":
         for name, entry in manifest["modules"].items():
             print(f"{entry['sha256']}  {entry['archive']}")

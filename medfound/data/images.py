@@ -17,6 +17,7 @@ Conventions (the same in the Python and the TensorFlow paths):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -245,6 +246,7 @@ class SkippedFiles:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: list[tuple[str, str]] = []
+        self._paths: set[str] = set()
 
     def __call__(self, path: str, problem: str) -> None:
         with self._lock:
@@ -252,6 +254,13 @@ class SkippedFiles:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __contains__(self, path: str) -> bool:
+        """Whether ``path`` was skipped already (a failed file is never read again)."""
+        with self._lock:
+            if len(self._paths) != len(self.items):
+                self._paths = {p for p, _ in self.items}
+            return path in self._paths
 
     def summary(self, limit: int = 20) -> str:
         """Human text listing up to ``limit`` skipped files with their problem."""
@@ -262,20 +271,49 @@ class SkippedFiles:
         return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def naming_bad_images(paths: Sequence[str | os.PathLike] | None, *, hint: str = "",
+                      max_pixels: int = DEFAULT_MAX_PIXELS):
+    """Re-raises a decode failure inside tf.data, whose message names no file (TensorFlow's PNG
+    decoder says only 'Invalid PNG data, size 4185'), as the ``ImageError`` of the first of
+    ``paths`` that ``read_image`` refuses, ``hint`` appended; the paths are read only then."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError:
+        for path in [] if paths is None else paths:
+            path = path.decode() if isinstance(path, bytes) else str(path)
+            try:
+                read_image(path, max_pixels=max_pixels)
+            except ImageError as bad:
+                raise ImageError(bad.path, bad.problem + hint) from None
+        raise
+
+
 def make_decoder(*, skip_errors: bool = False, on_error: Callable[[str, str], None] | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 defer_to: Callable[[str, str], None] | None = None):
     """Builds a graph function path -> {"image", "path", "_ok"} for use inside ``Dataset.map``.
 
     Native PNG/JPEG ops decode files whose header checks pass (size limits, complete file); the
-    rest go through ``read_image``. ``_ok`` is False only for files skipped with ``skip_errors``.
+    rest go through ``read_image``. ``_ok`` is False only for files skipped with ``skip_errors``
+    or, without it, handed to ``defer_to(path, problem)``: a consumer that raises the error itself
+    from its own thread (an exception raised inside a parallel ``Dataset.map`` can hang the
+    iterator's teardown).
     """
     import tensorflow as tf
 
     def python_decode(path_bytes):
         path = path_bytes.decode("utf-8") if isinstance(path_bytes, bytes) else str(path_bytes)
+        if skip_errors and isinstance(on_error, SkippedFiles) and path in on_error:
+            return np.zeros((MIN_SIDE, MIN_SIDE, 3), np.float32), False  # failed before
         try:
             return read_image(path, max_pixels=max_pixels), True
         except ImageError as exc:
+            if not skip_errors and defer_to is not None:
+                defer_to(exc.path, exc.problem)
+                return np.zeros((MIN_SIDE, MIN_SIDE, 3), np.float32), False
             if not skip_errors:
                 raise
             logger.warning("skipping %s", exc)
@@ -358,15 +396,18 @@ def image_dataset(paths: Sequence[str | os.PathLike] | "tf.data.Dataset", *,
 def map_decode(ds, *, path_key: str | None = None, num_parallel_calls: int | None = None,
                skip_errors: bool = False, on_error: Callable[[str, str], None] | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS, deterministic: bool | None = None,
-               output_key: str = "image"):
+               output_key: str = "image", defer_to: Callable[[str, str], None] | None = None):
     """Decodes a dataset of paths (or of dicts whose ``path_key`` holds a path) into images.
 
     Elements that are dicts keep their other keys; the decoded image is added under ``output_key``.
     This is the building block behind ``image_dataset`` and the unlabeled and MICLe pipelines.
+    ``defer_to`` (see ``make_decoder``) drops a file the Python decoder refused and reports it
+    there, for the consumer to raise, instead of raising inside the parallel map.
     """
     import tensorflow as tf
 
-    decode = make_decoder(skip_errors=skip_errors, on_error=on_error, max_pixels=max_pixels)
+    decode = make_decoder(skip_errors=skip_errors, on_error=on_error, max_pixels=max_pixels,
+                          defer_to=defer_to)
     calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
 
     def fn(element):
@@ -380,6 +421,8 @@ def map_decode(ds, *, path_key: str | None = None, num_parallel_calls: int | Non
         return out
 
     ds = ds.map(fn, num_parallel_calls=calls, deterministic=deterministic)
+    if defer_to is not None and not skip_errors:
+        ds = ds.filter(lambda e: e["_ok"])  # the consumer raises what defer_to received
     if skip_errors:
         ds = ds.filter(lambda e: e["_ok"])
         # Failures the header checks could not foresee (corrupt data inside a well-formed file)

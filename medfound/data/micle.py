@@ -102,7 +102,7 @@ def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: flo
                       num_shards=num_shards, shard_index=shard_index).map(choose)
 
     decode = make_decoder(skip_errors=source.skip_errors, on_error=source.skipped,
-                          max_pixels=source.max_pixels)
+                          max_pixels=source.max_pixels, defer_to=source.defer_to)
 
     @tf.autograph.experimental.do_not_convert
     def load(element):
@@ -117,6 +117,8 @@ def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: flo
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if source.skip_errors:
         ds = ds.filter(lambda e: e["_ok"]).ignore_errors(log_warning=True)
+    elif source.defer_to is not None:
+        ds = ds.filter(lambda e: e["_ok"])
     ds = ds.map(lambda e: {k: v for k, v in e.items() if k != "_ok"})
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -49,6 +49,25 @@ class UnlabeledSource:
     description: str
     skip_errors: bool = False
     skipped: SkippedFiles = field(default_factory=SkippedFiles)
+    # Without skip_errors, file sources can hand a bad file to ``deferred`` (the stream goes on
+    # without it) for the consumer to raise with ``raise_deferred``: pretraining does, since a
+    # Python exception inside a parallel Dataset.map can deadlock the iterator's teardown.
+    defer_errors: bool = False
+    deferred: SkippedFiles = field(default_factory=SkippedFiles)
+
+    def raise_deferred(self) -> None:
+        """Raises the first ImageError handed to ``deferred``, if any."""
+        if len(self.deferred):
+            from medfound.data.images import ImageError
+
+            path, problem = self.deferred.items[0]
+            raise ImageError(path, f"{problem} (pass --skip-bad-images to skip unreadable "
+                                   "images)")
+
+    @property
+    def defer_to(self):
+        """The ``defer_to`` callback of this source's decoders (None: raise in the pipeline)."""
+        return self.deferred if self.defer_errors and not self.skip_errors else None
 
     def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
                 skip: int = 0, num_shards: int = 1, shard_index: int = 0):
@@ -80,7 +99,7 @@ class FileSource(UnlabeledSource):
                           num_shards=num_shards, shard_index=shard_index)
         ds = ds.map(lambda _, index: {"path": paths[index], "patient": patients[index]})
         ds = map_decode(ds, path_key="path", skip_errors=self.skip_errors, on_error=self.skipped,
-                        max_pixels=self.max_pixels)
+                        max_pixels=self.max_pixels, defer_to=self.defer_to)
         ds = ds.map(lambda e: {"image": e["image"], "path": e["path"], "patient": e["patient"]})
         return self._finish(ds)
 
@@ -472,12 +491,52 @@ def _open_npz(path: Path, *, split: str, skip_errors: bool) -> NpzSource:
     if len(shape) and (shape[1] < 2 or shape[2] < 2):
         raise SourceError(f"{path}: '{key}' images are {shape[2]}x{shape[1]} pixels; at least 2 "
                           "per side are needed")
+    _check_npz_values(path, key, _npz_member(str(path), key))
     return NpzSource(
         kind="npz", num_examples=int(shape[0]), has_patients=False,
         description=f"npz '{path.name}' split '{split}': {shape[0]} images of "
                     f"{shape[1]}x{shape[2]} {np.dtype(dtype).name}; no patient ids",
         skip_errors=skip_errors, npz_path=str(path), key=key, shape=tuple(shape),
         dtype=np.dtype(dtype).name)
+
+
+def _check_npz_values(path: Path, key: str, array: np.ndarray, chunk: int = 1024) -> None:
+    """Refuses pixel arrays whose range medfound would have to guess: uint8 and uint16 are read
+    as 0-255 / 0-65535 (MedMNIST's convention) and floats must already lie in [0, 1]; a float
+    array in another range, NaN or infinite values, and other integer types (signed, with their
+    negative values, or wider than 16 bits) are refused, saying which values were found."""
+    dtype = np.dtype(array.dtype)
+    if dtype in (np.uint8, np.uint16):
+        return
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise SourceError(f"{path}: '{key}' has dtype {dtype.name}; expected uint8, uint16 or "
+                          "floats in [0, 1]")
+    low, high, bad, first_bad = np.inf, -np.inf, 0, None
+    for begin in range(0, len(array), chunk):
+        part = np.asarray(array[begin:begin + chunk])
+        if np.issubdtype(dtype, np.floating):
+            finite = np.isfinite(part)
+            if not finite.all():
+                if first_bad is None:
+                    first_bad = begin + int(np.argwhere(~finite)[0][0])
+                bad += int((~finite).sum())
+                part = part[finite]
+        if part.size:
+            low, high = min(low, float(part.min())), max(high, float(part.max()))
+    if bad:
+        raise SourceError(f"{path}: '{key}' holds {bad} NaN or infinite pixel values (the first "
+                          f"in image {first_bad}); replace them before training")
+    found = f"values in [{low:g}, {high:g}]"
+    if np.issubdtype(dtype, np.floating):
+        if low >= 0 and high <= 1:
+            return
+        hint = ("divide by 255 (images / 255.0) or store uint8" if low >= 0 and high <= 255 else
+                "rescale them to [0, 1] (or store uint8 / uint16)")
+        raise SourceError(f"{path}: '{key}' is {dtype.name} with {found}, but float images must "
+                          f"be in [0, 1] and medfound will not guess their range: {hint}")
+    raise SourceError(f"{path}: '{key}' is {dtype.name} with {found}; medfound reads only uint8 "
+                      "(0-255), uint16 (0-65535) or floats in [0, 1] and will not guess the "
+                      "range of other integers: window or rescale them into one of those first")
 
 
 def _is_tfrecord_folder(folder: Path) -> bool:

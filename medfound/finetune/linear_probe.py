@@ -67,10 +67,13 @@ def embed_rows(forward: Callable[[tf.Tensor], tf.Tensor], dataset, image_size: i
     The one embedding (or logits) loop of fine-tuning, evaluation and the quickstart: ``forward``
     may be a hub module's function, a traced Keras backbone or a classifier.
     """
+    from medfound.data.images import naming_bad_images
+
     index, rows = [], []
-    for batch in dataset.tf_dataset(image_size, batch_size, center_crop=center_crop):
-        index.append(batch["index"].numpy())
-        rows.append(np.asarray(forward(batch["image"])))
+    with naming_bad_images(getattr(dataset, "paths", None)):
+        for batch in dataset.tf_dataset(image_size, batch_size, center_crop=center_crop):
+            index.append(batch["index"].numpy())
+            rows.append(np.asarray(forward(batch["image"])))
     index_all, rows_all = np.concatenate(index), np.concatenate(rows)
     out = np.empty_like(rows_all)
     out[index_all] = rows_all

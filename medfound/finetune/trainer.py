@@ -303,6 +303,8 @@ def finetune(config: FinetuneConfig, *,
             return classifier(inputs, training=training)["logits"]
 
         def epoch_batches(epoch: int):
+            from medfound.data.images import naming_bad_images
+
             batches = stream.take(steps).map(lambda b: (b["image"], b["label"], b["mask"]))
             if replicas > 1:
                 # A last batch with fewer examples than replicas would leave a replica none,
@@ -310,7 +312,8 @@ def finetune(config: FinetuneConfig, *,
                 # of one epoch; the shuffle changes them each epoch).
                 batches = batches.filter(lambda images, *_: tf.shape(images)[0] >= replicas)
                 batches = strategy.experimental_distribute_dataset(batches)
-            yield from batches
+            with naming_bad_images(train.paths):
+                yield from batches
 
         # One trace for every epoch's validation, each batch split over the devices.
         logits_fn = split_over_replicas(logits_function(classifier), strategy)

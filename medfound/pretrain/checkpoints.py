@@ -1,5 +1,5 @@
-"""What a pretraining checkpoint holds, how a run resumes from one, and the cleanup of what a
-killed run left half-written.
+"""What a pretraining checkpoint holds, and how a run resumes from one (the cleanup of what a
+killed run left half-written is in ``runfolder``).
 
 Keras 3 layers are not TensorFlow-trackable through Python lists, so a custom layer that keeps
 its sublayers in a list (``ProjectionHead``) saves nothing when handed to ``tf.train.Checkpoint``
@@ -10,13 +10,11 @@ plain ``tf.Module`` state (the MoCo queue) are tracked as they are.
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from medfound.utils.files import TEMP_PREFIX
+from medfound.pretrain.runfolder import remove_leftovers  # noqa: F401 - its old home
 
 logger = logging.getLogger("medfound.pretrain")
 
@@ -66,18 +64,3 @@ def restore(checkpoint: tf.train.Checkpoint, path: str, items: dict) -> None:
         logger.warning("checkpoint %s holds no state of %s beyond trained weights (written "
                        "before medfound saved it): their batch-norm statistics and EMA targets "
                        "restart from initialisation", path, ", ".join(heads))
-
-
-def remove_leftovers(run_dir: Path) -> list[Path]:
-    """Deletes what a killed run left unfinished (``checkpoints/*_temp`` folders of TensorFlow,
-    ``.tmp-*`` files of atomic writes) and returns their paths; finished files are untouched."""
-    found = [*(run_dir / "checkpoints").glob("*_temp"), *run_dir.glob(f"{TEMP_PREFIX}*")]
-    for path in found:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    if found:
-        logger.info("removed %d unfinished file(s) of an interrupted run in %s", len(found),
-                    run_dir)
-    return found

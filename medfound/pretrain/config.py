@@ -109,6 +109,10 @@ class PretrainConfig:
 
         check(self.modality in MODALITIES, f"modality must be one of {list(MODALITIES)}, "
                                            f"got {self.modality!r}")
+        # Path('') is '.': an empty --out (an unset shell variable) would make the current
+        # folder the run.
+        check(bool(str(self.out_dir).strip()), "out_dir (--out) must name a folder, got ''")
+        check(bool(str(self.data).strip()), "data (--data) must name a source, got ''")
         try:
             get_arch(self.arch)
         except ValueError as err:

@@ -17,9 +17,11 @@ def open_source(config: PretrainConfig):
     """Opens the run's unlabeled image source (nothing is read yet)."""
     from medfound.data.unlabeled import open_unlabeled
 
-    return open_unlabeled(config.data, path_column=config.path_column,
-                          patient_column=config.patient_column, split=config.split,
-                          skip_errors=config.skip_bad_images)
+    source = open_unlabeled(config.data, path_column=config.path_column,
+                            patient_column=config.patient_column, split=config.split,
+                            skip_errors=config.skip_bad_images)
+    source.defer_errors = True  # a bad file is raised by the training loop, naming it
+    return source
 
 
 def view_dataset(source, config: PretrainConfig, *, per_replica_batch: int,

@@ -7,9 +7,10 @@ learning-rate position all live in the checkpointed optimizer.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +19,10 @@ import keras
 import tensorflow as tf
 
 from medfound.models.bit import BiTBackbone
-from medfound.pretrain.checkpoints import make_checkpoint, remove_leftovers, restore
+from medfound.errors import TrainingDivergedError
+from medfound.interrupts import interrupt_between_steps
+from medfound.pretrain import runfolder
+from medfound.pretrain.checkpoints import make_checkpoint, restore
 from medfound.pretrain.config import PretrainConfig
 from medfound.pretrain.model import PretrainNetworks, build_networks, build_optimizer
 from medfound.pretrain.pipeline import distributed_views, open_source
@@ -29,11 +33,7 @@ from medfound.utils.progress import make_progress
 from medfound.version import __version__
 
 logger = logging.getLogger("medfound.pretrain")
-CONFIG_FILE = "config.json"
-# Fields that must not change when a run directory is resumed.
-_FROZEN_ON_RESUME = ("arch", "units", "width", "method", "projection_layers",
-                     "projection_hidden_dim", "projection_dim", "moco_queue_size", "optimizer",
-                     "batch_size", "modality", "init")
+CONFIG_FILE = runfolder.CONFIG_FILE
 
 
 @dataclasses.dataclass
@@ -94,18 +94,6 @@ def make_train_step(strategy: tf.distribute.Strategy, nets: PretrainNetworks,
     return train_step
 
 
-def _check_resume(run_dir: Path, config: PretrainConfig) -> None:
-    path = run_dir / CONFIG_FILE
-    if not path.exists():
-        return
-    saved = json.loads(path.read_text())
-    changed = [f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in _FROZEN_ON_RESUME
-               if _jsonable(saved.get(k)) != _jsonable(getattr(config, k))]
-    if changed:
-        raise ValueError(f"{run_dir} holds a run with another configuration; use a new --out "
-                         f"or the same settings ({'; '.join(changed)})")
-
-
 def _warn_about_queue(config: PretrainConfig, num_examples: int | None) -> None:
     """MoCo's queue should hold a small part of the data: a queue as large as the dataset holds
     keys of each query's own image among its negatives, which measurably hurts (BENCHMARKS.md)."""
@@ -115,10 +103,6 @@ def _warn_about_queue(config: PretrainConfig, num_examples: int | None) -> None:
                        "queue of at most a quarter of the data (e.g. --moco-queue-size %d)",
                        config.moco_queue_size, num_examples,
                        max(2 * config.batch_size, num_examples // 4))
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))
 
 
 def _current_lr(optimizer) -> float:
@@ -147,37 +131,62 @@ def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None 
         tf.config.experimental.enable_op_determinism()
     chief = is_chief(strategy)
     run_dir = Path(config.out_dir)
+    # Checks that write nothing come first: a refused start leaves --out as it was.
+    runfolder.check_claimable(run_dir)
+    runfolder.check_resume(run_dir, config)
+    source = open_source(config)
+    fingerprint = runfolder.data_fingerprint(source)
+    runfolder.check_data(run_dir, source, fingerprint)
+    first_image(source)  # fails fast, naming the file, when no image can be read
+    # Ctrl-C stops the run between two steps (a second one at once), never inside TensorFlow.
+    with interrupt_between_steps() as check_interrupt:
+        if not chief:  # the chief owns and locks the run folder; workers write beside it
+            return _pretrain(config, strategy, run_dir, chief, verbose, source, fingerprint,
+                             check_interrupt)
+        runfolder.claim(run_dir)
+        with runfolder.locked(run_dir):
+            return _pretrain(config, strategy, run_dir, chief, verbose, source, fingerprint,
+                             check_interrupt)
+
+
+def _pretrain(config: PretrainConfig, strategy, run_dir: Path, chief: bool, verbose: bool,
+              source, fingerprint: str, check_interrupt=lambda: None) -> PretrainResult:
     # Every worker must write checkpoints; only the chief's are kept.
     write_dir = run_dir if chief else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
-    _check_resume(run_dir, config)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
     try:
-        source = open_source(config)
         _warn_about_queue(config, source.num_examples)
         with strategy.scope():
             nets, init_sha256 = build_networks(config)
             optimizer = build_optimizer(config)
             optimizer.build(nets.trainable_variables)
+        checkpoint_dir = write_dir / "checkpoints"
         if chief:
-            remove_leftovers(run_dir)  # of a killed run: half-written checkpoints, temporaries
+            runfolder.remove_leftovers(run_dir)  # of a killed run: only names it writes
+            runfolder.prune_missing_checkpoints(checkpoint_dir)
+            runfolder.remove_unlisted_checkpoints(checkpoint_dir)
         items = nets.checkpoint_items()
         checkpoint = make_checkpoint(optimizer, items)
-        manager = tf.train.CheckpointManager(checkpoint, str(write_dir / "checkpoints"),
+        manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir),
                                              max_to_keep=config.keep_checkpoints)
         if manager.latest_checkpoint:
             restore(checkpoint, manager.latest_checkpoint, items)
         start = int(optimizer.iterations.numpy())
         if chief:
             run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(run_dir / CONFIG_FILE)
+            if not (run_dir / CONFIG_FILE).exists():  # the run's settings, kept as first given
+                with _naming(run_dir / CONFIG_FILE):
+                    config.save(run_dir / CONFIG_FILE)
+            runfolder.append_history(run_dir, config, source, fingerprint, start)
         info = RunInfo(arch=nets.backbone.arch, units=config.units, width=config.width,
                        modality=config.modality, init=config.init_kind,
                        init_path=config.init_path, init_sha256=init_sha256, method=config.method,
                        steps=start, image_size=config.input_size, data=source.description,
                        medfound_version=__version__)
+        check_interrupt()
         history = _loop(strategy, config, nets, optimizer, manager, source, info, start,
-                        chief, run_dir, verbose)
+                        chief, run_dir, verbose, check_interrupt)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     if not chief:
@@ -186,10 +195,80 @@ def pretrain(config: PretrainConfig, *, strategy: tf.distribute.Strategy | None 
                           backbone=nets.backbone)
 
 
+def first_image(source) -> None:
+    """Reads a file source's images in order until one decodes: a folder where no file is an
+    image fails here, at once and naming the file, instead of inside the input pipeline. With
+    ``skip_bad_images`` the bad ones are listed (and never read again); none usable is an error."""
+    from medfound.data.images import ImageError, read_image
+    from medfound.data.unlabeled import SourceError
+
+    paths = getattr(source, "paths", None)
+    if not paths:
+        return
+    for path in paths:
+        try:
+            read_image(path, max_pixels=source.max_pixels)
+            return
+        except ImageError as error:
+            if not source.skip_errors:
+                raise
+            source.skipped(error.path, error.problem)
+    first_path, problem = source.skipped.items[0]
+    raise SourceError(f"no usable image: all {len(paths)} files of {source.description} failed "
+                      f"to read (first: {first_path}: {problem})")
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Re-raises a storage failure of TensorFlow that names no file (only its device) as an
+    OSError naming ``path``, the file or folder being written."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        from medfound.cli.main import STORAGE_ERRNOS
+
+        text = error.message or str(error)
+        for code in STORAGE_ERRNOS:
+            if os.strerror(code).lower() in text.lower():
+                raise OSError(code, os.strerror(code), str(path)) from error
+        raise
+
+
+def _check_finite(losses: list, first_step: int, nets: PretrainNetworks, config: PretrainConfig,
+                  manager, check_weights: bool) -> None:
+    """Stops the run at the first non-finite loss (or weight, before a checkpoint is written),
+    so that the last checkpoint kept is a finite one."""
+    bad_step = None
+    if losses:
+        finite = tf.math.is_finite(tf.stack([tf.cast(x, tf.float32) for x in losses])).numpy()
+        if not finite.all():
+            bad_step = first_step + int((~finite).argmax())
+    if bad_step is None and check_weights:
+        weights_ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v))
+                                    for v in nets.backbone.trainable_variables])
+        if not bool(weights_ok.numpy()):
+            bad_step = first_step + len(losses) - 1
+    losses.clear()
+    if bad_step is None:
+        return
+    last = manager.latest_checkpoint
+    kept = (f"the last finite checkpoint, {Path(last).name}, is kept in {manager.directory}"
+            if last else "no checkpoint had been written")
+    raise TrainingDivergedError(
+        f"training diverged: non-finite loss or weights at step {bad_step}; {kept}. Lower "
+        f"--learning-rate (now {config.learning_rate:g}) or --warmup-fraction, or check "
+        f"--data for NaN or infinite pixels")
+
+
 def _loop(strategy, config, nets, optimizer, manager, source, info, start, chief, run_dir,
-          verbose) -> list[dict]:
+          verbose, check_interrupt=lambda: None) -> list[dict]:
     history: list[dict] = []
     if start >= config.steps:
+        # Nothing to train, yet a kill may have come between the last checkpoint and the
+        # export files: finish them from the checkpoint just restored.
+        if chief and start > 0:
+            info.steps = start
+            _write_export_files(nets, info, run_dir)
         return history
     iterator = iter(distributed_views(strategy, source, config, start_step=start))
     train_step = make_train_step(strategy, nets, optimizer, config)
@@ -201,13 +280,22 @@ def _loop(strategy, config, nets, optimizer, manager, source, info, start, chief
     images_per_step = 2 * config.batch_size
     tick, tick_step = time.perf_counter(), start
     window: list[dict] = []
+    unchecked: list = []  # losses not yet checked to be finite
     for step in range(start, config.steps):
-        batch = next(iterator)
+        check_interrupt()
+        batch = _next_batch(iterator, source)
         if step == start and chief and config.preview_images:
             _write_views(writer, strategy, batch, step, config.preview_images)
-        window.append(train_step(batch))  # device tensors: no host sync until logged
+        metrics = train_step(batch)  # device tensors: no host sync until logged
+        window.append(metrics)
+        unchecked.append(metrics["loss"])
         done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
+        logging_now = done % config.log_every == 0 or done == config.steps
+        saving_now = done % config.checkpoint_every == 0 or done == config.steps
+        if logging_now or saving_now:
+            _check_finite(unchecked, done - len(unchecked) + 1, nets, config, manager,
+                          check_weights=saving_now)
+        if logging_now:
             # Metrics are means over the steps since the last log point, not one noisy batch.
             values = {k: float(sum(float(m[k]) for m in window) / len(window)) for k in window[0]}
             window = []
@@ -225,13 +313,36 @@ def _loop(strategy, config, nets, optimizer, manager, source, info, start, chief
                 shown.append(("acc", values["contrastive_accuracy"]))
             progress.update(done, shown + [("img/s", values["images_per_second"]),
                                            ("lr", values["learning_rate"])])
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            manager.save(checkpoint_number=done)
+        if saving_now:
+            with _naming(Path(manager.directory)):
+                manager.save(checkpoint_number=done)
             info.steps = done
             if chief:
                 _write_export_files(nets, info, run_dir)
     writer.flush()
     return history
+
+
+def _next_batch(iterator, source):
+    """The next batch; a file the input pipeline could not decode is named (TensorFlow's own
+    message, e.g. 'Invalid PNG data, size 4185', does not say which file it was)."""
+    try:
+        batch = next(iterator)
+        source.raise_deferred()
+        return batch
+    except tf.errors.InvalidArgumentError as error:
+        from medfound.data.images import ImageError, read_image
+        from medfound.errors import UserError
+
+        reason = (error.message or str(error)).strip().splitlines()[0]
+        for path in getattr(source, "paths", None) or []:
+            try:
+                read_image(path, max_pixels=source.max_pixels)
+            except ImageError as bad:
+                raise ImageError(bad.path, f"{bad.problem} (pass --skip-bad-images to skip "
+                                           "unreadable images)") from None
+        raise UserError(f"an image of {source.description} could not be decoded ({reason}); "
+                        "pass --skip-bad-images to skip unreadable images") from None
 
 
 def _write_views(writer, strategy, batch, step, count: int) -> None:
@@ -245,6 +356,6 @@ def _write_views(writer, strategy, batch, step, count: int) -> None:
 
 def _write_export_files(nets: PretrainNetworks, info: RunInfo, run_dir: Path) -> None:
     """Backbone weights and run record, each replaced atomically (export reads them)."""
-    with atomic_path(run_dir / BACKBONE_WEIGHTS) as tmp:
+    with _naming(run_dir / BACKBONE_WEIGHTS), atomic_path(run_dir / BACKBONE_WEIGHTS) as tmp:
         nets.backbone.save_weights(tmp)
     info.save(run_dir)

@@ -25,13 +25,21 @@ def _class_task(values: np.ndarray, classes: Sequence[str] | None, positive_clas
                 where: str, lines: np.ndarray | None = None) -> tuple[np.ndarray, tuple[str, ...], str]:
     """One-hot (multi-class) or (N, 1) (binary) labels from class-name values."""
     found = sorted(set(values.tolist()))
-    classes = tuple(classes) if classes is not None else tuple(found)
+    if isinstance(classes, str):  # "0,1,l" as typed
+        classes = classes.split(",")
+    given = classes
+    # Label cells are text; a class list from the command line arrives parsed (0, 1, 'l').
+    classes = tuple(str(c) for c in classes) if classes is not None else tuple(found)
+    if positive_class is not None:
+        positive_class = str(positive_class)
     position = {c: j for j, c in enumerate(classes)}
     for v in found:
         if v not in position:
             row = np.flatnonzero(values == v)[0]
             line = f", line {int(lines[row])}" if lines is not None else ""
             raise DatasetFormatError(f"{where}{line}: unknown label value {v!r}; classes are {list(classes)}")
+    if given is None and len(found) > 2:
+        _refuse_typo_in_binary_labels(values, found, where, lines)
     if len(classes) < 2:
         raise DatasetFormatError(f"{where}: a classification task needs at least two classes, found {list(classes)}")
     index = np.array([position[v] for v in values.tolist()], dtype=np.int64)
@@ -41,6 +49,33 @@ def _class_task(values: np.ndarray, classes: Sequence[str] | None, positive_clas
             raise ValueError(f"positive class {positive!r} is not one of {list(classes)}")
         return (index == position[positive]).astype(np.float32)[:, None], (positive,), "binary"
     return np.eye(len(classes), dtype=np.float32)[index], classes, "multiclass"
+
+
+# Pairs of label values that mean a binary task (lower-cased).
+_BINARY_PAIRS = ({"0", "1"}, {"0.0", "1.0"}, {"false", "true"}, {"no", "yes"}, {"n", "y"},
+                 {"negative", "positive"}, {"neg", "pos"})
+
+
+def _refuse_typo_in_binary_labels(values: np.ndarray, found: list[str], where: str,
+                                  lines: np.ndarray | None) -> None:
+    """More than two classes found where two of them are a binary pair (0/1, yes/no, ...) and
+    the rest do not continue it (2, 3, ... would): most likely a typo that would silently turn
+    the task multi-class. Refused naming the odd value's row; an explicit class list allows it."""
+    lower = {v.lower() for v in found}
+    pair = next((p for p in _BINARY_PAIRS if p <= lower), None)
+    if pair is None:
+        return
+    others = [v for v in found if v.lower() not in pair]
+    if pair == {"0", "1"} and all(v.isdigit() for v in others):
+        return  # 0, 1, 2, ...: integer class ids
+    odd = others[0]
+    row = int(np.flatnonzero(values == odd)[0])
+    line = f", line {int(lines[row])}" if lines is not None else f", row {row}"
+    raise DatasetFormatError(
+        f"{where}{line}: label value {odd!r} among binary labels {sorted(pair)}"
+        + (f" ({len(others)} other values: {others[:5]})" if len(others) > 1 else "")
+        + "; fix the value, or pass the class list (classes=...) to make it a "
+          f"{len(found)}-class task")
 
 
 def load_csv(csv_path: str | os.PathLike, path_column: str = "path", label_columns: Sequence[str] | str = "label",

@@ -1,0 +1,22 @@
+"""Errors a user fixes (bad input, settings or folders), told apart from bugs.
+
+Every subclass of ``UserError`` is a ``ValueError`` whose message names the file, folder or
+setting at fault; the ``medfound`` command prints it as one line and exits 2.
+"""
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A problem with what the user gave (a file, a folder, a setting); the message says which."""
+
+
+class RunFolderError(UserError):
+    """An --out folder that is not a run of this command, or holds a run made otherwise."""
+
+
+class RunLockedError(UserError):
+    """Another process is using the run folder."""
+
+
+class TrainingDivergedError(UserError):
+    """A non-finite loss or weight: the run stopped, its last finite checkpoint kept."""
