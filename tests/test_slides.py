@@ -1,0 +1,81 @@
+"""Whole-slide images: reading and tissue detection, on pyramidal TIFFs written from real BreakHis
+images."""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tiffslide", reason="tiffslide (a medfound dependency) is not installed")
+pytest.importorskip("tifffile", reason="tifffile (test extra) writes the test slides")
+
+from medfound.slides.reader import SlideError, magnification_to_mpp, open_slide  # noqa: E402
+from medfound.slides.tissue import detect_tissue, otsu_threshold, overlay_png  # noqa: E402
+from tests.slide_files import tissue_canvas, write_pyramid  # noqa: E402
+
+W, H = 768, 512  # level-0 size of the small slides
+TISSUE = (128, 128, 640, 384)  # where BreakHis tissue is pasted (tile-aligned at 128 px)
+
+
+@pytest.fixture(scope="module")
+def breakhis(shared_data):
+    return shared_data / "breakhis"
+
+
+# ---- reader and tissue ----------------------------------------------------------------------------
+
+def test_reader_levels_mpp_thumbnail_and_named_errors(breakhis, tmp_path):
+    canvas = tissue_canvas(breakhis, (W, H), [TISSUE])
+    slide_file = write_pyramid(tmp_path / "s.tif", canvas, compression="jpeg")
+    with open_slide(slide_file) as s:
+        assert s.dimensions == (W, H) and s.level_count == 3
+        assert s.level_downsamples == [1.0, 2.0, 4.0]
+        assert s.mpp == pytest.approx(0.25, rel=1e-3)
+        assert s.best_level(2.0) == 1 and s.best_level(3.0) == 1 and s.best_level(0.5) == 0
+        thumb = s.thumbnail(100)
+        assert max(thumb.shape[:2]) == 100 and thumb.dtype == np.uint8
+        region = s.read_region((256, 256), 0, (64, 64))
+        assert np.abs(region.astype(int) - canvas[256:320, 256:320]).mean() < 12  # JPEG
+    assert magnification_to_mpp("20x") == pytest.approx(0.5)
+    assert magnification_to_mpp(40) == pytest.approx(0.25)
+
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(slide_file.read_bytes()[: slide_file.stat().st_size * 2 // 3])
+    plain = tmp_path / "plain.tif"
+    import tifffile
+    tifffile.imwrite(plain, canvas, photometric="rgb")  # strips, no tiles
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"not a tiff at all" * 10)
+    for path, words in [(tmp_path / "missing.tif", "no such slide"), (truncated, "truncated"),
+                        (plain, "not a tiled"), (garbage, "not a readable TIFF")]:
+        with pytest.raises(SlideError, match=words) as err:
+            open_slide(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("seed", [0, 1])  # the palest BreakHis image; a strongly stained one
+def test_tissue_mask_finds_the_pasted_tissue_and_nothing_on_glass(breakhis, tmp_path, seed):
+    canvas = tissue_canvas(breakhis, (W, H), [TISSUE], seed=seed)
+    canvas[20:22, 20:22] = (120, 40, 120)  # a speck of dust: removed
+    with open_slide(write_pyramid(tmp_path / "s.tif", canvas)) as s:
+        mask = detect_tissue(s, max_side=384)  # level 1 (384 x 256)
+        assert mask.level == 1 and mask.downsample == 2.0
+        x0, y0, x1, y1 = (v // 2 for v in TISSUE)
+        inside = mask.mask[y0 + 4:y1 - 4, x0 + 4:x1 - 4].mean()
+        outside = np.concatenate([mask.mask[:y0 - 4].ravel(), mask.mask[y1 + 4:].ravel()]).mean()
+        assert inside > 0.95 and outside < 0.01
+        assert not mask.mask[8:12, 8:12].any()  # the speck
+        assert mask.fraction_in(*TISSUE[:2], 128) > 0.95 and mask.fraction_in(0, 0, 64) == 0
+        png = overlay_png(s.thumbnail(200), mask.mask, tmp_path / "mask.png")
+        from PIL import Image
+        overlay = np.asarray(Image.open(png))
+        assert overlay.shape[:2] == s.thumbnail(200).shape[:2]
+        # tinted green over tissue, untouched glass
+        ty, tx = overlay.shape[0] // 2, overlay.shape[1] // 2
+        assert overlay[ty, tx, 1] > overlay[ty, tx, 0] and (overlay[2, 2] == s.thumbnail(200)[2, 2]).all()
+    # glass with a blue tint and scanner noise: no tissue
+    glass = np.full((H, W, 3), (232, 234, 240), np.uint8) + np.random.default_rng(0).integers(
+        0, 6, (H, W, 3), dtype=np.uint8)
+    with open_slide(write_pyramid(tmp_path / "glass.tif", glass)) as s:
+        assert detect_tissue(s).mask.sum() == 0
+    assert 0.1 < otsu_threshold(np.r_[np.full(100, 0.1), np.full(100, 0.8)]) < 0.8
