@@ -1,5 +1,5 @@
-"""Whole-slide images: reading and tissue detection, on pyramidal TIFFs written from real BreakHis
-images."""
+"""Whole-slide images: reading, tissue detection and tiling, on pyramidal TIFFs written from real
+BreakHis images."""
 from __future__ import annotations
 
 
@@ -10,6 +10,7 @@ pytest.importorskip("tiffslide", reason="tiffslide (a medfound dependency) is no
 pytest.importorskip("tifffile", reason="tifffile (test extra) writes the test slides")
 
 from medfound.slides.reader import SlideError, magnification_to_mpp, open_slide  # noqa: E402
+from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile  # noqa: E402
 from medfound.slides.tissue import detect_tissue, otsu_threshold, overlay_png  # noqa: E402
 from tests.slide_files import tissue_canvas, write_pyramid  # noqa: E402
 
@@ -79,3 +80,40 @@ def test_tissue_mask_finds_the_pasted_tissue_and_nothing_on_glass(breakhis, tmp_
     with open_slide(write_pyramid(tmp_path / "glass.tif", glass)) as s:
         assert detect_tissue(s).mask.sum() == 0
     assert 0.1 < otsu_threshold(np.r_[np.full(100, 0.1), np.full(100, 0.8)]) < 0.8
+
+
+def test_tiles_at_requested_mpp_come_from_the_best_level(breakhis, tmp_path):
+    canvas = tissue_canvas(breakhis, (W, H), [TISSUE])
+    with open_slide(write_pyramid(tmp_path / "s.tif", canvas, compression="lzw")) as s:
+        mask = detect_tissue(s)
+        grid = plan_tiles(s, mask, TilingConfig(mpp=0.5, tile_size=64, min_tissue=0.5))
+        # 0.5 um/px of a 0.25 um/px slide: level 1, 64 px there = 128 level-0 px
+        assert grid.level == 1 and grid.size0 == 128 and grid.read_size == 64
+        assert len(grid.coords) == (512 // 128) * (256 // 128)
+        assert set(map(tuple, grid.coords)) == {(x, y) for x in range(128, 640, 128)
+                                                for y in range(128, 384, 128)}
+        assert (grid.tissue > 0.9).all()
+        # the vectorised tissue fractions are those of each tile's own window of the mask
+        d = mask.downsample
+        for (x, y), t in zip(grid.coords, grid.tissue):
+            window = mask.mask[int(y // d):int(np.ceil((y + 128) / d)),
+                               int(x // d):int(np.ceil((x + 128) / d))]
+            assert t == pytest.approx(window.mean())
+        edge = mask.fraction_in(64, 64, 128)  # half glass: a quarter of the square is tissue
+        assert 0.15 < edge < 0.35
+        tile = read_tile(s, grid, 256, 128)
+        assert tile.shape == (64, 64, 3)
+        from PIL import Image
+        expected = np.asarray(Image.fromarray(canvas[128:256, 256:384]).resize((64, 64)))
+        assert np.abs(tile.astype(int) - expected).mean() < 6
+        half = plan_tiles(s, mask, TilingConfig(magnification="20x", tile_size=64, stride=32,
+                                                min_tissue=0.5))
+        assert half.mpp == 0.5 and len(half.coords) > len(grid.coords)  # overlapping stride
+
+
+    with open_slide(write_pyramid(tmp_path / "s2.tif", canvas)) as s:
+        with pytest.raises(SlideError, match="does not upsample"):
+            plan_tiles(s, detect_tissue(s), TilingConfig(mpp=0.1, tile_size=64))
+        level0 = plan_tiles(s, detect_tissue(s), TilingConfig(mpp=0.3, tile_size=64))
+        assert level0.level == 0 and level0.read_size == round(64 * 0.3 / 0.25)
+        assert read_tile(s, level0, *level0.coords[0]).shape == (64, 64, 3)

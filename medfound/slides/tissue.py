@@ -33,6 +33,7 @@ class TissueMask:
     saturation_threshold: float  # the thresholds used (see detect_tissue)
     density_threshold: float
     level: int
+    _integral: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def fraction(self) -> float:
@@ -40,12 +41,29 @@ class TissueMask:
 
     def fraction_in(self, x: float, y: float, size: float) -> float:
         """Tissue fraction of a level-0 square (x, y, side)."""
+        return float(self.fractions(np.array([x]), np.array([y]), size)[0, 0])
+
+    def fractions(self, xs: np.ndarray, ys: np.ndarray, size: float) -> np.ndarray:
+        """(len(ys), len(xs)) tissue fractions of the level-0 squares (x, y, side ``size``) of a
+        grid, from a summed-area table (one pass, whatever the number of tiles)."""
+        if self._integral is None:
+            counts = self.mask.astype(np.int32).cumsum(0).cumsum(1)
+            self._integral = np.pad(counts, ((1, 0), (1, 0)))
+        h, w = self.mask.shape
         d = self.downsample
-        x0, y0 = int(np.floor(x / d)), int(np.floor(y / d))
-        x1 = max(x0 + 1, int(np.ceil((x + size) / d)))
-        y1 = max(y0 + 1, int(np.ceil((y + size) / d)))
-        window = self.mask[max(y0, 0):y1, max(x0, 0):x1]
-        return float(window.mean()) if window.size else 0.0
+
+        def span(starts, limit):
+            lo = np.floor(np.asarray(starts, np.float64) / d).astype(np.int64)
+            hi = np.maximum(lo + 1, np.ceil((np.asarray(starts, np.float64) + size) / d)
+                            .astype(np.int64))
+            return np.clip(lo, 0, limit), np.clip(hi, 0, limit)
+
+        x0, x1 = span(xs, w)
+        y0, y1 = span(ys, h)
+        s = self._integral
+        total = (s[y1][:, x1] - s[y0][:, x1] - s[y1][:, x0] + s[y0][:, x0]).astype(np.float64)
+        area = (y1 - y0)[:, None] * (x1 - x0)[None, :]
+        return np.where(area > 0, total / np.maximum(area, 1), 0.0)
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:
