@@ -1,5 +1,5 @@
-"""Whole-slide images: reading, tissue detection and tiling, on pyramidal TIFFs written from real
-BreakHis images."""
+"""Whole-slide images: reading, tissue detection, tiling and ASAP XML annotations, on pyramidal
+TIFFs written from real BreakHis images."""
 from __future__ import annotations
 
 
@@ -9,10 +9,11 @@ import pytest
 pytest.importorskip("tiffslide", reason="tiffslide (a medfound dependency) is not installed")
 pytest.importorskip("tifffile", reason="tifffile (test extra) writes the test slides")
 
+from medfound.slides.annotations import read_asap_xml, tile_labels  # noqa: E402
 from medfound.slides.reader import SlideError, magnification_to_mpp, open_slide  # noqa: E402
 from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile  # noqa: E402
 from medfound.slides.tissue import detect_tissue, otsu_threshold, overlay_png  # noqa: E402
-from tests.slide_files import tissue_canvas, write_pyramid  # noqa: E402
+from tests.slide_files import rect, tissue_canvas, write_asap_xml, write_pyramid  # noqa: E402
 
 W, H = 768, 512  # level-0 size of the small slides
 TISSUE = (128, 128, 640, 384)  # where BreakHis tissue is pasted (tile-aligned at 128 px)
@@ -117,3 +118,41 @@ def test_tiles_at_requested_mpp_come_from_the_best_level(breakhis, tmp_path):
         level0 = plan_tiles(s, detect_tissue(s), TilingConfig(mpp=0.3, tile_size=64))
         assert level0.level == 0 and level0.read_size == round(64 * 0.3 / 0.25)
         assert read_tile(s, level0, *level0.coords[0]).shape == (64, 64, 3)
+
+
+def test_tumour_fractions_match_the_drawn_polygons_with_holes(tmp_path):
+    xml = write_asap_xml(tmp_path / "a.xml", [rect(100, 100, 300, 300)],
+                         exclusions=[rect(150, 150, 250, 250)])
+    ann = read_asap_xml(xml)
+    assert len(ann.tumours) == 1 and len(ann.exclusions) == 1
+    coords = np.array([[100, 100], [0, 0], [150, 150], [200, 100], [50, 100], [1000, 1000]])
+    got = ann.tumour_fraction(coords, 100, samples=100)
+    # [100,200)^2 minus the hole [150,200)^2: 0.75; outside: 0; inside the hole: 0;
+    # [200,300)x[100,200) minus [200,250)x[150,200): 0.75; [50,150)x[100,200): 0.5
+    np.testing.assert_allclose(got, [0.75, 0.0, 0.0, 0.75, 0.5, 0.0], atol=0.02)
+    np.testing.assert_array_equal(tile_labels(got, 0.5), [1, 0, 0, 1, 1, 0])
+    triangle = write_asap_xml(tmp_path / "t.xml", [[(0, 0), (100, 0), (0, 100)]])
+    assert read_asap_xml(triangle).tumour_fraction(np.array([[0, 0]]), 100)[0] == \
+        pytest.approx(0.5, abs=0.03)
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<ASAP_Annotations><Annotations>")
+    with pytest.raises(ValueError, match="bad.xml"):
+        read_asap_xml(bad)
+
+
+def test_tile_labels_of_a_slide_follow_its_annotation(breakhis, tmp_path):
+    canvas = tissue_canvas(breakhis, (W, H), [TISSUE])
+    with open_slide(write_pyramid(tmp_path / "s.tif", canvas)) as s:
+        grid = plan_tiles(s, detect_tissue(s), TilingConfig(mpp=1.0, tile_size=32, min_tissue=0.5))
+    # a tumour box over the left half of the tissue with a hole cut into one of its tiles
+    xml = write_asap_xml(tmp_path / "s.xml", [rect(128, 128, 384, 384)],
+                         exclusions=[rect(128, 128, 192, 256)])
+    fractions = read_asap_xml(xml).tumour_fraction(grid.coords, grid.size0)
+    expected = {(128, 128): 0.5, (256, 128): 1.0, (128, 256): 1.0, (256, 256): 1.0}
+    got = {tuple(map(int, c)): float(f) for c, f in zip(grid.coords, fractions)}
+    assert len(got) == 8
+    for xy, f in got.items():
+        assert f == pytest.approx(expected.get(xy, 0.0), abs=0.02), xy
+    labels = tile_labels(fractions, 0.75)
+    assert labels.sum() == 3 and labels.dtype == np.int64
+
