@@ -1,8 +1,17 @@
-"""Whole-slide images: reading, tissue detection, tiling and ASAP XML annotations, on pyramidal
-TIFFs written from real BreakHis images."""
+"""Whole-slide images: reading, tissue, tiling, ASAP annotations and per-slide embedding (resumable,
+fault-tolerant), on pyramidal TIFFs written from real BreakHis images."""
 from __future__ import annotations
 
+import csv
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+
+import h5py
 import numpy as np
 import pytest
 
@@ -10,11 +19,17 @@ pytest.importorskip("tiffslide", reason="tiffslide (a medfound dependency) is no
 pytest.importorskip("tifffile", reason="tifffile (test extra) writes the test slides")
 
 from medfound.slides.annotations import read_asap_xml, tile_labels  # noqa: E402
+from medfound.slides.embed import SlideEmbedConfig, embed_slides, read_slide_features  # noqa: E402
 from medfound.slides.reader import SlideError, magnification_to_mpp, open_slide  # noqa: E402
 from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile  # noqa: E402
 from medfound.slides.tissue import detect_tissue, otsu_threshold, overlay_png  # noqa: E402
-from tests.slide_files import rect, tissue_canvas, write_asap_xml, write_pyramid  # noqa: E402
+from tests.slide_files import (rect, tissue_canvas, write_asap_xml, write_pyramid,  # noqa: E402
+                               write_sparse_pyramid)
 
+REPO = Path(__file__).resolve().parents[1]
+NAME = "path-50x1-remedis-m"
+SIZE = 32  # module input size: tiles of 32 px at 1 um/px (128 level-0 px of a 0.25 um/px slide)
+TILING = TilingConfig(mpp=1.0, tile_size=32, min_tissue=0.5)
 W, H = 768, 512  # level-0 size of the small slides
 TISSUE = (128, 128, 640, 384)  # where BreakHis tissue is pasted (tile-aligned at 128 px)
 
@@ -22,6 +37,40 @@ TISSUE = (128, 128, 640, 384)  # where BreakHis tissue is pasted (tile-aligned a
 @pytest.fixture(scope="module")
 def breakhis(shared_data):
     return shared_data / "breakhis"
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory):
+    from medfound.export.exporter import export_module
+    from tests.tiny_runs import write_tiny_run
+
+    root = tmp_path_factory.mktemp("slide_module")
+    write_tiny_run(root / "run", seed=5, modality="path", init="bit-m", steps=1, image_size=SIZE,
+                   data="unit-test slides")
+    return export_module(root / "run", root / NAME, name=NAME, allow_test_arch=True)
+
+
+def make_slides(folder: Path, breakhis: Path, n_tumor: int = 4, n_normal: int = 4) -> Path:
+    """Tumour slides carry a second, different BreakHis image (malignant) inside an annotated box;
+    normal slides only benign tissue. Writes <name>.tif and <name>.xml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    benign = sorted(breakhis.glob("SOB_B_*.png"))
+    malignant = sorted(breakhis.glob("SOB_M_*.png"))
+    from PIL import Image
+
+    for i in range(n_tumor + n_normal):
+        tumour = i < n_tumor
+        name = f"tumor_{i:03d}" if tumour else f"normal_{i:03d}"
+        canvas = np.full((H, W, 3), 240, np.uint8)
+        x0, y0, x1, y1 = TISSUE
+        img = Image.open(benign[i % len(benign)]).convert("RGB").resize((x1 - x0, y1 - y0))
+        canvas[y0:y1, x0:x1] = np.asarray(img)
+        if tumour:
+            t = Image.open(malignant[i % len(malignant)]).convert("RGB").resize((256, 256))
+            canvas[128:384, 128:384] = np.asarray(t)
+            write_asap_xml(folder / f"{name}.xml", [rect(128, 128, 384, 384)])
+        write_pyramid(folder / f"{name}.tif", canvas, compression="jpeg" if i % 2 else "lzw")
+    return folder
 
 
 # ---- reader and tissue ----------------------------------------------------------------------------
@@ -155,4 +204,175 @@ def test_tile_labels_of_a_slide_follow_its_annotation(breakhis, tmp_path):
         assert f == pytest.approx(expected.get(xy, 0.0), abs=0.02), xy
     labels = tile_labels(fractions, 0.75)
     assert labels.sum() == 3 and labels.dtype == np.int64
+
+
+# ---- embedding -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def slide_folder(breakhis, tmp_path_factory):
+    folder = make_slides(tmp_path_factory.mktemp("slides"), breakhis)
+    # problem slides: reported by name, the others go on
+    glass = np.full((H, W, 3), 240, np.uint8)
+    write_pyramid(folder / "zz_blank.tif", glass)
+    good = (folder / "tumor_000.tif").read_bytes()
+    (folder / "zz_truncated.tif").write_bytes(good[: len(good) // 2])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def embedded(module_dir, slide_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("embedded")
+    config = SlideEmbedConfig(module=str(module_dir), input=str(slide_folder), out_dir=str(out),
+                              tiling=TILING, image_size=SIZE, annotations=str(slide_folder),
+                              batch_size=8,
+                              flush_every=8, progress=False)
+    return config, embed_slides(config)
+
+
+def test_embed_writes_one_h5_per_slide_and_reports_bad_slides(embedded, module_dir):
+    config, result = embedded
+    out = Path(config.out_dir)
+    assert sorted(p.stem for p in result.done) == [f"normal_{i:03d}" for i in range(4, 8)] + \
+        [f"tumor_{i:03d}" for i in range(4)]
+    failed = dict(result.failures)
+    assert set(Path(p).name for p in failed) == {"zz_blank.tif", "zz_truncated.tif"}
+    assert "no tissue" in failed[str(Path(config.input) / "zz_blank.tif")]
+    assert "truncated" in failed[str(Path(config.input) / "zz_truncated.tif")]
+    with open(out / "failures.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+    d = read_slide_features(out / "tumor_000.h5")
+    # 1 um/px tiles of 32 px = 128 level-0 px: the 512 x 256 tissue region holds 4 x 2
+    assert d["coords"].shape == (8, 2) and d["features"].shape[0] == 8
+    assert d["attrs"]["mpp"] == 1.0 and d["attrs"]["tile_size"] == 32
+    assert d["attrs"]["module"] == NAME and len(d["attrs"]["module_sha256"]) == 64
+    # tumour fraction from the drawn box [128, 384)^2: exactly the 4 tiles inside it
+    inside = [(x, y) for x in (128, 256) for y in (128, 256)]
+    expected = [1.0 if (x, y) in inside else 0.0 for x, y in d["coords"]]
+    np.testing.assert_allclose(d["tumor_fraction"], expected, atol=0.02)
+    # features are the module's own embedding of the tiles
+    from medfound.embed import ModuleEmbedder, prepare_image
+    with open_slide(Path(config.input) / "tumor_000.tif") as s:
+        grid = plan_tiles(s, detect_tissue(s), TILING)
+        tiles = np.stack([read_tile(s, grid, x, y) for x, y in d["coords"]]) / 255.0
+    ref = ModuleEmbedder(str(module_dir))(prepare_image(tiles.astype(np.float32), SIZE))
+    np.testing.assert_allclose(d["features"], ref, atol=1e-4)
+    assert (out / "tumor_000.tissue.png").is_file()
+
+
+KILL_SCRIPT = """
+import sys, time
+from medfound.embed import ModuleEmbedder
+from medfound.slides.embed import SlideEmbedConfig, embed_slides
+from medfound.slides.tiling import TilingConfig
+
+inner = ModuleEmbedder(sys.argv[1])
+
+class Slow:  # the real module, slowed down so that the kill lands mid-slide
+    name, fingerprint, default_image_size = inner.name, inner.fingerprint, 32
+
+    def __call__(self, images):
+        time.sleep(0.3)
+        return inner(images)
+
+embed_slides(SlideEmbedConfig(module=sys.argv[1], input=sys.argv[2], out_dir=sys.argv[3],
+             tiling=TilingConfig(mpp=1.0, tile_size=32, min_tissue=0.5), image_size=32,
+             batch_size=1, flush_every=1, progress=False), embedder=Slow())
+"""
+
+
+def test_killed_run_resumes_without_duplicate_tiles(embedded, slide_folder, module_dir, tmp_path):
+    config, _ = embedded
+    reference = read_slide_features(Path(config.out_dir) / "tumor_001.h5")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "tumor_001.tif").write_bytes((slide_folder / "tumor_001.tif").read_bytes())
+    out = tmp_path / "out"
+    parts = out / "tumor_001.h5.parts"
+    # A real kill: a subprocess embedding tile by tile, SIGKILLed once three parts are saved.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(module_dir), str(src),
+                             str(out)], env=env)
+    deadline, done = time.time() + 120, 0
+    while time.time() < deadline and proc.poll() is None:
+        done = len(list(parts.glob("part-*.npy"))) if parts.is_dir() else 0
+        if done >= 3:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done = len(list(parts.glob("part-*.npy")))
+    assert 3 <= done < 8, f"the kill came too late or never ({done} parts)"
+    assert not (out / "tumor_001.h5").exists()
+    again = SlideEmbedConfig(module=str(module_dir), input=str(src), out_dir=str(out),
+                             tiling=TILING, image_size=SIZE, batch_size=8, progress=False)
+    result = embed_slides(again)
+    assert result.failures == [] and result.tiles == 8 - done  # only the rest was embedded
+    got = read_slide_features(out / "tumor_001.h5")
+    np.testing.assert_array_equal(got["coords"], reference["coords"])
+    assert len(got["features"]) == len(got["coords"]) == 8  # no duplicates, none missing
+    np.testing.assert_allclose(got["features"], reference["features"], atol=1e-4)
+    assert not parts.exists()  # merged and removed
+    assert embed_slides(again).tiles == 0  # a finished slide is skipped...
+    coarser = dataclasses.replace(again, tiling=TilingConfig(mpp=2.0, tile_size=32))
+    refused = embed_slides(coarser)  # ...but not reused for other settings
+    assert refused.tiles == 0 and "mpp" in refused.failures[0][1]
+    # a changed setting does not mix with an earlier run's parts
+    (src / "tumor_002.tif").write_bytes((slide_folder / "tumor_002.tif").read_bytes())
+    half = SlideEmbedConfig(module=str(module_dir), input=str(src), out_dir=str(out),
+                            tiling=TILING, image_size=SIZE, batch_size=2, flush_every=2,
+                            max_tiles=4, progress=False)
+    assert embed_slides(half).tiles == 4 and not (out / "tumor_002.h5").exists()
+    other = SlideEmbedConfig(module=str(module_dir), input=str(src), out_dir=str(out),
+                             tiling=TilingConfig(mpp=1.0, tile_size=32, min_tissue=0.9),
+                             image_size=SIZE, progress=False)
+    changed = embed_slides(other)
+    assert changed.failures and "different" in changed.failures[0][1]
+    assert len(list((out / "tumor_002.h5.parts").glob("part-*.npy"))) == 2  # kept
+
+
+def test_huge_sparse_slide_is_tiled_without_reading_it_whole(module_dir, breakhis, tmp_path):
+    canvas = tissue_canvas(breakhis, (512, 512), [(0, 0, 512, 512)])
+    at = (100 * 512, 50 * 512)
+    (tmp_path / "big").mkdir()
+    slide = write_sparse_pyramid(tmp_path / "big" / "huge.tif", (120_000, 60_000), canvas, at,
+                                 levels=7)
+    with open_slide(slide) as s:
+        assert s.dimensions == (120_000, 60_000)  # 21.6 GB as RGB if read whole
+        with pytest.raises(SlideError, match="too big"):
+            s.read_level(0)
+    out = tmp_path / "out"
+    result = embed_slides(SlideEmbedConfig(module=str(module_dir), input=str(tmp_path / "big"),
+                                           out_dir=str(out), tiling=TILING, image_size=SIZE,
+                                           progress=False))
+    assert result.failures == []
+    d = read_slide_features(out / "huge.h5")
+    assert len(d["coords"]) >= 9  # the 512 x 512 patch holds 4 x 4 tiles of 128 level-0 px
+    x, y = d["coords"].T
+    assert x.min() >= at[0] - 128 and x.max() < at[0] + 512 and y.min() >= at[1] - 128
+
+
+def test_cli_embed_slides_lists_bad_slides_and_goes_on(module_dir, slide_folder, tmp_path, capsys):
+    from medfound.cli.main import main
+
+    emb = tmp_path / "emb"
+    rc = main(["embed", "--slides", "--module", str(module_dir), "--input", str(slide_folder),
+               "--out", str(emb), "--mpp", "1.0", "--tile-size", "32", "--min-tissue", "0.5",
+               "--image-size", "32", "--max-tiles", "20", "--quiet"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "stopped early" in printed.out and len(list(emb.glob("*.h5"))) == 2
+    rc = main(["embed", "--slides", "--module", str(module_dir), "--input", str(slide_folder),
+               "--out", str(emb), "--magnification", "10x", "--tile-size", "32",
+               "--min-tissue", "0.5", "--image-size", "32", "--annotations", str(slide_folder)])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "zz_truncated.tif" in printed.out and "zz_blank.tif" in printed.out
+    assert "tiles/s" in printed.out and "tiles/s" in printed.err  # summary and progress
+    assert len(list(emb.glob("*.h5"))) == 8 and not list(emb.glob("*.parts"))
+    for line in printed.out.splitlines():
+        if "failed:" in line:
+            assert line.count(":") >= 2 and "Traceback" not in line
+    rc = main(["embed", "--slides", "--module", str(module_dir), "--input",
+               str(tmp_path / "nowhere"), "--out", str(emb), "--quiet"])
+    assert rc == 1 and "nowhere" in capsys.readouterr().err
 
