@@ -7,9 +7,9 @@ Glass is white or light grey: unsaturated and transparent. Stained tissue is eit
 has the saturation of tinted glass, and strongly stained tissue is bimodal in OD. A pixel is
 tissue when either measure passes its own Otsu threshold, computed on a log scale (glass is a
 tight cluster near zero, tissue spreads over a decade, so a linear Otsu splits the tissue instead
-of separating it from glass) after a median filter, with floors so that a slide without tissue
+of separating it from glass) after a box filter, with floors so that a slide without tissue
 (glass only, empty sparse tiles) is not split into two classes of noise. Opening removes specks
-(dust), closing fills small holes (lumen, fat), with PIL's rank filters.
+(dust), closing fills small holes (lumen, fat). Everything is separable numpy, linear in pixels.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
-MIN_SATURATION = 0.04  # below this nothing is tissue by colour, whatever Otsu says
+MIN_SATURATION = 0.08  # below this nothing is tissue by colour (tinted glass reaches ~0.05)
 MIN_DENSITY = 0.15  # optical density floor: darkest channel <= ~219 of 255
 
 
@@ -66,11 +66,17 @@ class TissueMask:
         return np.where(area > 0, total / np.maximum(area, 1), 0.0)
 
 
+def _channels(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel max and min over the channels (contiguous slices: fast on large levels)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+
+
 def saturation(rgb: np.ndarray) -> np.ndarray:
     """HSV saturation in [0, 1] of an RGB uint8 image."""
-    rgb = rgb.astype(np.float32)
-    high, low = rgb.max(axis=-1), rgb.min(axis=-1)
-    return np.where(high > 0, (high - low) / np.maximum(high, 1.0), 0.0)
+    high, low = _channels(rgb)
+    high = high.astype(np.float32)
+    return (high - low) / np.maximum(high, 1.0)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -89,15 +95,47 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 def optical_density(rgb: np.ndarray) -> np.ndarray:
     """Optical density -ln(I / 255) of the darkest channel of an RGB uint8 image (0 on white)."""
-    return -np.log(np.maximum(rgb.min(axis=-1).astype(np.float32), 1.0) / 255.0)
+    return _OD_TABLE[_channels(rgb)[1]]
 
 
-def _median(values: np.ndarray, size: int, top: float) -> np.ndarray:
-    """A ``size`` median filter of values in [0, top], at 8-bit precision (PIL)."""
+_OD_TABLE = -np.log(np.maximum(np.arange(256, dtype=np.float32), 1.0) / 255.0)
+
+
+def _box(values: np.ndarray, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` moving average (edges replicated), separable, by cumulative sums.
+
+    Smooths the measures before thresholding, as the median filter of other pipelines does,
+    at a cost linear in the pixels (PIL's rank filters take seconds on a 4096^2 level)."""
     if size <= 1:
         return values
-    image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
-    return np.asarray(image.filter(ImageFilter.MedianFilter(size)), np.float32) / 255.0 * top
+    out = values.astype(np.float32)
+    r = size // 2
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (r + 1, r)
+        c = np.cumsum(np.pad(out, pad, mode="edge"), axis=axis, dtype=np.float32)
+        n = out.shape[axis]
+        hi = c[size:size + n] if axis == 0 else c[:, size:size + n]
+        lo = c[:n] if axis == 0 else c[:, :n]
+        out = (hi - lo) / size
+    return out
+
+
+def _morph(mask: np.ndarray, size: int, grow: bool) -> np.ndarray:
+    """Binary dilation (``grow``) or erosion with a ``size`` square, separable, edges replicated."""
+    r = size // 2
+    out = mask
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (r, r)
+        padded = np.pad(out, pad, mode="edge")
+        n = out.shape[axis]
+        acc = (padded[:n] if axis == 0 else padded[:, :n]).copy()
+        for k in range(1, size):
+            shifted = padded[k:k + n] if axis == 0 else padded[:, k:k + n]
+            acc = (acc | shifted) if grow else (acc & shifted)
+        out = acc
+    return out
 
 
 def _log_otsu(values: np.ndarray, low: float, high: float, floor: float) -> float:
@@ -109,32 +147,27 @@ def _log_otsu(values: np.ndarray, low: float, high: float, floor: float) -> floa
     return max(float(np.exp(np.log(low) + t * (np.log(high) - np.log(low)))), floor)
 
 
-def _rank(mask: np.ndarray, size: int, op) -> np.ndarray:
-    image = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(image.filter(op(size))) > 127
-
-
 def detect_tissue(slide, *, max_side: int = 4096, min_saturation: float = MIN_SATURATION,
-                  min_density: float = MIN_DENSITY, median_px: int = 5, speck_px: int = 3,
+                  min_density: float = MIN_DENSITY, smooth_px: int = 5, speck_px: int = 3,
                   hole_px: int = 5) -> TissueMask:
     """The tissue mask of ``slide`` on its largest level with both sides <= ``max_side``.
 
-    ``median_px`` / ``speck_px`` / ``hole_px``: odd window sizes (low-res pixels) of the median
-    filter before thresholding, the opening (specks) and the closing (holes).
+    ``smooth_px`` / ``speck_px`` / ``hole_px``: odd window sizes (low-res pixels) of the
+    smoothing before thresholding, the opening (specks) and the closing (holes).
     """
     level = slide.low_res_level(max_side)
     rgb = slide.read_level(level)
     # Pure black (empty sparse tiles, scanner padding) is never tissue.
-    valid = rgb.max(axis=-1) > 20
-    sat = _median(saturation(rgb), median_px, 1.0)
-    od = _median(optical_density(rgb), median_px, 3.0)
+    valid = _channels(rgb)[0] > 20
+    sat = _box(saturation(rgb), smooth_px)
+    od = _box(optical_density(rgb), smooth_px)
     t_sat = _log_otsu(sat[valid], 1 / 255, 1.0, min_saturation)
     t_od = _log_otsu(od[valid], 0.01, 3.0, min_density)
     mask = ((sat > t_sat) | (od > t_od)) & valid
-    if speck_px > 1:
-        mask = _rank(_rank(mask, speck_px, ImageFilter.MinFilter), speck_px, ImageFilter.MaxFilter)
-    if hole_px > 1:
-        mask = _rank(_rank(mask, hole_px, ImageFilter.MaxFilter), hole_px, ImageFilter.MinFilter)
+    if speck_px > 1:  # opening
+        mask = _morph(_morph(mask, speck_px, grow=False), speck_px, grow=True)
+    if hole_px > 1:  # closing
+        mask = _morph(_morph(mask, hole_px, grow=True), hole_px, grow=False)
     w0 = slide.dimensions[0]
     return TissueMask(mask=mask, downsample=w0 / rgb.shape[1], saturation_threshold=t_sat,
                       density_threshold=t_od, level=level)
