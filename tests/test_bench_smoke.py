@@ -140,3 +140,18 @@ def test_methods_pneumonia_puts_each_method_beside_random_init(tmp_path, shared_
     assert (out / "methods_pneumonia.png").read_bytes()[:4] == b"\x89PNG"
     again = methods_pneumonia.main(argv)  # finished runs are reused, not run again
     assert again["rows"] == data["rows"]
+
+
+def test_slide_embed_writes_slide_vs_cached_ratio(tmp_path, shared_data):
+    pytest.importorskip("tifffile", reason="tifffile (test extra) writes the benchmark slide")
+    from bench import slide_embed
+
+    out = tmp_path / "slide_embed.json"
+    slide_embed.main(["--tiny", "--slide-side", "1024", "--data", str(shared_data),
+                      "--json", str(out), *FAST])
+    data = load(out)
+    (row,) = data["rows"]
+    assert row["tiles"] > 0 and row["level"] == 1  # 0.5 um/px tiles from the 0.25 um/px slide
+    for key in ("slide_tiles_per_s", "cached_images_per_s", "reader_tiles_per_s",
+                "slide_vs_cached", "reader_vs_cached", "setup_seconds"):
+        assert finite_positive(row[key]), key
