@@ -35,6 +35,9 @@ setup(
         "matplotlib>=3.8,<4",
         # `medfound embed --out X.parquet`; tensorflow-datasets installs it anyway.
         "pyarrow>=14",
+        # Whole-slide images (medfound.slides): a pure-Python OpenSlide-compatible reader of
+        # pyramidal TIFF / SVS (tifffile + zarr + imagecodecs wheels, no system library).
+        "tiffslide>=2.4,<4",
     ],
     extras_require={
         "test": [
@@ -43,6 +46,7 @@ setup(
             "hypothesis>=6.100,<7",
             # Only to prove that old tf-keras users can still use hub.KerasLayer.
             "tf-keras>=2.16,<2.22",
+            "tifffile>=2023.7",  # writes the pyramidal test slides (tests/slide_files.py)
         ],
         "onnx": ["tf2onnx>=1.16,<2", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
         "dicom": ["pydicom>=2.4,<4"],

@@ -151,3 +151,18 @@ def test_physionet_parity_compares_medfound_with_the_fixture_file(tmp_path):
     (row,) = load(out)["rows"]
     assert (row["arch"], row["size"], row["shape"]) == ("tiny", 32, [1, 1, 1, 1024])
     assert row["rel_error"] < 1e-3 and finite_positive(row["speed_vs_fixture"])
+
+
+def test_slide_embed_writes_slide_vs_cached_ratio(tmp_path, shared_data):
+    pytest.importorskip("tifffile", reason="tifffile (test extra) writes the benchmark slide")
+    from bench import slide_embed
+
+    out = tmp_path / "slide_embed.json"
+    slide_embed.main(["--tiny", "--slide-side", "1024", "--data", str(shared_data),
+                      "--json", str(out), *FAST])
+    data = load(out)
+    (row,) = data["rows"]
+    assert row["tiles"] > 0 and row["level"] == 1  # 0.5 um/px tiles from the 0.25 um/px slide
+    for key in ("slide_tiles_per_s", "cached_images_per_s", "reader_tiles_per_s",
+                "slide_vs_cached", "reader_vs_cached", "setup_seconds"):
+        assert finite_positive(row[key]), key

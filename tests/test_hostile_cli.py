@@ -331,31 +331,20 @@ def test_a_class_list_given_as_the_error_says_makes_the_typo_a_class(world):
 
 @pytest.fixture(scope="module")
 def damaged_modules(tmp_path_factory) -> Path:
-    """A small real SavedModel with a medfound metadata asset, and copies of it with a cut-short
+    """A small real medfound module (test architecture), and copies of it with a cut-short
     variables file, a corrupt variables index and a corrupt saved_model.pb."""
     import shutil
 
-    import tensorflow as tf
-
-    from medfound.export.metadata import ModuleMetadata
+    from medfound.export.exporter import export_module
+    from tests.bit_reference import bit_random_checkpoint
 
     root = tmp_path_factory.mktemp("damaged")
-    meta = root / "medfound_module.json"
-    meta.write_text(ModuleMetadata(name="path-50x1-remedis-s", arch="tiny", modality="path",
-                                   input_size=32, embedding_dim=4, init="random").to_json())
 
-    class Tiny(tf.Module):
-        def __init__(self):
-            self.kernel = tf.Variable(tf.ones([3, 4096]))
-            self.meta = tf.saved_model.Asset(str(meta))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def __call__(self, images):
-            return {"pre_logits": tf.reduce_mean(images, [1, 2]) @ self.kernel}
-
-    tiny = Tiny()
-    tf.saved_model.save(tiny, str(root / "whole"),
-                        signatures={"serving_default": tiny.__call__})
+    npz = root / "tiny.npz"  # a real (test-architecture) module, then damaged copies of it
+    np.savez(npz, **bit_random_checkpoint((1, 1, 1, 1), 0.5, seed=1))
+    export_module(npz, root / "whole", name="path-50x1-remedis-s", arch="tiny", init="bit-s",
+                  modality="path", allow_test_arch=True)
+    npz.unlink()
     data = "variables/variables.data-00000-of-00001"
     for name, file, keep in (("cut", data, 1000), ("index", "variables/variables.index", 0),
                              ("graph", "saved_model.pb", 0)):

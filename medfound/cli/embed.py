@@ -18,8 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("--image-size", type=int,
                    help="square side the images are resized to (default: the module's)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
-    p.add_argument("--part-size", type=int, default=1024,
-                   help="images per saved part (the unit of resumption)")
+    p.add_argument("--part-size", type=int,
+                   help="images (tiles with --slides) per saved part, the unit of resumption "
+                        "(default 1024; 256 with --slides)")
     p.add_argument("--path-column", help="CSV column with image paths (default: guessed)")
     p.add_argument("--root", help="folder the CSV paths are relative to (default: the CSV's)")
     skip = p.add_mutually_exclusive_group()
@@ -36,18 +37,62 @@ def register(subparsers) -> None:
                         "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    slides = p.add_argument_group(
+        "whole-slide images (--slides)",
+        "With --slides, --input is a folder (searched recursively) or CSV of slides (.tif, .svs, "
+        "...) and --out a folder that gets one <slide>.h5 per slide (coords: level-0 x, y; "
+        "features; attributes), a <slide>.tissue.png and failures.csv. Only tissue is tiled. "
+        "Runs resume per slide and within a slide; a slide that fails is listed and the others "
+        "go on.")
+    slides.add_argument("--slides", action="store_true", help="embed tiles of whole slides")
+    res = slides.add_mutually_exclusive_group()
+    res.add_argument("--mpp", type=float, default=0.5,
+                     help="tile resolution in microns per pixel (default 0.5, about 20x)")
+    res.add_argument("--magnification", help="tile resolution as an objective, e.g. 20x")
+    slides.add_argument("--tile-size", type=int, default=224,
+                        help="tile side in pixels at that resolution (default 224)")
+    slides.add_argument("--stride", type=int, help="grid step in pixels (default: the tile size)")
+    slides.add_argument("--min-tissue", type=float, default=0.25,
+                        help="keep tiles with at least this tissue fraction (default 0.25)")
+    slides.add_argument("--annotations",
+                        help="folder of <slide>.xml (ASAP) annotations: adds tumor_fraction")
+    slides.add_argument("--base-mpp", type=float,
+                        help="level-0 microns per pixel for slides that do not record it")
+    slides.add_argument("--max-tiles", type=int,
+                        help="stop after this many tiles (run again to continue)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.slides:
+        return run_slides(args)
     from medfound.embed import EmbedConfig, embed
 
     config = EmbedConfig(
         module=args.module, input=args.input, out=args.out, image_size=args.image_size,
-        batch_size=args.batch_size, part_size=args.part_size,
+        batch_size=args.batch_size, part_size=args.part_size or 1024,
         skip_bad_images=args.skip_bad_images, path_column=args.path_column, root=args.root,
         max_images=args.max_images, overwrite=args.overwrite, progress=not args.quiet,
         strategy=args.strategy)
     result = embed(config)  # EmbedError, ImageError, ...: one line from medfound.cli.main
     print(result.summary())
     return 0
+
+
+def run_slides(args: argparse.Namespace) -> int:
+    from medfound.slides.embed import SlideEmbedConfig, embed_slides
+    from medfound.slides.tiling import TilingConfig
+
+    # SlideError, EmbedError, FileNotFoundError, ValueError: one line from medfound.cli.main.
+    config = SlideEmbedConfig(
+        module=args.module, input=args.input, out_dir=args.out,
+        tiling=TilingConfig(mpp=args.mpp, magnification=args.magnification,
+                            tile_size=args.tile_size, stride=args.stride,
+                            min_tissue=args.min_tissue),
+        image_size=args.image_size, batch_size=args.batch_size,
+        flush_every=args.part_size or 256,
+        annotations=args.annotations, base_mpp=args.base_mpp, max_tiles=args.max_tiles,
+        progress=not args.quiet)
+    result = embed_slides(config)
+    print(result.summary())
+    return 1 if result.failures and not result.done else 0

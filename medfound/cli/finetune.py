@@ -7,6 +7,8 @@ import dataclasses
 from medfound.cli.options import parse_key_values
 
 TASK_CHOICES = ("chexpert", "mimic", "nih", "camelyon", "breakhis", "medmnist", "csv", "folder")
+# Whole-slide tasks on the per-slide files of `medfound embed --slides` (medfound.slides.mil).
+SLIDE_TASK_CHOICES = ("camelyon16-slides", "camelyon16-tiles")
 
 
 def _defaults() -> dict:
@@ -25,7 +27,7 @@ def register(subparsers) -> None:
                     "whole network (--mode full) on a labeled task with patient-level splits, stops early "
                     "on validation mean AUC, and writes model.keras, config.json, metrics.json (per-class "
                     "AUC with bootstrap 95%% CIs), history.json, roc_test.png and training_curves.png.")
-    p.add_argument("--module", required=True, help=MODULE_HELP)
+    p.add_argument("--module", help=MODULE_HELP + " (not used by the slide tasks)")
     p.add_argument("--label-fraction", default=str(d["label_fraction"]),
                    help="patient-level fraction of the training labels: 0.1, 10%% or 10 (default: all)")
     p.add_argument("--seed", type=int, default=d["seed"],
@@ -35,7 +37,14 @@ def register(subparsers) -> None:
                         "(all local GPUs), tpu (a TPU VM); --mode linear embeds once and trains "
                         "its small head on one device; no multiworker, since each host would "
                         "decide early stopping on its own (default: %(default)s)")
-    add_training_arguments(p, d)
+    add_training_arguments(p, d, extra_tasks=SLIDE_TASK_CHOICES)
+    p.add_argument("--labels", help="slide tasks: CSV slide,label[,patient][,split] (default: "
+                                    "<data>/labels.csv, else tumor_*/normal_* names)")
+    p.add_argument("--slide-models", default="mean,attention",
+                   help="slide task: classifiers to train, of mean (mean pooling + logistic "
+                        "regression) and attention (gated attention MIL)")
+    p.add_argument("--tile-threshold", type=float, default=0.5,
+                   help="tile task: a tile is tumour when its annotated tumour fraction reaches this")
     p.set_defaults(func=run)
 
 
@@ -46,9 +55,9 @@ MODULE_HELP = ("module name or path (anything medfound.load takes), bit:ARCH:CHE
                "BiT-initialised backbone, or random:ARCH for random initialisation")
 
 
-def add_training_arguments(p: argparse.ArgumentParser, d: dict) -> None:
+def add_training_arguments(p: argparse.ArgumentParser, d: dict, extra_tasks: tuple = ()) -> None:
     """The task, data and training options shared by finetune and label-efficiency."""
-    p.add_argument("--task", required=True, choices=TASK_CHOICES,
+    p.add_argument("--task", required=True, choices=TASK_CHOICES + tuple(extra_tasks),
                    help="labeled task: how --data is read and which labels are predicted")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder")
@@ -101,7 +110,42 @@ def config_from_args(args: argparse.Namespace):
         strategy=getattr(args, "strategy", "default"))
 
 
+def run_slides(args: argparse.Namespace) -> int:
+    """camelyon16-slides / camelyon16-tiles: slide classifiers or a tile head on slide files.
+
+    Training options keep the slide defaults (AdamW, 1e-3, 20 epochs) unless given."""
+    from medfound.slides.mil import SlideTaskConfig, run_slide_task
+
+    ours, theirs = SlideTaskConfig(data="", out_dir=""), _defaults()
+
+    def given(name):  # the option as typed, else the slide task's own default
+        value = getattr(args, name)
+        return value if value != theirs[name] else getattr(ours, name)
+
+    config = SlideTaskConfig(
+        data=args.data, out_dir=args.out, task=args.task, labels=args.labels,
+        models=tuple(m.strip() for m in args.slide_models.split(",") if m.strip()),
+        epochs=given("epochs"), learning_rate=given("learning_rate"),
+        weight_decay=given("weight_decay"), batch_size=given("batch_size"),
+        tile_threshold=args.tile_threshold, n_boot=args.n_boot, seed=args.seed,
+        verbose=not args.quiet)
+    metrics = run_slide_task(config)  # SlideError, ValueError: one line from medfound.cli.main
+    results = metrics.get("models") or {"tiles": metrics["test"]}
+    for kind, m in results.items():
+        auc, (low, high) = m["auc"], m["auc_ci95"]
+        shown = "n/a" if auc is None else f"{auc:.4f}" + (
+            "" if low is None else f" (95% CI {low:.4f}-{high:.4f})")
+        print(f"test AUC ({kind}, {m['n']} {'tiles' if kind == 'tiles' else 'slides'}): {shown}")
+    print(f"metrics: {args.out}/metrics.json")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.task in SLIDE_TASK_CHOICES:
+        return run_slides(args)
+    if not args.module:
+        print(f"medfound finetune: --module is required for task {args.task}")
+        return 2
     config = config_from_args(args)
     config.validate()  # a ValueError naming every problem: one line from medfound.cli.main
     from medfound.finetune.trainer import finetune

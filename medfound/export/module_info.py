@@ -83,8 +83,8 @@ def saved_model_variables(path: str | Path) -> dict[str, tuple[tuple[int, ...], 
     try:
         proto.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
     except Exception as err:  # the protobuf DecodeError has no stable import path
-        raise UnknownModuleFormat(f"{path}/saved_model.pb: not a readable SavedModel ({err})") \
-            from None
+        raise UnknownModuleFormat(f"{path}/saved_model.pb: damaged or cut short, not a readable "
+                                  f"SavedModel ({err})") from None
     found = {}
     for graph in proto.meta_graphs:
         for node in graph.object_graph_def.nodes:
