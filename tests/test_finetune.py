@@ -195,8 +195,9 @@ def test_full_finetune_on_two_replicas_matches_one_device(shared_data, tmp_path,
     initial = load_backbone("random:tiny", 0).model.get_weights()
     trained_one, trained_two = one.model.get_weights(), two.model.get_weights()
     assert len(trained_two) == len(trained_one) > len(initial)  # backbone first, then the head
-    for a, b in zip(trained_one, trained_two):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)  # the same steps
+    for a, b in zip(trained_one, trained_two):  # the same steps, up to float32 reduction order
+        assert np.linalg.norm(b - a) <= 1e-4 * max(np.linalg.norm(a), 1e-6), \
+            np.linalg.norm(b - a) / np.linalg.norm(a)
     assert any(not np.allclose(w, i) for w, i in zip(trained_two, initial))  # and they trained
     reloaded = keras.saving.load_model(str(tmp_path / "two" / "model.keras"))
     images = tf.random.uniform((2, 32, 32, 3), seed=1)
