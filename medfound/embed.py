@@ -253,25 +253,32 @@ def _open_parts(parts_dir: Path, manifest: dict) -> int:
         parts_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(manifest_file) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    covered = 0
-    for start, end, _ in _part_files(parts_dir):
-        if start == covered:
-            covered = end
-    return covered
+    return covered_prefix(part_files(parts_dir))
 
 
-def _part_files(parts_dir: Path) -> list[tuple[int, int, Path]]:
+def part_files(parts_dir: Path, pattern: re.Pattern = _PART_NAME) -> list[tuple[int, int, Path]]:
+    """(start, end, file) of every part in ``parts_dir`` whose name matches ``pattern`` (two
+    groups: first and past-last row), sorted; image and slide embedding both keep parts so."""
     found = []
     for item in parts_dir.iterdir():
-        match = _PART_NAME.match(item.name)
+        match = pattern.match(item.name)
         if match:
             found.append((int(match.group(1)), int(match.group(2)), item))
     return sorted(found)
 
 
+def covered_prefix(parts: list[tuple[int, int, Path]]) -> int:
+    """How many rows from 0 the sorted ``parts`` cover without a gap (where a resume starts)."""
+    covered = 0
+    for start, end, _ in parts:
+        if start == covered:
+            covered = end
+    return covered
+
+
 def _contiguous_parts(parts_dir: Path, total: int) -> list[Path]:
     covered, chosen = 0, []
-    for start, end, file in _part_files(parts_dir):
+    for start, end, file in part_files(parts_dir):
         if start == covered:
             chosen.append(file)
             covered = end
@@ -438,7 +445,7 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
     failures = _saved_failures(parts_dir, paths)
     complete = stop == len(paths)
     if not complete:
-        embedded = sum(len(_read_part(f)["index"]) for _, _, f in _part_files(parts_dir))
+        embedded = sum(len(_read_part(f)["index"]) for _, _, f in part_files(parts_dir))
         return EmbedResult(out=None, complete=False, num_inputs=len(paths), num_embedded=embedded,
                            processed=stop - covered, failures=failures, failures_file=None,
                            embedding_dim=dim, image_size=int(image_size), parts_dir=parts_dir)
@@ -459,7 +466,7 @@ def _probe_dim(embedder: ModuleEmbedder, image_size: int) -> int:
 
 def _saved_failures(parts_dir: Path, paths: Sequence[str]) -> list[tuple[str, str]]:
     failures = []
-    for _, _, file in _part_files(parts_dir):
+    for _, _, file in part_files(parts_dir):
         part = _read_part(file)
         failures += [(paths[int(i)], str(p)) for i, p in zip(part["failed_index"],
                                                               part["failed_problem"])]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medfound.embed import covered_prefix, part_files
 from medfound.slides.reader import SLIDE_SUFFIXES, SlideError, open_slide
 from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile
 from medfound.slides.tissue import detect_tissue, overlay_png
@@ -172,20 +173,11 @@ def _open_parts(parts_dir: Path, manifest: dict) -> int:
         parts_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(manifest_file) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    covered = 0
-    for start, end, _ in _part_files(parts_dir):
-        if start == covered:
-            covered = end
-    return covered
+    return covered_prefix(_part_files(parts_dir))
 
 
 def _part_files(parts_dir: Path) -> list[tuple[int, int, Path]]:
-    found = []
-    for item in parts_dir.iterdir():
-        match = _PART_NAME.match(item.name)
-        if match:
-            found.append((int(match.group(1)), int(match.group(2)), item))
-    return sorted(found)
+    return part_files(parts_dir, _PART_NAME)
 
 
 def _write_part(parts_dir: Path, start: int, rows: np.ndarray) -> None:
