@@ -5,6 +5,12 @@ setting at fault; the ``medfound`` command prints it as one line and exits 2.
 """
 from __future__ import annotations
 
+import errno
+
+# Storage failures a user fixes outside medfound (free space, permissions, mounts): reported as
+# one line naming the file instead of a traceback through TensorFlow or h5py.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EFBIG)
+
 
 class UserError(ValueError):
     """A problem with what the user gave (a file, a folder, a setting); the message says which."""

@@ -84,15 +84,15 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
 @pytest.mark.parametrize("bad_path, word", [
     ("../outside.png", "escapes the data root"),
     ("sub/../../outside.png", "escapes the data root"),
-    ("/etc/passwd", "absolute path"),
-    ("C:\\images\\x.png", "absolute path"),
+    ("/etc/passwd", "absolute image path"),
+    ("C:\\images\\x.png", "absolute image path"),
 ])
 def test_csv_paths_may_not_escape_the_root(tmp_path, bad_path, word):
     Image.new("L", (8, 8), 3).save(tmp_path / "ok.png")
     csv_path = _write_csv(tmp_path / "list.csv", [{"path": "ok.png"}, {"path": bad_path}])
     with pytest.raises(SourceError) as info:
         open_unlabeled(csv_path)
-    assert word in str(info.value) and "row 3" in str(info.value)
+    assert word in str(info.value) and f"{csv_path}, line 3" in str(info.value)
 
 
 def test_csv_missing_columns_and_root(tmp_path):

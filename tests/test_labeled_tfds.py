@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from medfound.data.labeled import is_tfds_data, label_fraction_subset, load_task_splits
-from medfound.data.labeled.base import DatasetFormatError
-from medfound.data.labeled.tfds_sources import (TFDSLabeledDataset, load_tfds_chexpert, prepare_chexpert,
+from medfound.data.labeled.base import DatasetFormatError, LabeledDataset
+from medfound.data.labeled.tfds_sources import (TFDSImages, load_tfds_chexpert, prepare_chexpert,
                                                 prepare_patch_camelyon)
 
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -95,7 +95,7 @@ def test_chexpert_prepared_by_the_real_builder(chexpert):
 def test_chexpert_labels_and_masks_match_the_csv(chexpert, uncertainty, blank):
     for split, rows in (("train", chexpert["train"]), ("validation", chexpert["valid"])):
         ds = load_tfds_chexpert(chexpert["data_dir"], split, classes="all", uncertainty=uncertainty, blank=blank)
-        assert isinstance(ds, TFDSLabeledDataset) and ds.class_names == tuple(OBSERVATIONS)
+        assert isinstance(ds.source, TFDSImages) and ds.class_names == tuple(OBSERVATIONS)
         written = _by_path(rows)
         assert sorted(ds.meta["tfds_key"].tolist()) == sorted(written)
         ordered = [written[p] for p in ds.meta["tfds_key"].tolist()]
@@ -148,7 +148,7 @@ def test_chexpert_images_stream_decoded_and_resized(chexpert):
 
     train = load_tfds_chexpert(chexpert["data_dir"], "train")
     part = label_fraction_subset(train, 0.5, seed=1)
-    assert isinstance(part, TFDSLabeledDataset) and len(part) < len(train)
+    assert isinstance(part.source, TFDSImages) and len(part) < len(train)
     out = _stream(part, 24, shuffle=True, seed=5)
     assert sorted(out["index"].tolist()) == list(range(len(part)))  # only the subset's rows, each once
     assert out["image"].shape[1:] == (24, 24, 3)
@@ -250,6 +250,32 @@ def test_pcam_labels_pixels_and_patients(pcam):
     small = _stream(parts["test"], 32)
     assert small["image"].shape == (SIZES["test"], 32, 32, 3)
     assert 0.0 <= small["image"].min() and small["image"].max() <= 1.0
+
+
+def test_tfds_source_reads_rows_and_streams_in_a_plain_labeled_dataset(pcam):
+    """The TFDS source keeps the array-source protocol: ``read`` gives the images at record
+    positions (it used to raise), and a LabeledDataset built anew around it streams."""
+    ds = load_task_splits("camelyon", "tfds:patch_camelyon", data_dir=pcam["data_dir"])["val"]
+    x = pcam["arrays"]["valid"][0]
+    rows = np.array([3, 0, 3, 1])  # any order, repeats allowed
+    images = ds.source.read(ds.source_rows[rows])
+    assert isinstance(images, np.ndarray) and images.shape == (4, 96, 96, 3)
+    np.testing.assert_array_equal(images, x[ds.meta["row"][rows]])
+    fresh = LabeledDataset(labels=ds.labels, mask=ds.mask, patient_ids=ds.patient_ids, class_names=ds.class_names,
+                           task=ds.task, source=ds.source, meta=dict(ds.meta))
+    out = _stream(fresh, 96)
+    np.testing.assert_allclose(out["image"], x[ds.meta["row"][out["index"]]] / 255.0, atol=1e-6)
+
+
+def test_chexpert_source_reads_images_of_several_sizes(chexpert):
+    train = load_tfds_chexpert(chexpert["data_dir"], "train", frontal_only=True)
+    rows = train.source_rows[[0, len(train) - 1]]
+    images = train.source.read(rows)
+    assert isinstance(images, list) and len(images) == 2
+    for image, key in zip(images, train.meta["tfds_key"][[0, len(train) - 1]]):
+        want = np.asarray(Image.open(chexpert["manual"] / key))
+        assert image.shape[:2] == want.shape
+        assert abs(float(image.mean()) - float(want.mean())) < 2.0
 
 
 def test_pcam_errors_name_the_path(tmp_path, pcam):

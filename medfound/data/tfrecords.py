@@ -1,6 +1,8 @@
-"""Converts any unlabeled source into sharded TFRecords (for large runs) and parses them back.
+"""The TFRecord format of unlabeled images: writing any source as shards, parsing, and reading them back.
 
-Each record holds ``image`` (encoded PNG, or JPEG on request), ``path`` and ``patient``. PNGs are
+``write_tfrecords`` converts any unlabeled source into sharded TFRecords (for large runs) with a
+``tfrecords.json`` manifest; ``open_tfrecords`` (what ``open_unlabeled`` calls for TFRecord
+files, globs and folders) reads them back as a ``TFRecordSource``. Each record holds ``image`` (encoded PNG, or JPEG on request), ``path`` and ``patient``. PNGs are
 8-bit when the decoded pixels are exactly 8-bit values and 16-bit otherwise, and single-channel when
 the three channels are equal, so PNG round trips are pixel-exact.
 """
@@ -9,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from medfound.data.unlabeled import TFRECORD_MANIFEST, UnlabeledSource
+from medfound.data.prepare import to_rgb_float
+from medfound.data.sources import SourceError, UnlabeledSource, skip_and_shard
 from medfound.utils.files import atomic_path
 
+TFRECORD_MANIFEST = "tfrecords.json"
 SHARD_PATTERN = "unlabeled-{i:05d}-of-{n:05d}.tfrecord"
 
 
@@ -108,8 +113,73 @@ def parse_example(serialized):
         "patient": tf.io.FixedLenFeature([], tf.string, default_value=""),
     })
     # uint16 then / 65535 exactly as the file decoder does, so PNG round trips are pixel-exact.
-    image = tf.io.decode_image(features["image"], channels=3, dtype=tf.uint16,
-                               expand_animations=False)
-    image = tf.cast(image, tf.float32) / 65535.0
+    image = to_rgb_float(tf.io.decode_image(features["image"], channels=3, dtype=tf.uint16,
+                                            expand_animations=False))
     image.set_shape((None, None, 3))
     return {"image": image, "path": features["path"], "patient": features["patient"]}
+
+
+@dataclass
+class TFRecordSource(UnlabeledSource):
+    """TFRecord shards written by ``write_tfrecords`` (features image, path, patient)."""
+
+    files: list[str] = field(default_factory=list)
+
+    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
+                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+        """As the base class; skipped records are read (TFRecords have no index) but not parsed."""
+        import tensorflow as tf
+
+        files = tf.data.Dataset.from_tensor_slices(tf.constant(self.files, tf.string))
+        if shuffle:
+            files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
+        ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(self.files)),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if shuffle:
+            ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = skip_and_shard(ds, skip=skip, num_shards=num_shards, shard_index=shard_index)
+        ds = ds.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+        if self.skip_errors:
+            ds = ds.ignore_errors(log_warning=True)
+        return self._finish(ds)
+
+
+def is_tfrecord_folder(folder: Path) -> bool:
+    """Whether a folder holds TFRecord shards (a manifest or ``*.tfrecord*`` files)."""
+    return (folder / TFRECORD_MANIFEST).exists() or any(folder.glob("*.tfrecord*"))
+
+
+def open_tfrecords(pattern: str, *, skip_errors: bool = False) -> TFRecordSource:
+    """TFRecord shards (a file, a glob or a folder; its manifest used when it lists them) as a source."""
+    import tensorflow as tf
+
+    path = Path(pattern)
+    manifest = None
+    if path.is_dir():
+        manifest_path = path / TFRECORD_MANIFEST
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+            files = [str(path / name) for name in manifest["files"]]
+        else:
+            files = sorted(str(p) for p in path.glob("*.tfrecord*"))
+    else:
+        files = sorted(tf.io.gfile.glob(pattern))
+        manifest_path = path.parent / TFRECORD_MANIFEST
+        if manifest_path.exists():
+            candidate = json.loads(manifest_path.read_text())
+            if sorted(str(path.parent / n) for n in candidate["files"]) == files:
+                manifest = candidate
+    missing = [f for f in files if not Path(f).exists()]
+    if not files or missing:
+        raise SourceError(f"{pattern}: no TFRecord files found" if not files else
+                          f"{pattern}: shard listed in {TFRECORD_MANIFEST} is missing: {missing[0]}")
+    count = int(manifest["count"]) if manifest else None
+    has_patients = bool(manifest.get("has_patients")) if manifest else False
+    origin = f"; written from: {manifest['description']}" if manifest else ""
+    return TFRecordSource(
+        kind="tfrecord", num_examples=count, has_patients=has_patients,
+        description=f"TFRecords: {len(files)} shard(s), "
+                    f"{count if count is not None else 'unknown number of'} images{origin}",
+        skip_errors=skip_errors, files=files)

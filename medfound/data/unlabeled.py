@@ -3,82 +3,37 @@
 Every source streams dicts {"image": float32 (H, W, 3) in [0, 1], "path": string, "patient": string
 ("" when unknown)} through tf.data; only file lists and metadata are held in memory (an .npz split
 is memory-mapped when stored uncompressed, otherwise that one split array is read when the dataset
-is built). Nothing is ever downloaded.
+is built). Nothing is ever downloaded. Every ``dataset()`` can start part-way into its stream and
+keep one shard of it (see ``medfound.data.sources``). Exactness of a skipped stream needs no
+element to be dropped as a bad image (``skip_errors``): a dropped image shifts the stream by one,
+and skipping counts stream positions, not images that decoded.
 
-Every ``dataset()`` can start part-way into its (shuffled, repeated) stream and keep one shard of
-it: ``skip`` elements are dropped before anything is decoded and shard ``shard_index`` of
-``num_shards`` keeps the elements at stream positions ``p % num_shards == shard_index``. With the
-same seed the elements from position ``skip`` on are exactly those an unskipped stream yields
-there, which is how a resumed pretraining run sees the data an uninterrupted one would have.
-Exactness needs no element to be dropped as a bad image (``skip_errors``): a dropped image shifts
-the stream by one, and skipping counts stream positions, not images that decoded.
+CSVs are read, and their image paths checked, by ``medfound.data.tables`` (the same rules as the
+labeled loaders); TFRecords live in ``medfound.data.tfrecords``.
 """
 from __future__ import annotations
 
-import csv
-import gzip
 import io
-import json
 import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 
-from medfound.data.images import (DEFAULT_MAX_PIXELS, SkippedFiles, list_image_files, map_decode)
+from medfound.data.images import DEFAULT_MAX_PIXELS, list_image_files, map_decode
+from medfound.data.prepare import to_rgb_float
+from medfound.data.sources import SourceError, UnlabeledSource, index_stream, skip_and_shard
+from medfound.data.tables import CSVFormatError, CSVTable, read_csv_table, relative_paths, under
+from medfound.data.tfrecords import TFRECORD_MANIFEST, TFRecordSource, is_tfrecord_folder, open_tfrecords
+
+__all__ = ["FileSource", "NpzSource", "SourceError", "TFDSSource", "TFRECORD_MANIFEST", "TFRecordSource",
+           "UnlabeledSource", "index_stream", "open_unlabeled", "skip_and_shard"]
 
 PATH_COLUMN_CANDIDATES = ("path", "Path", "image", "Image Index", "filename", "file", "image_path")
 PATIENT_COLUMN_CANDIDATES = ("patient", "Patient ID", "patient_id", "PatientID", "case_id")
 NIH_CSV_GLOB = "Data_Entry_2017*.csv"
-TFRECORD_MANIFEST = "tfrecords.json"
-
-
-class SourceError(ValueError):
-    """A source that cannot be opened (missing columns, unsafe paths, unknown format...)."""
-
-
-@dataclass
-class UnlabeledSource:
-    """Base of all unlabeled sources: a streaming ``dataset()`` plus counts and a privacy-safe description."""
-
-    kind: str
-    num_examples: int | None
-    has_patients: bool
-    description: str
-    skip_errors: bool = False
-    skipped: SkippedFiles = field(default_factory=SkippedFiles)
-    # Without skip_errors, file sources can hand a bad file to ``deferred`` (the stream goes on
-    # without it) for the consumer to raise with ``raise_deferred``: pretraining does, since a
-    # Python exception inside a parallel Dataset.map can deadlock the iterator's teardown.
-    defer_errors: bool = False
-    deferred: SkippedFiles = field(default_factory=SkippedFiles)
-
-    def raise_deferred(self) -> None:
-        """Raises the first ImageError handed to ``deferred``, if any."""
-        if len(self.deferred):
-            from medfound.data.images import ImageError
-
-            path, problem = self.deferred.items[0]
-            raise ImageError(path, f"{problem} (pass --skip-bad-images to skip unreadable "
-                                   "images)")
-
-    @property
-    def defer_to(self):
-        """The ``defer_to`` callback of this source's decoders (None: raise in the pipeline)."""
-        return self.deferred if self.defer_errors and not self.skip_errors else None
-
-    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
-                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
-        """tf.data.Dataset of {"image", "path", "patient"}; shuffled with ``seed``, endless if
-        ``repeat``, from stream position ``skip`` on, one shard of it (see the module docstring)."""
-        raise NotImplementedError
-
-    def _finish(self, ds):
-        import tensorflow as tf
-
-        return ds.prefetch(tf.data.AUTOTUNE)
 
 
 @dataclass
@@ -122,38 +77,22 @@ class NpzSource(UnlabeledSource):
         import tensorflow as tf
 
         array = self.load_array()
-        scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
-        prefix = f"{Path(self.npz_path).name}#{self.key}/"
+        if isinstance(array, np.memmap):
+            # Read one row at a time from the file; converted with TF ops like every source.
+            dtype = tf.as_dtype(array.dtype)
 
-        def get(index):
-            item = np.asarray(array[int(index)], dtype=np.float32) / scale
-            if item.ndim == 2:
-                item = item[:, :, None]
-            if item.shape[-1] == 1:
-                item = np.repeat(item, 3, axis=-1)
-            elif item.shape[-1] == 4:
-                item = item[..., :3]
-            return np.clip(item, 0.0, 1.0).astype(np.float32)
-
-        def read(index):
-            image = tf.numpy_function(get, [index], tf.float32, stateful=False)
-            image.set_shape((None, None, 3))
-            return image
-
-        if not isinstance(array, np.memmap):
+            def read(index):
+                raw = tf.numpy_function(lambda i: np.asarray(array[int(i)]), [index], dtype, stateful=False)
+                raw.set_shape(array.shape[1:])
+                return to_rgb_float(raw)
+        else:
             # Already in memory (a compressed .npz member): index it with TF ops. A Python
             # callback in a parallel map can deadlock when an exception tears the iterator down.
             pixels = tf.constant(array)
 
-            def read(index):  # noqa: F811
-                image = tf.cast(tf.gather(pixels, index), tf.float32) / scale
-                if image.shape.rank == 2:
-                    image = image[:, :, None]
-                if image.shape[-1] == 1:
-                    image = tf.tile(image, [1, 1, 3])
-                elif image.shape[-1] == 4:
-                    image = image[..., :3]
-                return tf.clip_by_value(image, 0.0, 1.0)
+            def read(index):
+                return to_rgb_float(tf.gather(pixels, index))
+        prefix = f"{Path(self.npz_path).name}#{self.key}/"
 
         def load(_, index):
             path = tf.strings.join([prefix, tf.strings.as_string(index)])
@@ -162,35 +101,6 @@ class NpzSource(UnlabeledSource):
         ds = index_stream(self.num_examples, shuffle=shuffle, seed=seed, repeat=repeat,
                           skip=skip, num_shards=num_shards, shard_index=shard_index)
         return self._finish(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE))
-
-
-@dataclass
-class TFRecordSource(UnlabeledSource):
-    """TFRecord shards written by ``write_tfrecords`` (features image, path, patient)."""
-
-    files: list[str] = field(default_factory=list)
-
-    def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
-                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
-        """As the base class; skipped records are read (TFRecords have no index) but not parsed."""
-        import tensorflow as tf
-
-        from medfound.data.tfrecords import parse_example
-
-        files = tf.data.Dataset.from_tensor_slices(tf.constant(self.files, tf.string))
-        if shuffle:
-            files = files.shuffle(len(self.files), seed=seed, reshuffle_each_iteration=True)
-        ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(self.files)),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if shuffle:
-            ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = skip_and_shard(ds, skip=skip, num_shards=num_shards, shard_index=shard_index)
-        ds = ds.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
-        if self.skip_errors:
-            ds = ds.ignore_errors(log_warning=True)
-        return self._finish(ds)
 
 
 @dataclass
@@ -216,20 +126,7 @@ class TFDSSource(UnlabeledSource):
                                 decoders={key: tfds.decode.SkipDecoding()})
 
         def convert(example):
-            image = feature.decode_example(example[key])
-            if image.dtype == tf.uint8:
-                image = tf.cast(image, tf.float32) / 255.0
-            elif image.dtype == tf.uint16:
-                image = tf.cast(image, tf.float32) / 65535.0
-            else:
-                image = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 1.0)
-            if image.shape.rank == 2:
-                image = image[:, :, None]
-            channels = image.shape[-1]
-            if channels == 1:
-                image = tf.tile(image, [1, 1, 3])
-            elif channels == 4:
-                image = image[:, :, :3]
+            image = to_rgb_float(feature.decode_example(example[key]))
             image.set_shape((None, None, 3))
             return {"image": image, "path": example["tfds_id"], "patient": tf.constant("")}
 
@@ -239,63 +136,6 @@ class TFDSSource(UnlabeledSource):
             ds = ds.repeat()
         ds = skip_and_shard(ds, skip=skip, num_shards=num_shards, shard_index=shard_index)
         return self._finish(ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE))
-
-
-def _check_window(skip: int, num_shards: int, shard_index: int) -> None:
-    if skip < 0:
-        raise ValueError(f"skip must be >= 0, got {skip}")
-    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise ValueError(f"shard_index must be in [0, num_shards), got {shard_index} of "
-                         f"{num_shards}")
-
-
-def index_stream(count: int, *, shuffle: bool, seed: int, repeat: bool, skip: int = 0,
-                 num_shards: int = 1, shard_index: int = 0):
-    """tf.data.Dataset of (position, index) int64 pairs over ``count`` items, nothing decoded.
-
-    Epoch ``e`` visits every index once, in the order of a stateless shuffle seeded by
-    ``(seed, e)`` (or in order without ``shuffle``); ``position = e * count + k`` is the element's
-    place in the whole stream. The stream starts at position ``skip`` - one epoch's permutation
-    away, however far that is - and keeps the positions ``p % num_shards == shard_index``, so any
-    window of the stream is the same whether it was reached by iterating or by skipping.
-    """
-    import tensorflow as tf
-
-    _check_window(skip, num_shards, shard_index)
-    n = int(count)
-    first_epoch, offset = divmod(int(skip), n) if n else (0, 0)
-    if n == 0 or (first_epoch > 0 and not repeat):
-        epochs = tf.data.Dataset.range(0)
-    elif repeat:
-        epochs = tf.data.Dataset.counter(first_epoch)
-    else:
-        epochs = tf.data.Dataset.range(1)
-    seed_t = tf.constant(seed, tf.int64)
-
-    def epoch(e):
-        order = tf.range(n, dtype=tf.int64)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed_t, e]))
-        begin = tf.where(tf.equal(e, first_epoch), tf.constant(offset, tf.int64), 0)
-        return tf.data.Dataset.from_tensor_slices((e * n + tf.range(begin, n), order[begin:]))
-
-    ds = epochs.flat_map(epoch)
-    if num_shards > 1:
-        ds = ds.filter(lambda position, _: tf.equal(position % num_shards, shard_index))
-    return ds
-
-
-def skip_and_shard(ds, *, skip: int = 0, num_shards: int = 1, shard_index: int = 0):
-    """``ds`` from element ``skip`` on, keeping the positions ``p % num_shards == shard_index``:
-    for streams without an index (TFRecords, TFDS), applied before anything is decoded."""
-    _check_window(skip, num_shards, shard_index)
-    if skip:
-        ds = ds.skip(skip)
-    if num_shards > 1:
-        # Positions counted from 0 of the whole stream, whatever was skipped.
-        ds = ds.enumerate(start=skip).filter(
-            lambda position, _: position % num_shards == shard_index).map(lambda _, e: e)
-    return ds
 
 
 def open_unlabeled(source: str | os.PathLike, *, path_column: str | None = None,
@@ -316,8 +156,8 @@ def open_unlabeled(source: str | os.PathLike, *, path_column: str | None = None,
     path = Path(text)
     lower = path.name.lower()
     if any(ch in text for ch in "*?[") or lower.endswith((".tfrecord", ".tfrecords")) or (
-            ".tfrecord-" in lower) or (path.is_dir() and _is_tfrecord_folder(path)):
-        return _open_tfrecords(text, skip_errors=skip_errors)
+            ".tfrecord-" in lower) or (path.is_dir() and is_tfrecord_folder(path)):
+        return open_tfrecords(text, skip_errors=skip_errors)
     if not path.exists():
         raise SourceError(f"{path}: source not found (expected a folder, .csv, .npz, TFRecord "
                           "file/glob or tfds:NAME)")
@@ -354,27 +194,17 @@ def _open_folder(folder: Path, *, skip_errors: bool, max_pixels: int) -> FileSou
         max_pixels=max_pixels)
 
 
-def _nih_patients(csv_path: Path) -> dict[str, str]:
-    rows, columns = _read_csv(csv_path)
-    for column in ("Image Index", "Patient ID"):
-        if column not in columns:
-            raise SourceError(f"{csv_path}: NIH metadata CSV has no '{column}' column "
-                              f"(columns: {', '.join(columns)})")
-    return {row["Image Index"]: str(row["Patient ID"]).strip() for row in rows}
-
-
-def _read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+def _read_table(csv_path: Path, required: tuple[str, ...] = ()) -> CSVTable:
+    """``read_csv_table`` with its refusals as SourceError (the error of every unlabeled source)."""
     try:
-        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SourceError(f"{path}: cannot read CSV ({exc})") from None
-    if not columns:
-        raise SourceError(f"{path}: CSV is empty (no header row)")
-    return rows, columns
+        return read_csv_table(csv_path, required=required)
+    except CSVFormatError as err:
+        raise SourceError(str(err)) from None
+
+
+def _nih_patients(csv_path: Path) -> dict[str, str]:
+    table = _read_table(csv_path, required=("Image Index", "Patient ID"))
+    return dict(zip(table.column("Image Index").tolist(), table.column("Patient ID").tolist()))
 
 
 def _pick_column(path: Path, columns: list[str], wanted: str | None, candidates: tuple[str, ...],
@@ -393,47 +223,26 @@ def _pick_column(path: Path, columns: list[str], wanted: str | None, candidates:
     return None
 
 
-def safe_join(root: Path, relative: str, where: str) -> Path:
-    """Joins a CSV path under ``root``, refusing absolute paths and paths that climb out of it."""
-    text = relative.strip()
-    if not text:
-        raise SourceError(f"{where}: empty path")
-    if (PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute()
-            or PureWindowsPath(text).drive or text.startswith("~")):
-        raise SourceError(f"{where}: absolute path '{text}' refused; paths must be relative to the "
-                          f"data root {root}")
-    parts = PurePosixPath(text.replace("\\", "/")).parts
-    depth = 0
-    for part in parts:
-        depth += -1 if part == ".." else (0 if part == "." else 1)
-        if depth < 0:
-            raise SourceError(f"{where}: path '{text}' escapes the data root {root}")
-    return root.joinpath(*[p for p in parts if p != "."])
-
-
 def _open_csv(csv_path: Path, *, path_column: str | None, patient_column: str | None,
               root: str | os.PathLike | None, skip_errors: bool, max_pixels: int) -> FileSource:
-    rows, columns = _read_csv(csv_path)
-    if not rows:
+    table = _read_table(csv_path)
+    if not len(table):
         raise SourceError(f"{csv_path}: CSV has a header but no rows")
-    path_col = _pick_column(csv_path, columns, path_column, PATH_COLUMN_CANDIDATES, "path", True)
-    patient_col = _pick_column(csv_path, columns, patient_column, PATIENT_COLUMN_CANDIDATES,
+    path_col = _pick_column(csv_path, table.header, path_column, PATH_COLUMN_CANDIDATES, "path", True)
+    patient_col = _pick_column(csv_path, table.header, patient_column, PATIENT_COLUMN_CANDIDATES,
                                "patient", False)
+    try:
+        rel = relative_paths(table, path_col)
+    except CSVFormatError as err:
+        raise SourceError(f"{err} (column '{path_col}')") from None
     base = Path(root) if root is not None else csv_path.parent
-    first = rows[0][path_col] or ""
-    if root is None and not (base / first).exists() and (base / "images" / first).exists():
+    if root is None and not (base / rel[0]).exists() and (base / "images" / rel[0]).exists():
         base = base / "images"  # the NIH layout: bare file names, images under images/
-    paths, patients = [], []
-    for number, row in enumerate(rows, start=2):  # row 1 is the header
-        where = f"{csv_path} row {number} column '{path_col}'"
-        value = row.get(path_col)
-        if value is None:
-            raise SourceError(f"{where}: missing value (row has too few cells)")
-        paths.append(str(safe_join(base, value, where)))
-        patients.append(str(row.get(patient_col) or "").strip() if patient_col else "")
+    paths = under(base, rel).tolist()
+    patients = table.column(patient_col).tolist() if patient_col else [""] * len(paths)
     if not Path(paths[0]).exists():
-        raise SourceError(f"{csv_path} row 2: image '{rows[0][path_col]}' not found under {base}; "
-                          "pass root= (the folder the CSV paths are relative to)")
+        raise SourceError(f"{csv_path}, line {int(table.lines[0])}: image '{rel[0]}' not found under "
+                          f"{base}; pass root= (the folder the CSV paths are relative to)")
     described = (f"patient ids from column '{patient_col}' ({len(set(p for p in patients if p))} "
                  "patients)" if patient_col else "no patient ids")
     return FileSource(
@@ -537,43 +346,6 @@ def _check_npz_values(path: Path, key: str, array: np.ndarray, chunk: int = 1024
     raise SourceError(f"{path}: '{key}' is {dtype.name} with {found}; medfound reads only uint8 "
                       "(0-255), uint16 (0-65535) or floats in [0, 1] and will not guess the "
                       "range of other integers: window or rescale them into one of those first")
-
-
-def _is_tfrecord_folder(folder: Path) -> bool:
-    return (folder / TFRECORD_MANIFEST).exists() or any(folder.glob("*.tfrecord*"))
-
-
-def _open_tfrecords(pattern: str, *, skip_errors: bool) -> TFRecordSource:
-    import tensorflow as tf
-
-    path = Path(pattern)
-    manifest = None
-    if path.is_dir():
-        manifest_path = path / TFRECORD_MANIFEST
-        if manifest_path.exists():
-            manifest = json.loads(manifest_path.read_text())
-            files = [str(path / name) for name in manifest["files"]]
-        else:
-            files = sorted(str(p) for p in path.glob("*.tfrecord*"))
-    else:
-        files = sorted(tf.io.gfile.glob(pattern))
-        manifest_path = path.parent / TFRECORD_MANIFEST
-        if manifest_path.exists():
-            candidate = json.loads(manifest_path.read_text())
-            if sorted(str(path.parent / n) for n in candidate["files"]) == files:
-                manifest = candidate
-    missing = [f for f in files if not Path(f).exists()]
-    if not files or missing:
-        raise SourceError(f"{pattern}: no TFRecord files found" if not files else
-                          f"{pattern}: shard listed in {TFRECORD_MANIFEST} is missing: {missing[0]}")
-    count = int(manifest["count"]) if manifest else None
-    has_patients = bool(manifest.get("has_patients")) if manifest else False
-    origin = f"; written from: {manifest['description']}" if manifest else ""
-    return TFRecordSource(
-        kind="tfrecord", num_examples=count, has_patients=has_patients,
-        description=f"TFRecords: {len(files)} shard(s), "
-                    f"{count if count is not None else 'unknown number of'} images{origin}",
-        skip_errors=skip_errors, files=files)
 
 
 def _open_tfds(text: str, *, split: str, image_key: str, data_dir, skip_errors: bool) -> TFDSSource:

@@ -1,37 +1,29 @@
 """The labeled-dataset record every loader returns, and its streaming tf.data pipeline.
 
 A ``LabeledDataset`` holds labels, a loss mask and patient ids in memory (small), and points at
-its images: file paths decoded inside tf.data, or an array source (a NumPy array, an HDF5
-dataset) read in chunks, so no loader ever holds a whole image set in memory unless it is tiny.
+its images: file paths decoded inside tf.data, an array source (a NumPy array, an HDF5
+dataset) read in chunks, or a streamed source (TFDS records) read in its stored order, so no
+loader ever holds a whole image set in memory unless it is tiny. CSVs are read and their paths
+checked by ``medfound.data.tables``; images are prepared by ``medfound.data.prepare``.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-npstr = getattr(np, "strings", np.char)  # vectorised string ops (np.char on NumPy < 2)
+from medfound.data.prepare import prepare_image
+from medfound.data.tables import (CSVFormatError, CSVTable, DatasetFormatError, find_file, npstr, open_text,
+                                  read_csv_table, relative_paths, under)
+
+__all__ = ["ArraySource", "CSVFormatError", "CSVTable", "DatasetFormatError", "LabeledDataset", "NumpySource",
+           "StreamedSource", "as_keras_inputs", "check_unique", "find_file", "npstr", "open_text",
+           "parse_label_column", "prepare_image", "read_csv_table", "relative_paths", "under"]
+
 TASK_TYPES = ("multilabel", "binary", "multiclass")
 DEFAULT_CHUNK = 512  # rows read at a time from an array source
-
-
-class DatasetFormatError(ValueError):
-    """A data file is not what its loader expects; the message names the file and the problem."""
-
-
-class CSVFormatError(DatasetFormatError):
-    """A CSV row or header is invalid; the message names the file, the line and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str, line: int | None = None):
-        self.path = str(path)
-        self.line = line
-        self.problem = problem
-        where = f"{self.path}, line {line}" if line is not None else self.path
-        super().__init__(f"{where}: {problem}")
 
 
 class ArraySource(Protocol):
@@ -40,7 +32,18 @@ class ArraySource(Protocol):
     def __len__(self) -> int: ...
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        """Images at the given increasing row numbers, shape (n, H, W[, C])."""
+        """Images at the given increasing row numbers, shape (n, H, W[, C]) (a streamed source
+        whose images differ in size gives a list of n arrays)."""
+        ...
+
+
+@runtime_checkable
+class StreamedSource(ArraySource, Protocol):
+    """An ArraySource best read in its own order (TFDS record files): ``tf_dataset`` streams it
+    through ``examples`` rather than reading chunks of rows; ``read`` still works, slowly."""
+
+    def examples(self, ds: LabeledDataset, shuffle: bool, seed: int, buffer: int):
+        """Unbatched {"image", "label", "mask", "index"} for the rows of ``ds``, in any order."""
         ...
 
 
@@ -162,8 +165,9 @@ class LabeledDataset:
                    chunk_size: int = DEFAULT_CHUNK):
         """Batches of {"image" (B,H,W,3) float32 in [0,1], "label" (B,K), "mask" (B,K), "index" (B,)}.
 
-        Images are decoded and resized inside tf.data (paths) or read in chunks from the array
-        source, so memory stays bounded. ``shuffle`` reshuffles every epoch from ``seed``;
+        Images are decoded and resized inside tf.data (paths), read in chunks from an array
+        source, or streamed in their stored order from a ``StreamedSource`` (TFDS; batches then
+        come in record order), so memory stays bounded. ``shuffle`` reshuffles every epoch from ``seed``;
         ``center_crop`` True crops the central square before resizing, a float f in (0, 1] the
         central fraction f of that square. ``index`` is the row in this dataset.
         """
@@ -174,6 +178,8 @@ class LabeledDataset:
             raise ValueError(f"{self.name or 'dataset'}: no examples to stream")
         if self.paths is not None:
             ds = _path_examples(self, shuffle, seed)
+        elif isinstance(self.source, StreamedSource):
+            ds = self.source.examples(self, shuffle, seed, shuffle_buffer)
         else:
             ds = _array_examples(self, shuffle, seed, chunk_size, shuffle_buffer)
         boxes = None if self.boxes is None else tf.constant(self.boxes)
@@ -252,169 +258,10 @@ def as_keras_inputs(batch: dict) -> tuple:
     return batch["image"], batch["label"], batch["mask"]
 
 
-def resolve_under(root: Path, relative: str, csv_path: str | os.PathLike, line: int) -> Path:
-    """``root / relative``, refusing absolute paths and ``..`` that would leave the data root."""
-    check_relative(relative, csv_path, line)
-    return root / relative
-
-
-def check_relative(relative: str, csv_path: str | os.PathLike, line: int) -> None:
-    """Raises CSVFormatError if a CSV path is empty, absolute or climbs out of the data root."""
-    if not relative:
-        raise CSVFormatError(csv_path, "empty image path", line)
-    parts = relative.replace("\\", "/").split("/")
-    if relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":") or os.path.isabs(relative):
-        raise CSVFormatError(csv_path, f"absolute image path {relative!r} is not allowed; "
-                             "paths must be relative to the data root", line)
-    if ".." in parts:
-        raise CSVFormatError(csv_path, f"image path {relative!r} escapes the data root ('..')", line)
-
-
-# --- Preprocessing that matches the modules: 3-channel float in [0, 1] at the module size. ---
-
-def prepare_image(image, size: tuple[int, int], center_crop: bool | float = False):
-    """A decoded image (H,W,C uint8 or float; C in 1..4) as (size, 3) float32 in [0, 1].
-
-    Gray is repeated to three channels and alpha dropped; ``center_crop`` True takes the central
-    square first, a float f in (0, 1] the central fraction f of that square; then a bilinear,
-    antialiased resize to ``size``.
-    """
-    import tensorflow as tf
-
-    image = tf.convert_to_tensor(image)
-    if image.shape.rank == 2:
-        image = image[..., None]
-    if image.dtype == tf.uint8:
-        image = tf.cast(image, tf.float32) / 255.0
-    elif image.dtype == tf.uint16:
-        image = tf.cast(image, tf.float32) / 65535.0
-    else:
-        image = tf.cast(image, tf.float32)
-    channels = tf.shape(image)[-1]
-    image = tf.case([(tf.equal(channels, 1), lambda: tf.tile(image[..., :1], [1, 1, 3])),
-                     (tf.equal(channels, 2), lambda: tf.tile(image[..., :1], [1, 1, 3]))],
-                    default=lambda: image[..., :3])
-    if center_crop:
-        fraction = 1.0 if center_crop is True else float(center_crop)
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"center_crop fraction must be in (0, 1], got {center_crop}")
-        h, w = tf.shape(image)[0], tf.shape(image)[1]
-        side = tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * fraction, tf.int32)
-        side = tf.maximum(side, 1)
-        top, left = (h - side) // 2, (w - side) // 2
-        image = image[top:top + side, left:left + side]
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    image = tf.clip_by_value(image, 0.0, 1.0)
-    return tf.ensure_shape(image, (*size, 3))
-
-
 # --- CSV helpers shared by the CSV-based loaders. ---
 
 LABEL_CELLS: dict[str, float] = {"1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "-1": -1.0, "-1.0": -1.0,
                                  "": np.nan}
-
-
-def open_text(path: str | os.PathLike):
-    """Opens a CSV or text file for reading, transparently gunzipping ``.gz`` files."""
-    import gzip
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def find_file(folder: Path, names: Sequence[str]) -> Path | None:
-    """The first of ``names`` (each also tried with ``.gz``) that exists in ``folder``."""
-    for name in names:
-        for candidate in (folder / name, folder / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-class CSVTable:
-    """A CSV read column-wise: each column a NumPy string array (made on first use), with line numbers."""
-
-    def __init__(self, path: Path, header: list[str], raw: dict[str, Sequence[str]], lines: np.ndarray):
-        self.path = path
-        self.header = header
-        self._raw = raw
-        self._cache: dict[str, np.ndarray] = {}
-        self.lines = lines
-
-    def __len__(self) -> int:
-        return int(self.lines.shape[0])
-
-    @property
-    def columns(self) -> dict[str, Sequence[str]]:
-        """Column name -> values (raw sequences; use ``column`` for a NumPy array)."""
-        return self._raw
-
-    def column(self, name: str) -> np.ndarray:
-        """One column as a NumPy string array with surrounding whitespace removed."""
-        if name not in self._cache:
-            values = np.asarray(self._raw[name], dtype=str)
-            self._cache[name] = npstr.strip(values) if values.size else values
-        return self._cache[name]
-
-    def take(self, keep: np.ndarray) -> CSVTable:
-        """The rows where ``keep`` (boolean or indices) holds."""
-        return CSVTable(self.path, self.header, {k: self.column(k)[keep] for k in self.header},
-                        self.lines[keep])
-
-
-def read_csv_table(path: str | os.PathLike, required: Sequence[str] = ()) -> CSVTable:
-    """Reads a whole CSV column-wise, refusing missing columns and rows of the wrong length."""
-    import csv
-
-    path = Path(path)
-    with open_text(path) as f:
-        reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise CSVFormatError(path, "empty file, no header row") from None
-        except csv.Error as e:
-            raise CSVFormatError(path, f"unreadable CSV header: {e}", 1) from None
-        try:
-            rows = list(reader)
-        except csv.Error as e:
-            raise CSVFormatError(path, f"unreadable CSV: {e}", reader.line_num) from None
-        last_line = reader.line_num
-    if len(rows) + 1 == last_line:  # one physical line per row: line numbers follow from the index
-        lines = np.arange(2, len(rows) + 2, dtype=np.int64)
-    else:  # quoted newlines somewhere: read again, noting each row's last physical line
-        with open_text(path) as f:
-            reader = csv.reader(f)
-            next(reader)
-            line_list = []
-            for _ in reader:
-                line_list.append(reader.line_num)
-        lines = np.asarray(line_list, dtype=np.int64)
-    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    if np.any(lengths == 0):  # drop blank lines
-        keep = np.flatnonzero(lengths > 0)
-        rows = [rows[i] for i in keep]
-        lines, lengths = lines[keep], lengths[keep]
-    if len(set(header)) != len(header):
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        raise CSVFormatError(path, f"duplicate column names {dupes}", 1)
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise CSVFormatError(path, f"missing required column(s) {missing}; the header has {header}", 1)
-    width = len(header)
-    bad = np.flatnonzero(lengths != width)
-    if bad.size:
-        i = int(bad[0])
-        raise CSVFormatError(path, f"row has {int(lengths[i])} fields, the header has {width}", int(lines[i]))
-    if rows:
-        raw = dict(zip(header, zip(*rows)))
-    else:
-        raw = {name: () for name in header}
-    return CSVTable(path, header, raw, lines)
 
 
 def parse_label_column(table: CSVTable, name: str, cells: dict[str, float] = LABEL_CELLS) -> np.ndarray:
@@ -440,13 +287,3 @@ def check_unique(table: CSVTable, values: np.ndarray, what: str) -> None:
         lines = table.lines[values == value][:2]
         raise CSVFormatError(table.path, f"duplicate {what} {value!r} (also on line {int(lines[0])})",
                              int(lines[1]))
-
-
-def check_relative_paths(table: CSVTable, paths: np.ndarray) -> None:
-    """Refuses empty, absolute or root-escaping paths in a CSV column, naming the line."""
-    paths = np.asarray(paths, dtype=str)
-    suspect = ((npstr.str_len(paths) == 0) | npstr.startswith(paths, "/")
-               | npstr.startswith(paths, "\\") | (npstr.find(paths, "..") >= 0)
-               | (npstr.find(paths, ":") >= 0))
-    for i in np.flatnonzero(suspect).tolist():
-        check_relative(str(paths[i]), table.path, int(table.lines[i]))

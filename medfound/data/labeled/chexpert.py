@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.data.labeled.base import (CSVFormatError, CSVTable, LabeledDataset, check_relative_paths,
-                                        check_unique, find_file, npstr, parse_label_column, read_csv_table)
+from medfound.data.labeled.base import (CSVFormatError, CSVTable, LabeledDataset, check_unique, find_file, npstr,
+                                        parse_label_column, read_csv_table, relative_paths, under)
 from medfound.data.labeled.splits import checked_splits, split_dataset
 
 CHEXPERT_CLASSES: tuple[str, ...] = (
@@ -127,8 +127,7 @@ def load_chexpert(path: str | os.PathLike, split: str = "train", classes: Sequen
     table = read_csv_table(csv_path, required=("Path", "Frontal/Lateral", *classes))
     if len(table) == 0:
         raise CSVFormatError(csv_path, "no data rows")
-    paths = table.column("Path")
-    check_relative_paths(table, paths)
+    paths = relative_paths(table, "Path")
     check_unique(table, paths, "image path")
     if frontal_only:
         keep = npstr.lower(table.column("Frontal/Lateral")) == "frontal"
@@ -137,7 +136,7 @@ def load_chexpert(path: str | os.PathLike, split: str = "train", classes: Sequen
             raise CSVFormatError(csv_path, "no frontal images (column 'Frontal/Lateral')")
     labels, mask = observation_labels(table, classes, uncertainty, blank)
     root = Path(image_root) if image_root is not None else image_root_for(csv_path, str(paths[0]))
-    full = npstr.add(str(root) + os.sep, paths)
+    full = under(root, paths)
     meta = {"view": table.column("Frontal/Lateral")}
     for key, column in (("ap_pa", "AP/PA"), ("sex", "Sex"), ("age", "Age")):
         if column in table.header:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.data.labeled.base import (CSVFormatError, DatasetFormatError, LabeledDataset, check_relative_paths,
-                                        check_unique, find_file, npstr, parse_label_column, read_csv_table)
+from medfound.data.labeled.base import (CSVFormatError, DatasetFormatError, LabeledDataset, check_unique,
+                                        parse_label_column, read_csv_table, relative_paths, under)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")
 MULTILABEL_CELLS = {"1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "": np.nan}
@@ -85,7 +85,8 @@ def load_csv(csv_path: str | os.PathLike, path_column: str = "path", label_colum
     """A CSV of relative image paths and labels; refuses bad rows with the file, line and problem.
 
     Without ``patient_column`` each image counts as its own patient (say so in any report).
-    ``root`` defaults to the CSV's folder; paths may not be absolute or climb out of it.
+    ``root`` defaults to the CSV's folder; paths follow ``medfound.data.tables``' rule (relative,
+    inside the root; ``a/../b.png`` is ``b.png``).
     """
     csv_path = Path(csv_path)
     label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
@@ -93,11 +94,10 @@ def load_csv(csv_path: str | os.PathLike, path_column: str = "path", label_colum
     table = read_csv_table(csv_path, required=required)
     if len(table) == 0:
         raise CSVFormatError(csv_path, "no data rows")
-    rel = table.column(path_column)
-    check_relative_paths(table, rel)
+    rel = relative_paths(table, path_column)
     check_unique(table, rel, "image path")
     base = Path(root) if root is not None else csv_path.parent
-    paths = npstr.add(str(base) + os.sep, rel)
+    paths = under(base, rel)
     if check_files:
         for p, line in zip(paths.tolist(), table.lines.tolist()):
             if not os.path.isfile(p):
@@ -174,8 +174,3 @@ def load_folder(root: str | os.PathLike, patient_regex: str | None = DEFAULT_PAT
     labels, names, task = _class_task(np.asarray(values), classes, positive_class, str(root))
     return LabeledDataset(labels=labels, mask=np.ones_like(labels), patient_ids=np.asarray(patients),
                           class_names=names, task=task, paths=np.asarray(paths), name=name)
-
-
-def find_labels_csv(folder: str | os.PathLike) -> Path | None:
-    """A ``labels.csv`` (or ``.csv.gz``) in ``folder``, if there is one."""
-    return find_file(Path(folder), ["labels.csv"])

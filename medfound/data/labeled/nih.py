@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medfound.data.labeled.base import (CSVFormatError, DatasetFormatError, LabeledDataset, check_unique, npstr,
-                                        read_csv_table)
+                                        open_text, read_csv_table)
 from medfound.data.labeled.splits import checked_splits, split_by_keys, split_dataset
 
 NIH_CLASSES: tuple[str, ...] = (
@@ -125,7 +125,7 @@ def load_nih(path: str | os.PathLike, image_root: str | os.PathLike | None = Non
 
 def read_list(path: Path) -> list[str]:
     """The non-empty lines of an official split list (one image name a line)."""
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:  # UTF-8, BOM accepted, as every medfound CSV
         return [line.strip() for line in f if line.strip()]
 
 

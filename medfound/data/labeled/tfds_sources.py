@@ -21,7 +21,8 @@ Nothing is ever downloaded. Two TFDS datasets are supported, each prepared into 
   ``..._meta.csv`` files, whose ``wsi`` column is then used. The official splits are train/val/test.
 
 Labels, masks and patient ids are read once (images are not decoded for that); images stream
-from the TFDS record files and are decoded and prepared (``prepare_image``) inside tf.data.
+from the TFDS record files and are decoded and prepared (``prepare_image``) inside tf.data: the
+datasets are plain ``LabeledDataset``s whose source, a ``TFDSImages``, is a ``StreamedSource``.
 On the command line::
 
     medfound finetune --task chexpert --data tfds:chexpert --data-option data_dir=DIR \\
@@ -44,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.data.labeled.base import (DEFAULT_CHUNK, CSVTable, DatasetFormatError, LabeledDataset, npstr,
-                                        parse_label_column, prepare_image, read_csv_table)
+from medfound.data.labeled.base import (CSVTable, DatasetFormatError, LabeledDataset, npstr, parse_label_column,
+                                        read_csv_table)
 from medfound.data.labeled.splits import checked_splits, split_dataset
 
 TFDS_PREFIX = "tfds:"
@@ -80,10 +81,12 @@ def is_tfds_data(data: str | os.PathLike) -> bool:
 
 @dataclasses.dataclass
 class TFDSImages:
-    """The images of one split of a prepared TFDS dataset, found by each row's key feature.
+    """The images of one split of a prepared TFDS dataset: a ``StreamedSource``.
 
-    TFDS record files are sequential, so this source streams (``examples``) rather than reading
-    rows at random; ``read`` is refused with the reason.
+    Rows are record positions in the split's stored order (``shuffle_files=False``), which is
+    how ``read`` finds them; ``examples``, what ``LabeledDataset.tf_dataset`` uses, streams the
+    records instead (files shuffled if asked) and matches each to its row by its key feature
+    (``ds.meta['tfds_key']``), so it works in any record order.
     """
 
     name: str
@@ -96,14 +99,47 @@ class TFDSImages:
     def __len__(self) -> int:
         return self.num_examples
 
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        raise DatasetFormatError(
-            f"TFDS '{self.name}' ({self.data_dir or 'default data_dir'}): images stream in record order and "
-            "cannot be read by row; build datasets of this source with LabeledDataset.subset or "
-            "dataclasses.replace (which keep TFDSLabeledDataset) rather than a new LabeledDataset")
-
     def builder(self):
         return _tfds().builder(self.name, data_dir=self.data_dir)
+
+    def _records(self, builder, shuffle: bool, seed: int, with_key: bool):
+        tfds = _tfds()
+        read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=True,
+                                      try_autocache=False)
+        wanted = {self.image_key: True, **({self.key: True} if with_key else {})}
+        return builder.as_dataset(split=self.split, shuffle_files=shuffle, read_config=read_config,
+                                  decoders=tfds.decode.PartialDecoding(
+                                      wanted, decoders={self.image_key: tfds.decode.SkipDecoding()}))
+
+    def read(self, rows: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """The decoded images at record positions ``rows`` (in the order given; repeats allowed).
+
+        One pass over the records up to the last row, decoding only the wanted ones: an array
+        (n, H, W, C) when the images share a size (PatchCamelyon), else a list of n arrays
+        (CheXpert). For training, ``tf_dataset`` streams instead.
+        """
+        import tensorflow as tf
+
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size == 0:
+            return np.zeros((0, 0, 0, 3), np.uint8)
+        if rows.min() < 0 or rows.max() >= self.num_examples:
+            raise IndexError(f"TFDS '{self.name}' split '{self.split}': rows must be in [0, {self.num_examples}), "
+                             f"got {int(rows.min())}..{int(rows.max())}")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        builder = self.builder()
+        feature = builder.info.features[self.image_key]
+        wanted = tf.constant(uniq)
+        last = int(uniq[-1])
+        records = self._records(builder, shuffle=False, seed=0, with_key=False).enumerate()
+        records = records.take_while(lambda i, _: i <= last)
+        records = records.filter(lambda i, _: tf.reduce_any(tf.equal(i, wanted)))
+        images = records.map(lambda _, ex: feature.decode_example(ex[self.image_key]))
+        found = [np.asarray(image) for image in images.as_numpy_iterator()]
+        picked = [found[i] for i in inverse.reshape(-1).tolist()]
+        if len({image.shape for image in picked}) == 1:
+            return np.stack(picked)
+        return picked
 
     def examples(self, ds: LabeledDataset, shuffle: bool, seed: int, buffer: int):
         """Unbatched {"image", "label", "mask", "index"} for the rows of ``ds`` (any order).
@@ -113,20 +149,17 @@ class TFDSImages:
         reshuffled every epoch from ``seed``.
         """
         import tensorflow as tf
-        tfds = _tfds()
 
+        if KEY_META not in ds.meta:
+            raise ValueError(f"{ds.name or 'dataset'}: a TFDS source needs meta['{KEY_META}'] (each row's "
+                             f"'{self.key}' feature) to find its images")
         keys = np.asarray(ds.meta[KEY_META]).astype(str)
         if np.unique(keys).size != keys.size:
             raise ValueError(f"{ds.name or 'dataset'}: the same TFDS example twice; rows of a TFDS source "
                              "must be distinct")
         builder = self.builder()
         feature = builder.info.features[self.image_key]
-        read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=True,
-                                      try_autocache=False)
-        records = builder.as_dataset(split=self.split, shuffle_files=shuffle, read_config=read_config,
-                                     decoders=tfds.decode.PartialDecoding(
-                                         {self.key: True, self.image_key: True},
-                                         decoders={self.image_key: tfds.decode.SkipDecoding()}))
+        records = self._records(builder, shuffle, seed, with_key=True)
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.range(keys.size, dtype=tf.int64)),
             default_value=-1)
@@ -141,45 +174,6 @@ class TFDSImages:
             return {"image": feature.decode_example(encoded), "label": labels[i], "mask": mask[i], "index": i}
 
         return rows.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-@dataclasses.dataclass
-class TFDSLabeledDataset(LabeledDataset):
-    """A ``LabeledDataset`` whose images stream from a prepared TFDS dataset (a ``TFDSImages``)."""
-
-    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> TFDSLabeledDataset:
-        part = super().subset(indices, name)
-        return TFDSLabeledDataset(**{f.name: getattr(part, f.name) for f in dataclasses.fields(part)})
-
-    def tf_dataset(self, image_size: int | tuple[int, int], batch_size: int, shuffle: bool = False,
-                   seed: int = 0, center_crop: bool | float = False, repeat: bool = False,
-                   drop_remainder: bool = False, shuffle_buffer: int = 4096,
-                   chunk_size: int = DEFAULT_CHUNK):
-        """As ``LabeledDataset.tf_dataset`` (``chunk_size`` is unused: records are read in order).
-
-        Batches come in record order, not row order; ``index`` says which row each example is.
-        """
-        import tensorflow as tf
-
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if len(self) == 0:
-            raise ValueError(f"{self.name or 'dataset'}: no examples to stream")
-        ds = self.source.examples(self, shuffle, seed, shuffle_buffer)
-        boxes = None if self.boxes is None else tf.constant(self.boxes)
-
-        def finish(ex):
-            image = ex["image"]
-            if boxes is not None:
-                b = boxes[ex["index"]]
-                image = image[b[0]:b[0] + b[2], b[1]:b[1] + b[3]]
-            ex["image"] = prepare_image(image, size, center_crop)
-            return ex
-
-        ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        return ds.prefetch(tf.data.AUTOTUNE)
 
 
 # --- Opening prepared datasets: never downloading, clear errors when not prepared. ---
@@ -310,7 +304,7 @@ def _chexpert_table(builder, split: str) -> tuple[CSVTable, np.ndarray, np.ndarr
 def load_tfds_chexpert(data_dir: str | os.PathLike | None = None, split: str = "train",
                        classes: Sequence[str] | str | None = None, uncertainty: str | Mapping[str, str] = "ones",
                        blank: str = "negative", frontal_only: bool = False,
-                       manual_dir: str | os.PathLike | None = None) -> TFDSLabeledDataset:
+                       manual_dir: str | os.PathLike | None = None) -> LabeledDataset:
     """One split ('train' or 'validation') of the TFDS chexpert dataset, labelled as ``load_chexpert`` does."""
     from medfound.data.labeled.chexpert import chexpert_patient_ids, observation_labels, resolve_classes
 
@@ -321,21 +315,22 @@ def load_tfds_chexpert(data_dir: str | os.PathLike | None = None, split: str = "
     table, views, names = _chexpert_table(builder, split)
     if len(table) == 0:
         raise DatasetFormatError(f"{builder.data_dir}: split '{split}' has no examples")
+    positions = np.arange(len(table))  # record positions: the source's rows
     if frontal_only:
         keep = views == "Frontal"
-        table, views, names = table.take(keep), views[keep], names[keep]
+        table, views, names, positions = table.take(keep), views[keep], names[keep], positions[keep]
         if len(table) == 0:
             raise DatasetFormatError(f"{builder.data_dir}: no frontal images in split '{split}'")
     labels, mask = observation_labels(table, classes, uncertainty, blank)
     source = TFDSImages(name=builder.name, split=split, data_dir=_data_dir_of(builder), key="name",
                         num_examples=int(builder.info.splits[split].num_examples))
-    return TFDSLabeledDataset(labels=labels, mask=mask, patient_ids=chexpert_patient_ids(table, names),
-                              class_names=classes, task="multilabel", source=source,
-                              name=f"tfds-chexpert:{split}", meta={"view": views, KEY_META: names})
+    return LabeledDataset(labels=labels, mask=mask, patient_ids=chexpert_patient_ids(table, names),
+                          class_names=classes, task="multilabel", source=source, source_rows=positions,
+                          name=f"tfds-chexpert:{split}", meta={"view": views, KEY_META: names})
 
 
 def tfds_chexpert_splits(data_dir: str | os.PathLike | None = None, val_fraction: float = 0.1, seed: int = 0,
-                         **kwargs) -> dict[str, TFDSLabeledDataset]:
+                         **kwargs) -> dict[str, LabeledDataset]:
     """train/val/test: TFDS ``train`` cut by patient into train and val, TFDS ``validation`` as test."""
     train = load_tfds_chexpert(data_dir, "train", **kwargs)
     kwargs.pop("manual_dir", None)  # prepared by now
@@ -437,7 +432,7 @@ def prepare_patch_camelyon(h5_dir: str | os.PathLike, data_dir: str | os.PathLik
 
 def load_tfds_pcam(data_dir: str | os.PathLike | None = None, split: str = "train",
                    meta_dir: str | os.PathLike | None = None,
-                   manual_dir: str | os.PathLike | None = None) -> TFDSLabeledDataset:
+                   manual_dir: str | os.PathLike | None = None) -> LabeledDataset:
     """One split ('train', 'val'/'validation' or 'test') of TFDS patch_camelyon as a binary 'tumor' dataset."""
     tfds_split = PCAM_TFDS_SPLITS.get(split, split)
     if tfds_split not in PCAM_TFDS_SPLITS.values():
@@ -453,9 +448,9 @@ def load_tfds_pcam(data_dir: str | os.PathLike | None = None, split: str = "trai
     patients = _pcam_patients(meta_dir, file_split, rows, int(builder.info.splits[tfds_split].num_examples))
     source = TFDSImages(name=builder.name, split=tfds_split, data_dir=_data_dir_of(builder), key="id",
                         num_examples=ids.size)
-    return TFDSLabeledDataset(labels=y[:, None], mask=np.ones((ids.size, 1), np.float32), patient_ids=patients,
-                              class_names=("tumor",), task="binary", source=source,
-                              name=f"tfds-pcam:{file_split}", meta={KEY_META: ids, "row": rows})
+    return LabeledDataset(labels=y[:, None], mask=np.ones((ids.size, 1), np.float32), patient_ids=patients,
+                          class_names=("tumor",), task="binary", source=source,
+                          name=f"tfds-pcam:{file_split}", meta={KEY_META: ids, "row": rows})
 
 
 def _pcam_rows(builder, split: str, ids: np.ndarray) -> tuple[str, np.ndarray]:
@@ -483,7 +478,7 @@ def _pcam_patients(meta_dir: str | os.PathLike | None, split: str, rows: np.ndar
 
 
 def tfds_pcam_splits(data_dir: str | os.PathLike | None = None, seed: int = 0,
-                     **kwargs) -> dict[str, TFDSLabeledDataset]:
+                     **kwargs) -> dict[str, LabeledDataset]:
     """The official train/validation/test splits as train/val/test (slide-disjoint; checked)."""
     del seed  # official splits
     parts = {"train": load_tfds_pcam(data_dir, "train", **kwargs)}
@@ -501,7 +496,7 @@ def _data_dir_of(builder) -> str:
 # --- The task entry point used by load_task_splits. ---
 
 def tfds_task_splits(task: str, data: str, seed: int = 0, data_dir: str | os.PathLike | None = None,
-                     **kwargs) -> dict[str, TFDSLabeledDataset]:
+                     **kwargs) -> dict[str, LabeledDataset]:
     """train/val/test for ``--task TASK --data tfds:NAME`` (chexpert: tfds:chexpert, camelyon: tfds:patch_camelyon)."""
     name = str(data)[len(TFDS_PREFIX):]
     expected = TASK_BUILDERS.get(task)

@@ -43,14 +43,6 @@ def tile_boxes(height: int, width: int, tile: int, stride: int | None = None) ->
     return boxes.astype(np.int32)
 
 
-def tile_array(image: np.ndarray, tile: int, stride: int | None = None) -> np.ndarray:
-    """The tiles of an in-memory (H, W[, C]) image as (M, tile, tile[, C]), in ``tile_boxes`` order."""
-    boxes = tile_boxes(image.shape[0], image.shape[1], tile, stride)
-    if boxes.shape[0] == 0:
-        return np.zeros((0, tile, tile, *image.shape[2:]), image.dtype)
-    return np.stack([image[t:t + h, l:l + w] for t, l, h, w in boxes.tolist()])
-
-
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(height, width) of an image file from its header, without decoding the pixels."""
     from PIL import Image, UnidentifiedImageError
