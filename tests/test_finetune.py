@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from medfound.finetune.config import FinetuneConfig, parse_module
+from medfound.finetune.config import FinetuneConfig
 from medfound.finetune.losses import masked_sigmoid_cross_entropy, masked_softmax_cross_entropy
 
 OUTPUT_FILES = ("model.keras", "config.json", "metrics.json", "history.json", "roc_test.png", "training_curves.png")
@@ -40,17 +40,8 @@ def test_config_validation_lists_every_problem_before_any_work(tmp_path):
     ok = _config(tmp_path, tmp_path, label_fraction="10%")
     ok.validate()
     assert ok.label_fraction == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="BiT checkpoint not found"):
-        _config(tmp_path, tmp_path, module=f"bit:r50x1:{tmp_path}/missing.npz").validate()
-
-
-def test_module_specs_parse():
-    assert parse_module("random:tiny").kind == "random" and parse_module("random:tiny").arch == "tiny"
-    spec = parse_module("bit:r50x1:/x/BiT-M-R50x1.npz")
-    assert (spec.kind, spec.arch, spec.path) == ("bit", "r50x1", "/x/BiT-M-R50x1.npz")
-    assert parse_module("cxr-50x1-remedis-m").kind == "load"
-    with pytest.raises(ValueError, match="bit:ARCH:CHECKPOINT"):
-        parse_module("bit:r50x1")
+    with pytest.raises(ValueError, match="not found: .*missing.npz"):
+        _config(tmp_path, tmp_path, module=f"bit-m:{tmp_path}/missing.npz").validate()
 
 
 def test_masked_losses_ignore_masked_cells():
@@ -132,7 +123,7 @@ def test_pneumoniamnist_linear_probe_and_early_stopping(shared_data, tmp_path):
 
 def test_breakhis_tiles_full_finetune_from_cli(shared_data, tmp_path):
     import medfound.cli.finetune as cli
-    from medfound.finetune.model import load_backbone
+    from medfound.resolve import load
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
@@ -152,7 +143,7 @@ def test_breakhis_tiles_full_finetune_from_cli(shared_data, tmp_path):
     splits = json.loads((out / "config.json").read_text())["run"]["splits"]
     assert splits["train"]["examples"] % 6 == 0  # 700x460 images give 2 x 3 tiles of 224 px
     model = keras.saving.load_model(str(out / "model.keras"))
-    initial = load_backbone("random:tiny", seed=0).model
+    initial = load("random:tiny", seed=0)
     trained = model.get_layer(initial.name)
     changed = [not np.allclose(a, b) for a, b in zip(initial.get_weights(), trained.get_weights())]
     assert sum(changed) > len(changed) // 2  # end to end: the backbone trained, not only the head
@@ -179,7 +170,7 @@ def _small_pneumonia(shared_data, folder, per_split=(96, 48, 48)):
 def test_full_finetune_on_two_replicas_matches_one_device(shared_data, tmp_path, two_replica_strategy):
     """--strategy for finetune: each batch is split over two real replicas (logical CPU devices)
     and the gradients averaged, so two replicas take the steps one device takes."""
-    from medfound.finetune.model import load_backbone
+    from medfound.resolve import load
     from medfound.finetune.trainer import finetune
 
     npz = _small_pneumonia(shared_data, tmp_path)
@@ -192,7 +183,7 @@ def test_full_finetune_on_two_replicas_matches_one_device(shared_data, tmp_path,
     assert json.loads((tmp_path / "two" / "config.json").read_text())["strategy"] == "mirrored"
     assert one.history[0]["steps"] == two.history[0]["steps"] == 2
     assert two.history[0]["train_loss"] == pytest.approx(one.history[0]["train_loss"], rel=1e-4)
-    initial = load_backbone("random:tiny", 0).model.get_weights()
+    initial = load("random:tiny", seed=0).get_weights()
     trained_one, trained_two = one.model.get_weights(), two.model.get_weights()
     assert len(trained_two) == len(trained_one) > len(initial)  # backbone first, then the head
     for a, b in zip(trained_one, trained_two):  # the same steps, up to float32 reduction order
@@ -210,12 +201,12 @@ def test_linear_probe_embeds_on_two_replicas_like_one_device(shared_data, tmp_pa
                                                              two_replica_strategy):
     """--mode linear with a strategy: the backbone's variables sit on both devices, every
     embedding batch is split over the replicas (rows back in order), the head trains as before."""
-    from medfound.finetune.model import load_backbone
+    from medfound.resolve import load
     from medfound.finetune.trainer import embedding_function, finetune
     from medfound.utils.replicas import split_over_replicas
 
     with two_replica_strategy.scope():
-        backbone = load_backbone("random:tiny", 0).model
+        backbone = load("random:tiny", seed=0)
     mirrored = backbone.weights[0].value  # the tf.Variable behind the Keras variable
     devices = {v.device for v in two_replica_strategy.experimental_local_results(mirrored)}
     assert len(devices) == 2

@@ -186,7 +186,7 @@ CASES = {
                                    ["{w}/absent: source not found"]),
     "make-tfrecords-shards-zero": Case("make-tfrecords {w}/a.npz --out {w}/records --shards 0",
                                        ["--shards must be >= 1, got 0"]),
-    "export-missing": Case("export {w}/absent --out {w}/module", ["{w}/absent: checkpoint"]),
+    "export-missing": Case("export {w}/absent --out {w}/module", ["{w}/absent: no such file or folder"]),
     "export-not-a-run": Case("export {w}/thesis --out {w}/module", ["{w}/thesis"]),
     "info-missing": Case("info {w}/absent", ["{w}/absent: no such module"]),
     "publish-missing": Case("publish {w}/absent", ["{w}/absent: not a folder"]),

@@ -100,7 +100,10 @@ def test_report_is_json_ready_and_plot_is_written_atomically(tmp_path):
     report = classification_report(y, s, ["tumor"], "binary", n_boot=100, seed=0)
     text = json.dumps(report)
     assert report["per_class"]["tumor"]["auc"] == pytest.approx(brute_auc(y[:, 0], s[:, 0]))
-    assert 0 <= report["sensitivity"] <= 1 and 0 <= report["specificity"] <= 1 and "NaN" not in text
+    # Sensitivity and specificity at the default threshold 0.5, counted by hand.
+    assert report["sensitivity"] == pytest.approx(np.mean(s[y[:, 0] == 1, 0] >= 0.5))
+    assert report["specificity"] == pytest.approx(np.mean(s[y[:, 0] == 0, 0] < 0.5))
+    assert "NaN" not in text
     y3, s3 = _data(n=200, k=3, seed=12)
     y3[:, 2] = 1  # one class without negatives: listed, not drawn
     out = plot_roc_curves(y3, s3, ["a", "b", "c"], tmp_path / "plots" / "roc.png", title="test")

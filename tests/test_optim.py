@@ -214,3 +214,74 @@ def test_scale_learning_rate():
         scale_learning_rate(0.1, 256, "cubic")
     with pytest.raises(ValueError, match="batch_size"):
         scale_learning_rate(0.1, 0)
+
+
+# ---- the one optimizer factory: every optimizer applies the weight decay it is given ----
+
+def _dense_and_norm():
+    """A Dense layer (kernel, bias) and a LayerNormalization (gamma, beta), built, with non-zero weights."""
+    dense, norm = keras.layers.Dense(3), keras.layers.LayerNormalization()
+    dense.build((None, 4))
+    norm.build((None, 3))
+    rng = np.random.default_rng(0)
+    for v in dense.weights + norm.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32") + 1.0)
+    return dense.kernel, [dense.bias, norm.gamma, norm.beta]
+
+
+def _one_zero_gradient_step(optimizer):
+    """One step with zero gradients: only weight decay can move the weights. Returns (before, after)."""
+    kernel, spared = _dense_and_norm()
+    variables = [kernel, *spared]
+    before = [np.array(v.numpy()) for v in variables]
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+    return before, [np.array(v.numpy()) for v in variables]
+
+
+def _pretrain_config(optimizer: str, weight_decay: float):
+    from medfound.pretrain.config import PretrainConfig
+
+    return PretrainConfig(data="unused", out_dir="unused", arch="tiny", optimizer=optimizer,
+                          weight_decay=weight_decay, learning_rate=0.256, batch_size=256,
+                          lr_scaling="linear", warmup_fraction=0.0, steps=10)
+
+
+def test_pretraining_sgd_applies_weight_decay():
+    """The bug: pretraining built SGD without its weight decay. Decoupled decay shrinks each
+    decayed weight by exactly (1 - lr * wd) in a zero-gradient step; biases and norms are spared."""
+    from medfound.pretrain.model import build_optimizer
+
+    config = _pretrain_config("sgd", weight_decay=0.5)
+    before, after = _one_zero_gradient_step(build_optimizer(config))
+    lr = 0.256 * 256 / 256  # linear scaling at batch 256, no warm-up: the full rate at step 0
+    np.testing.assert_allclose(after[0], before[0] * (1 - lr * 0.5), rtol=1e-6)
+    for b, a in zip(before[1:], after[1:]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["lars", "sgd", "adamw"])
+def test_pretraining_and_finetuning_decay_the_same_way(name):
+    """One factory: pretraining's and fine-tuning's optimizers move the same weights the same way."""
+    from medfound.finetune.config import FinetuneConfig
+    from medfound.finetune.trainer import make_optimizer as finetune_optimizer
+    from medfound.pretrain.model import build_optimizer
+
+    pre_before, pre_after = _one_zero_gradient_step(build_optimizer(_pretrain_config(name, 0.5)))
+    ft = FinetuneConfig(module="random:tiny", task="medmnist", data="unused", out_dir="unused", optimizer=name,
+                        learning_rate=0.256, weight_decay=0.5, warmup_fraction=0.0)
+    ft_before, ft_after = _one_zero_gradient_step(finetune_optimizer(ft, total_steps=10))
+    np.testing.assert_allclose(pre_after[0], ft_after[0], rtol=1e-6)
+    # the kernel decayed (LARS: by lr * eta = 2.6e-4 of its norm, SGD and AdamW: by lr * wd)
+    assert np.linalg.norm(pre_after[0]) < (1 - 1e-4) * np.linalg.norm(pre_before[0])
+    for b, a in zip(pre_before[1:] + ft_before[1:], pre_after[1:] + ft_after[1:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_factory_without_weight_decay_leaves_weights_alone():
+    from medfound.optim import make_optimizer
+
+    before, after = _one_zero_gradient_step(make_optimizer("sgd", 0.1, 10, weight_decay=0.0))
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
+        make_optimizer("adam", 0.1, 10)

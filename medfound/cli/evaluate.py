@@ -5,7 +5,9 @@ import argparse
 
 from medfound.cli.finetune import DATA_HELP, TASK_CHOICES
 from medfound.cli.options import parse_key_values
-SHIFT_CHOICES = ("contrast", "sharpness", "tint", "zoom", "gamma")
+from medfound.evaluation.shift_names import DEFAULT_SEVERITIES, MAX_SEVERITY, SHIFT_KINDS
+
+from medfound.finetune.evaluate import SPLITS
 
 
 def register(subparsers) -> None:
@@ -20,11 +22,12 @@ def register(subparsers) -> None:
                    help="labeled task the model was fine-tuned on")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+    p.add_argument("--split", choices=SPLITS, default="test",
                    help="patient-level split to evaluate on (default: %(default)s)")
     p.add_argument("--shift", action="append", default=[],
-                   help=f"synthetic shift(s) to apply: {', '.join(SHIFT_CHOICES)} (repeatable or comma-separated)")
-    p.add_argument("--severities", default="0,1,2,3,4,5", help="comma-separated severities in [0, 5]")
+                   help=f"synthetic shift(s) to apply: {', '.join(SHIFT_KINDS)} (repeatable or comma-separated)")
+    p.add_argument("--severities", default=",".join(f"{s:g}" for s in DEFAULT_SEVERITIES),
+                   help=f"comma-separated severities in [0, {MAX_SEVERITY:g}] (default: %(default)s)")
     p.add_argument("--image-size", type=int, help="input size (default: as fine-tuned)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
     p.add_argument("--threshold", type=float, help="decision threshold (default: as fine-tuned)")
@@ -48,7 +51,7 @@ def _severities(text: str) -> tuple[float, ...]:
 
 def config_from_args(args: argparse.Namespace):
     """The EvaluateConfig the parsed command line describes."""
-    from medfound.evaluation.evaluate import EvaluateConfig
+    from medfound.finetune.evaluate import EvaluateConfig
 
     shifts = [k.strip() for item in args.shift for k in item.split(",") if k.strip()]
     return EvaluateConfig(
@@ -62,7 +65,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     config.validate()  # a ValueError naming every problem: one line from medfound.cli.main
-    from medfound.evaluation.evaluate import evaluate
+    from medfound.finetune.evaluate import evaluate
 
     metrics = evaluate(config)
     auc = metrics["clean"]["mean_auc"]

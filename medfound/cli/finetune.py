@@ -5,8 +5,11 @@ import argparse
 import dataclasses
 
 from medfound.cli.options import parse_key_values
+from medfound.data.labeled import TASKS
+from medfound.finetune.config import MODES
+from medfound.optim.names import OPTIMIZERS
 
-TASK_CHOICES = ("chexpert", "mimic", "nih", "camelyon", "breakhis", "medmnist", "csv", "folder")
+TASK_CHOICES = TASKS  # medfound.data.labeled names the tasks
 # Whole-slide tasks on the per-slide files of `medfound embed --slides` (medfound.slides.mil).
 SLIDE_TASK_CHOICES = ("camelyon16-slides", "camelyon16-tiles")
 
@@ -51,8 +54,8 @@ def register(subparsers) -> None:
 DATA_HELP = ("dataset folder or file for the task, or tfds:chexpert / tfds:patch_camelyon (task camelyon) "
              "for a locally prepared TFDS dataset: --data-option data_dir=DIR, and manual_dir=DIR to prepare it "
              "from your local copy first (never downloaded)")
-MODULE_HELP = ("module name or path (anything medfound.load takes), bit:ARCH:CHECKPOINT for a "
-               "BiT-initialised backbone, or random:ARCH for random initialisation")
+MODULE_HELP = ("backbone spec (README: backbone specs): a module name or path, a PhysioNet file, "
+               "a BiT .npz (bit-m:PATH), a run folder, a .keras file, or random:ARCH")
 
 
 def add_training_arguments(p: argparse.ArgumentParser, d: dict, extra_tasks: tuple = ()) -> None:
@@ -61,13 +64,13 @@ def add_training_arguments(p: argparse.ArgumentParser, d: dict, extra_tasks: tup
                    help="labeled task: how --data is read and which labels are predicted")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--mode", choices=["linear", "full"], default=d["mode"],
+    p.add_argument("--mode", choices=MODES, default=d["mode"],
                    help="linear: frozen backbone, train a linear head; full: train everything (default: %(default)s)")
     p.add_argument("--classes", help="comma-separated label columns to keep (multi-label tasks)")
     p.add_argument("--epochs", type=int, default=d["epochs"], help="maximum epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="global batch size (default: %(default)s)")
-    p.add_argument("--optimizer", choices=["sgd", "lars", "adamw"], default=d["optimizer"],
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
                    help="optimizer (default: %(default)s)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
                    help="peak learning rate (default: %(default)s)")

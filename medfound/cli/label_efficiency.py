@@ -23,7 +23,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medfound.evaluation.label_efficiency import label_efficiency
+    from medfound.finetune.label_efficiency import label_efficiency
 
     try:
         fractions = [float(f) / 100 for f in args.fractions.split(",") if f.strip()]

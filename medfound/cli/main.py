@@ -14,6 +14,7 @@ import os
 import re
 import sys
 
+from medfound.errors import STORAGE_ERRNOS
 from medfound.version import __version__
 
 # Subcommand modules under medfound.cli, in the order `medfound --help` lists them.
@@ -32,9 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Storage failures a user fixes outside medfound (free space, permissions, mounts): reported as
-# one line naming the file instead of a traceback through TensorFlow or h5py.
-STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EFBIG)
 _STORAGE_WORDS = tuple(os.strerror(code) for code in STORAGE_ERRNOS)
 _DEVICE = re.compile(r"\s*/job:\S*")  # TensorFlow's device names
 _PATH = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:/)?/[^\s;,'\"]*[^\s;,'\":.]")

@@ -5,6 +5,8 @@ import argparse
 import dataclasses
 
 from medfound.cli.options import parse_key_values
+from medfound.optim.names import LR_SCALINGS, OPTIMIZERS
+from medfound.pretrain.config import PRECISIONS, STRATEGIES
 from medfound.registry import MODALITIES, SSL_METHODS
 
 _DEFAULTS = {}  # filled lazily from PretrainConfig so the CLI never restates a default
@@ -13,9 +15,11 @@ _DEFAULTS = {}  # filled lazily from PretrainConfig so the CLI never restates a 
 def _defaults() -> dict:
     if not _DEFAULTS:
         from medfound.pretrain.config import PretrainConfig
+        from medfound.ssl.settings import MethodOptions
 
-        _DEFAULTS.update({f.name: f.default for f in dataclasses.fields(PretrainConfig)
-                          if f.default is not dataclasses.MISSING})
+        for cls in (PretrainConfig, MethodOptions):  # the method's flags stay flat on the command line
+            _DEFAULTS.update({f.name: f.default for f in dataclasses.fields(cls)
+                              if f.default is not dataclasses.MISSING})
     return _DEFAULTS
 
 
@@ -35,7 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--modality", choices=list(MODALITIES), default=d["modality"],
                    help="cxr (448 px, chest X-ray preset) or path (224 px, pathology preset)")
     p.add_argument("--arch", default=d["arch"], help="r50x1, r152x2, ... (see `medfound models`)")
-    p.add_argument("--init", default=d["init"], help="random, bit-s:PATH or bit-m:PATH")
+    p.add_argument("--init", default=d["init"], help="random, or a backbone spec to start from: bit-s:PATH / bit-m:PATH (a BiT "
+                        ".npz or TF-Hub folder), a module, a run folder (README: backbone specs)")
     p.add_argument("--image-size", type=int, help="crop size (default: the modality's)")
     p.add_argument("--preset", help="augmentation preset (default: the modality's)")
     p.add_argument("--augment", action="append", default=[], metavar="FIELD=VALUE",
@@ -46,11 +51,11 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=d["steps"], help="training steps (default: %(default)s)")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"],
                    help="base rate before batch scaling")
-    p.add_argument("--lr-scaling", choices=["linear", "sqrt"], default=d["lr_scaling"],
+    p.add_argument("--lr-scaling", choices=LR_SCALINGS, default=d["lr_scaling"],
                    help="how the learning rate grows with the batch size (SimCLR: linear, base 256) (default: %(default)s)")
     p.add_argument("--warmup-fraction", type=float, default=d["warmup_fraction"],
                    help="fraction of the steps spent in linear warm-up before cosine decay (default: %(default)s)")
-    p.add_argument("--optimizer", choices=["lars", "sgd", "adamw"], default=d["optimizer"],
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
                    help="optimizer (LARS as in SimCLR/REMEDIS) (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=d["weight_decay"],
                    help="weight decay (not applied to norms and biases) (default: %(default)s)")
@@ -82,11 +87,11 @@ def register(subparsers) -> None:
     p.add_argument("--split", default=d["split"], help="split of an .npz or TFDS source")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip and report unreadable images instead of failing")
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker", "tpu"],
+    p.add_argument("--strategy", choices=STRATEGIES,
                    default=d["strategy"],
                    help="default: one device; mirrored: all local GPUs; multiworker: several "
                         "hosts (reads TF_CONFIG); tpu: a TPU VM (default: %(default)s)")
-    p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+    p.add_argument("--precision", choices=PRECISIONS,
                    default=d["precision"],
                    help="compute precision; mixed_bfloat16 for TPUs and recent GPUs "
                         "(default: %(default)s)")
@@ -109,6 +114,7 @@ def register(subparsers) -> None:
 def config_from_args(args: argparse.Namespace):
     """The PretrainConfig that the parsed command line describes."""
     from medfound.pretrain.config import PretrainConfig
+    from medfound.ssl.settings import MethodOptions
 
     return PretrainConfig(
         data=args.data, out_dir=args.out, modality=args.modality, arch=args.arch,
@@ -118,10 +124,7 @@ def config_from_args(args: argparse.Namespace):
         batch_size=args.batch_size, steps=args.steps, learning_rate=args.learning_rate,
         lr_scaling=args.lr_scaling, warmup_fraction=args.warmup_fraction,
         optimizer=args.optimizer, weight_decay=args.weight_decay, method=args.method,
-        temperature=args.temperature, projection_layers=args.projection_layers,
-        projection_hidden_dim=args.projection_hidden_dim, projection_dim=args.projection_dim,
-        barlow_lambda=args.barlow_lambda, relic_alpha=args.relic_alpha,
-        moco_queue_size=args.moco_queue_size, ema_momentum=args.ema_momentum,
+        method_options=MethodOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(MethodOptions)}),
         micle=args.micle, micle_probability=args.micle_probability,
         path_column=args.path_column, patient_column=args.patient_column, split=args.split,
         skip_bad_images=args.skip_bad_images, strategy=args.strategy, precision=args.precision,

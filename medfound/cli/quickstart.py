@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from medfound.registry import MODALITIES
+
 
 def register(subparsers) -> None:
     from medfound.quickstart import QuickstartConfig
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
                     "runs on a MedMNIST .npz or a CSV with path,label,patient columns.")
     p.add_argument("--out", default=d["out_dir"], help="folder for everything written")
     p.add_argument("--data", help="MedMNIST .npz or labels CSV (default: synthetic demo)")
-    p.add_argument("--modality", choices=["cxr", "path"], default=d["modality"],
+    p.add_argument("--modality", choices=list(MODALITIES), default=d["modality"],
                    help="chest X-ray or pathology augmentations and demo images (default: %(default)s)")
     p.add_argument("--arch", default=d["arch"], help="backbone (tiny keeps it to minutes)")
     p.add_argument("--image-size", type=int, default=d["image_size"],

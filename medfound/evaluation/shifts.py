@@ -11,9 +11,9 @@ import math
 
 import tensorflow as tf
 
-SHIFT_KINDS = ("contrast", "sharpness", "tint", "zoom", "gamma")
-MAX_SEVERITY = 5.0
-DEFAULT_SEVERITIES = (0, 1, 2, 3, 4, 5)
+from medfound.evaluation.shift_names import DEFAULT_SEVERITIES, MAX_SEVERITY, SHIFT_KINDS
+
+__all__ = ["DEFAULT_SEVERITIES", "MAX_SEVERITY", "SHIFT_KINDS", "apply_shift", "check_shift"]
 TINT_COLOR = (0.95, 0.55, 0.75)  # the colour images are blended toward (a pink, eosin-like cast)
 
 

@@ -7,6 +7,7 @@ import math
 import os
 from pathlib import Path
 
+from medfound.optim.names import OPTIMIZERS
 from medfound.utils.validation import Problems
 
 MODES = ("linear", "full")
@@ -14,42 +15,16 @@ MODES = ("linear", "full")
 # last bits differ could stop at different epochs and hang the collective; one host's devices
 # ('mirrored', e.g. 8 GPUs) already fine-tune r152x2.
 STRATEGIES = ("default", "mirrored", "tpu")
-OPTIMIZERS = ("sgd", "lars", "adamw")
-MODULE_KINDS = ("random", "bit")  # 'random:ARCH' and 'bit:ARCH:CHECKPOINT'; anything else goes to medfound.load
 # Default input size of a task when the module does not say (cxr 448, path 224, as the modules).
 TASK_MODALITY = {"chexpert": "cxr", "mimic": "cxr", "nih": "cxr", "camelyon": "path", "breakhis": "path"}
 FALLBACK_IMAGE_SIZE = 224
-
-
-@dataclasses.dataclass(frozen=True)
-class ModuleSpec:
-    """What ``--module`` names: a random-init or BiT-initialised backbone, or anything ``medfound.load`` takes."""
-
-    kind: str  # 'random', 'bit' or 'load'
-    arch: str | None = None
-    path: str | None = None  # BiT checkpoint (kind 'bit') or module name/path (kind 'load')
-
-
-def parse_module(text: str) -> ModuleSpec:
-    """Parses ``random:ARCH``, ``bit:ARCH:CHECKPOINT`` or a module name/path (``medfound.load``)."""
-    head, sep, rest = str(text).partition(":")
-    if sep and head == "random":
-        if not rest:
-            raise ValueError(f"module {text!r}: 'random:ARCH' needs an architecture, e.g. random:r50x1")
-        return ModuleSpec("random", arch=rest)
-    if sep and head == "bit":
-        arch, sep2, path = rest.partition(":")
-        if not arch or not sep2 or not path:
-            raise ValueError(f"module {text!r}: expected 'bit:ARCH:CHECKPOINT' (a BiT .npz or SavedModel)")
-        return ModuleSpec("bit", arch=arch, path=path)
-    return ModuleSpec("load", path=str(text))
 
 
 @dataclasses.dataclass
 class FinetuneConfig:
     """Everything a fine-tuning run needs: module, task data, head/backbone training and evaluation."""
 
-    module: str  # medfound.load name/path, 'random:ARCH' or 'bit:ARCH:CHECKPOINT'
+    module: str  # a backbone spec (medfound.resolve): module name/path, 'random:ARCH', BiT .npz, ...
     task: str  # chexpert|mimic|nih|camelyon|breakhis|medmnist|csv|folder
     data: str
     out_dir: str
@@ -81,7 +56,6 @@ class FinetuneConfig:
     def validate(self) -> None:
         """Refuses impossible values with one message listing every problem, before any work."""
         from medfound.data.labeled import TASKS, is_tfds_data, parse_fraction
-        from medfound.models.configs import get_arch
 
         problems = Problems()
         check = problems.check
@@ -128,24 +102,11 @@ class FinetuneConfig:
         check(isinstance(self.data_options, dict), f"data_options must be a dict, got {type(self.data_options)}")
         check(bool(str(self.out_dir)), "out_dir must be given")
         check(is_tfds_data(self.data) or Path(self.data).exists(), f"data not found: {self.data}")
-        try:
-            spec = parse_module(self.module)
-        except ValueError as err:
-            problems.add(str(err))
-        else:
-            if spec.arch is not None:
-                try:
-                    get_arch(spec.arch)
-                except ValueError as err:
-                    problems.add(f"module {self.module!r}: {err}")
-            if spec.kind == "bit":
-                check(Path(spec.path).exists(), f"module {self.module!r}: BiT checkpoint not found: {spec.path}")
-            if spec.kind == "load":
-                from medfound.registry import is_module_name
+        from medfound.resolve import spec_problem
 
-                check(Path(spec.path).exists() or is_module_name(spec.path),
-                      f"module {self.module!r}: no such file or folder, and not a module name "
-                      "(or use random:ARCH / bit:ARCH:CHECKPOINT)")
+        problem = spec_problem(self.module, f"module {self.module!r}")
+        if problem:
+            problems.add(problem)
         problems.raise_if_any("fine-tuning configuration")
 
     def to_dict(self) -> dict:

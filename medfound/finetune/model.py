@@ -1,70 +1,16 @@
-"""The fine-tuning model: a backbone (from a module, BiT weights or random init) plus a linear head.
+"""The fine-tuning model: a backbone (any spec ``medfound.load`` takes) plus a linear head.
 
 The saved classifier maps float images in [0, 1] to ``{"logits", "probabilities"}``, so it can be
 evaluated later without knowing how it was trained.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from medfound.finetune.config import FALLBACK_IMAGE_SIZE, TASK_MODALITY, parse_module
+from medfound.finetune.config import FALLBACK_IMAGE_SIZE, TASK_MODALITY
 from medfound.finetune.losses import output_activation
-
-
-@dataclasses.dataclass
-class LoadedBackbone:
-    """A backbone ready to fine-tune and what is known about it (input size from module metadata)."""
-
-    model: keras.Model
-    kind: str  # 'random', 'bit' or 'load'
-    arch: str | None
-    input_size: int | None  # the module's own input size, if it says
-
-
-def load_backbone(module: str, seed: int = 0) -> LoadedBackbone:
-    """Builds or loads the backbone ``module`` names (see ``parse_module``); nothing is downloaded."""
-    from medfound.models.bit import build_backbone
-
-    spec = parse_module(module)
-    keras.utils.set_random_seed(seed)
-    if spec.kind == "random":
-        return LoadedBackbone(build_backbone(spec.arch), "random", spec.arch, None)
-    if spec.kind == "bit":
-        from medfound.models.bit_weights import load_bit_weights
-
-        model = build_backbone(spec.arch)
-        load_bit_weights(model, spec.path)
-        return LoadedBackbone(model, "bit", spec.arch, None)
-    from medfound.export.loader import load
-
-    model = load(spec.path, trainable=True)
-    return LoadedBackbone(model, "load", getattr(model, "arch", None),
-                          module_input_size(spec.path, model))
-
-
-def module_input_size(name_or_path: str, model=None) -> int | None:
-    """The input size a loaded module's source, metadata or REMEDIS name gives, or None."""
-    from pathlib import Path
-
-    from medfound.registry import HUB_MODULES
-
-    source = getattr(model, "source", None)
-    if source is not None and source.input_size:
-        return int(source.input_size)
-    try:
-        from medfound.export.metadata import read_metadata
-
-        return int(read_metadata(name_or_path).input_size)
-    except (FileNotFoundError, ValueError, OSError):
-        pass
-    name = Path(str(name_or_path)).name
-    if name in HUB_MODULES:
-        return HUB_MODULES[name].input_size
-    return None
 
 
 def default_image_size(task: str, module_size: int | None, override: int | None = None) -> int:

@@ -23,8 +23,9 @@ import tensorflow as tf
 from medfound.finetune.config import FinetuneConfig
 from medfound.finetune.linear_probe import embed_rows
 from medfound.finetune.losses import loss_for_task
-from medfound.finetune.model import (build_classifier, build_head, default_image_size, load_backbone,
+from medfound.finetune.model import (build_classifier, build_head, default_image_size,
                                      pooled_features)
+from medfound.resolve import load
 from medfound.utils.files import atomic_path
 from medfound.utils.replicas import split_over_replicas
 
@@ -58,18 +59,10 @@ class FinetuneResult:
 
 def make_optimizer(config: FinetuneConfig, total_steps: int) -> keras.optimizers.Optimizer:
     """SGD-momentum, LARS or AdamW on a linear warm-up + cosine decay schedule over ``total_steps``."""
-    from medfound.optim import LARS, WarmupCosineDecay
+    from medfound.optim.factory import make_optimizer as optimizer_for
 
-    warmup = min(int(round(config.warmup_fraction * total_steps)), total_steps)
-    schedule = WarmupCosineDecay(config.learning_rate, total_steps, warmup)
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=config.momentum,
-                                    weight_decay=config.weight_decay or None)
-    if config.optimizer == "lars":
-        return LARS(schedule, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    return optimizer_for(config.optimizer, config.learning_rate, total_steps, warmup_fraction=config.warmup_fraction,
+                         momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def select_classes(ds, classes: list[str] | tuple[str, ...] | None):
@@ -218,117 +211,108 @@ def _jsonable(value):
     return value
 
 
-def finetune(config: FinetuneConfig, *,
-             strategy: tf.distribute.Strategy | None = None) -> FinetuneResult:
-    """Fine-tunes ``config.module`` on ``config.task`` and writes model, config, metrics, history and plots.
+@dataclasses.dataclass
+class _Training:
+    """What one fine-tuning mode trains and how: its variables, the forward pass, each epoch's
+    batches, and the logits of the validation and test splits with the current weights."""
 
-    ``strategy`` (default: the one ``config.strategy`` names) spreads the work over devices: the
-    backbone lives in its scope and every embedding or prediction batch is split over its
-    replicas; in full mode the head and optimizer live there too and each training batch is split
-    (gradients averaged). Linear mode's small head trains on one device.
-    """
+    variables: list
+    forward: Callable
+    epoch_batches: Callable[[int], Iterator]
+    val_logits: Callable[[], np.ndarray]
+    test_logits: Callable[[], np.ndarray]
+    classifier: Callable[[], keras.Model]  # the backbone + head model to save
+
+
+def _task_splits(config: FinetuneConfig):
+    """The train (label fraction applied), val and test splits of the task, classes selected."""
     from medfound.data.labeled import label_fraction_subset, load_task_splits
-    from medfound.evaluation.metrics import classification_report, mean_auc
-    from medfound.evaluation.plots import plot_roc_curves
 
-    config.validate()
-    started = time.time()
-    out = Path(config.out_dir)
     splits = load_task_splits(config.task, config.data, seed=config.seed, **config.data_options)
     missing = [s for s in ("train", "val", "test") if s not in splits or len(splits[s]) == 0]
     if missing:
         raise ValueError(f"{config.data}: task {config.task!r} gave no examples for split(s) {missing}")
     splits = {name: select_classes(splits[name], config.classes) for name in ("train", "val", "test")}
-    train = label_fraction_subset(splits["train"], config.label_fraction, config.seed)
-    val, test = splits["val"], splits["test"]
-    task_type, num_classes, class_names = train.task, train.num_classes, train.class_names
-    if strategy is None:
-        from medfound.pretrain.strategy import make_strategy
+    return label_fraction_subset(splits["train"], config.label_fraction, config.seed), splits["val"], splits["test"]
 
-        strategy = make_strategy(config.strategy)
-    # Training steps are split over the replicas in full mode only.
-    replicas = strategy.num_replicas_in_sync if config.mode == "full" else 1
 
-    def train_scope():
-        return strategy.scope() if config.mode == "full" else contextlib.nullcontext()
+def _linear_training(config: FinetuneConfig, backbone: keras.Model, splits: dict, size: int, steps: int,
+                     strategy: tf.distribute.Strategy) -> _Training:
+    """Frozen backbone: every split embedded once, then only a standardising linear head trains."""
+    train = splits["train"]
+    backbone.trainable = False
+    embed_fn = split_over_replicas(embedding_function(backbone), strategy)
+    feats = {name: embed_dataset(backbone, ds, size, config.batch_size, config.center_crop, forward=embed_fn)
+             for name, ds in splits.items()}
+    mean, var = feats["train"].mean(0), feats["train"].var(0) + 1e-6
+    head = build_head(train.num_classes, mean, var)
+    head.build((None, feats["train"].shape[1]))
+
+    def forward(inputs, training):
+        return head(inputs, training=training)
+
+    def epoch_batches(epoch: int):
+        return _feature_batches(feats["train"], train.labels, train.mask, config.batch_size, steps, config.seed, epoch)
+
+    return _Training(head.trainable_variables, forward, epoch_batches,
+                     val_logits=lambda: np.asarray(head(feats["val"], training=False)),
+                     test_logits=lambda: np.asarray(head(feats["test"], training=False)),
+                     classifier=lambda: build_classifier(backbone, head, train.task))
+
+
+def _full_training(config: FinetuneConfig, backbone: keras.Model, splits: dict, size: int, steps: int,
+                   strategy: tf.distribute.Strategy, optimizer: keras.optimizers.Optimizer,
+                   replicas: int) -> _Training:
+    """End to end: backbone and head train together, each batch split over the replicas."""
+    from medfound.data.images import naming_bad_images
+
+    train = splits["train"]
     with strategy.scope():
-        loaded = load_backbone(config.module, config.seed)
-    backbone = loaded.model
-    size = default_image_size(config.task, loaded.input_size, config.image_size)
-    _log(config, f"{config.task}: train {len(train)} ({train.patients.size} patients, fraction "
-                 f"{config.label_fraction:g}), val {len(val)}, test {len(test)}; {task_type} with "
-                 f"{num_classes} class(es); {config.mode} mode at {size} px")
-    loss_fn = loss_for_task(task_type)
-    steps = math.ceil(len(train) / config.batch_size)
-    if config.steps_per_epoch:
-        steps = min(steps, config.steps_per_epoch) if config.mode == "linear" else config.steps_per_epoch
-    with train_scope():
-        optimizer = make_optimizer(config, total_steps=config.epochs * steps)
-    monitor_auc = has_auc(val.labels, val.mask)
-    monitor = "val_mean_auc" if monitor_auc else "val_loss"
+        head = build_head(train.num_classes)
+        backbone.trainable = True
+        classifier = build_classifier(backbone, head, train.task)
+        variables = classifier.trainable_variables
+        # Slots made now, in the scope, on every replica: made lazily in the first step
+        # they would be created inside the distributed function's branch and fail.
+        optimizer.build(variables)
+    stream = train.tf_dataset(size, config.batch_size, shuffle=True, seed=config.seed,
+                              center_crop=config.center_crop, repeat=config.steps_per_epoch is not None)
 
-    if config.mode == "linear":
-        backbone.trainable = False
-        embed_fn = split_over_replicas(embedding_function(backbone), strategy)
-        feats = {name: embed_dataset(backbone, ds, size, config.batch_size, config.center_crop,
-                                     forward=embed_fn)
-                 for name, ds in (("train", train), ("val", val), ("test", test))}
-        mean, var = feats["train"].mean(0), feats["train"].var(0) + 1e-6
-        head = build_head(num_classes, mean, var)
-        head.build((None, feats["train"].shape[1]))
-        variables = head.trainable_variables
+    def forward(inputs, training):
+        return classifier(inputs, training=training)["logits"]
 
-        def forward(inputs, training):
-            return head(inputs, training=training)
+    def epoch_batches(epoch: int):
+        batches = stream.take(steps).map(lambda b: (b["image"], b["label"], b["mask"]))
+        if replicas > 1:
+            # A last batch with fewer examples than replicas would leave a replica none,
+            # and the backbone cannot run on an empty batch: it is dropped (a few examples
+            # of one epoch; the shuffle changes them each epoch).
+            batches = batches.filter(lambda images, *_: tf.shape(images)[0] >= replicas)
+            batches = strategy.experimental_distribute_dataset(batches)
+        with naming_bad_images(train.paths):
+            yield from batches
 
-        def epoch_batches(epoch: int):
-            return _feature_batches(feats["train"], train.labels, train.mask, config.batch_size, steps,
-                                    config.seed, epoch)
+    # One trace for every epoch's validation, each batch split over the devices.
+    logits_fn = split_over_replicas(logits_function(classifier), strategy)
 
-        def val_logits() -> np.ndarray:
-            return np.asarray(head(feats["val"], training=False))
-    else:
-        with train_scope():
-            head = build_head(num_classes)
-            backbone.trainable = True
-            classifier = build_classifier(backbone, head, task_type)
-            variables = classifier.trainable_variables
-            # Slots made now, in the scope, on every replica: made lazily in the first step
-            # they would be created inside the distributed function's branch and fail.
-            optimizer.build(variables)
-        stream = train.tf_dataset(size, config.batch_size, shuffle=True, seed=config.seed,
-                                  center_crop=config.center_crop, repeat=config.steps_per_epoch is not None)
+    def split_logits(ds) -> np.ndarray:
+        return predict_logits(classifier, ds, size, config.batch_size, config.center_crop, forward=logits_fn)
 
-        def forward(inputs, training):
-            return classifier(inputs, training=training)["logits"]
+    return _Training(variables, forward, epoch_batches, val_logits=lambda: split_logits(splits["val"]),
+                     test_logits=lambda: split_logits(splits["test"]), classifier=lambda: classifier)
 
-        def epoch_batches(epoch: int):
-            from medfound.data.images import naming_bad_images
 
-            batches = stream.take(steps).map(lambda b: (b["image"], b["label"], b["mask"]))
-            if replicas > 1:
-                # A last batch with fewer examples than replicas would leave a replica none,
-                # and the backbone cannot run on an empty batch: it is dropped (a few examples
-                # of one epoch; the shuffle changes them each epoch).
-                batches = batches.filter(lambda images, *_: tf.shape(images)[0] >= replicas)
-                batches = strategy.experimental_distribute_dataset(batches)
-            with naming_bad_images(train.paths):
-                yield from batches
-
-        # One trace for every epoch's validation, each batch split over the devices.
-        logits_fn = split_over_replicas(logits_function(classifier), strategy)
-
-        def val_logits() -> np.ndarray:
-            return predict_logits(classifier, val, size, config.batch_size, config.center_crop,
-                                  forward=logits_fn)
+def _train_step_function(training: _Training, optimizer, loss_fn, strategy: tf.distribute.Strategy,
+                         replicas: int):
+    """One optimisation step over a (possibly distributed) batch, returning the summed replica loss."""
 
     def replica_step(inputs, labels, mask):
         with tf.GradientTape() as tape:
-            loss = loss_fn(labels, forward(inputs, True), mask)
+            loss = loss_fn(labels, training.forward(inputs, True), mask)
             # Gradients are summed over replicas: scale so the sum is the mean over them.
             scaled = loss / replicas
-        grads = tape.gradient(scaled, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        grads = tape.gradient(scaled, training.variables)
+        optimizer.apply_gradients(zip(grads, training.variables))
         return scaled
 
     @tf.function(reduce_retracing=True)
@@ -338,14 +322,21 @@ def finetune(config: FinetuneConfig, *,
         per_replica = strategy.run(replica_step, args=(inputs, labels, mask))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
-    stopper = EarlyStopping(variables, higher_is_better=monitor_auc, patience=config.patience,
-                            min_delta=config.min_delta)
+    return train_step
+
+
+def _train_epochs(config: FinetuneConfig, training: _Training, train_step, optimizer, loss_fn, val,
+                  task_type: str, stopper: EarlyStopping, monitor_auc: bool) -> tuple[list[dict], bool]:
+    """Epochs until ``config.epochs`` or early stopping; the best epoch's weights restored.
+    Returns the per-epoch history and whether it stopped early."""
+    from medfound.evaluation.metrics import mean_auc
+
     history: list[dict] = []
     stopped = False
     for epoch in range(1, config.epochs + 1):
         t0 = time.time()
-        losses = [float(train_step(*batch)) for batch in epoch_batches(epoch)]
-        logits = val_logits()
+        losses = [float(train_step(*batch)) for batch in training.epoch_batches(epoch)]
+        logits = training.val_logits()
         val_loss = float(loss_fn(val.labels, logits, val.mask))
         val_auc = mean_auc(val.labels, probabilities(logits, task_type), val.mask)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -359,44 +350,110 @@ def finetune(config: FinetuneConfig, *,
                                      f"val loss {val_loss}); lower the learning rate")
         if stopper.update(epoch, val_auc if monitor_auc else val_loss):
             stopped = True
-            _log(config, f"early stop after epoch {epoch}: no better {monitor} for {config.patience} epoch(s); "
+            _log(config, f"early stop after epoch {epoch}: no better "
+                         f"{'val_mean_auc' if monitor_auc else 'val_loss'} for {config.patience} epoch(s); "
                          f"best epoch {stopper.best_epoch}")
             break
     stopper.restore()
+    return history, stopped
 
-    if config.mode == "linear":
-        classifier = build_classifier(backbone, head, task_type)
-        split_logits = {"val": val_logits(), "test": np.asarray(head(feats["test"], training=False))}
-    else:
-        split_logits = {"val": val_logits(),
-                        "test": predict_logits(classifier, test, size, config.batch_size, config.center_crop,
-                                               forward=logits_fn)}
+
+def _split_reports(config: FinetuneConfig, splits: dict, split_logits: dict, loss_fn, task_type: str,
+                   class_names) -> dict:
+    """The classification report (with patients and loss) of the val and test splits."""
+    from medfound.evaluation.metrics import classification_report
+
     metrics: dict = {}
-    for name, ds in (("val", val), ("test", test)):
-        probs = probabilities(split_logits[name], task_type)
-        metrics[name] = classification_report(ds.labels, probs, class_names, task_type, mask=ds.mask,
-                                              threshold=config.threshold, n_boot=config.n_boot,
-                                              seed=config.seed, groups=ds.patient_ids)
+    for name in ("val", "test"):
+        ds = splits[name]
+        metrics[name] = classification_report(ds.labels, probabilities(split_logits[name], task_type), class_names,
+                                              task_type, mask=ds.mask, threshold=config.threshold,
+                                              n_boot=config.n_boot, seed=config.seed, groups=ds.patient_ids)
         metrics[name]["patients"] = int(ds.patients.size)
         metrics[name]["loss"] = float(loss_fn(ds.labels, split_logits[name], ds.mask))
-    metrics.update({"module": config.module, "mode": config.mode, "task": config.task, "task_type": task_type,
-                    "image_size": size, "label_fraction": config.label_fraction,
-                    "train_examples": len(train), "train_patients": int(train.patients.size),
-                    "monitor": monitor, "best_epoch": stopper.best_epoch, "epochs_run": len(history),
-                    "stopped_early": stopped, "seconds": time.time() - started})
+    return metrics
 
+
+def _write_run(config: FinetuneConfig, classifier: keras.Model, run_info: dict, splits: dict,
+               test_logits: np.ndarray, metrics: dict, history: list[dict], best_epoch: int) -> Path:
+    """Writes the run folder: the model, config.json (with ``run_info``), metrics, history and the
+    two plots; returns the model file's path."""
+    from medfound.evaluation.plots import plot_roc_curves
+
+    out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_path = save_classifier(classifier, out)
-    run_info = {"task_type": task_type, "class_names": list(class_names), "image_size": size,
-                "module_kind": loaded.kind, "arch": loaded.arch, "model_file": model_path.name,
-                "splits": {name: ds.describe() for name, ds in (("train", train), ("val", val), ("test", test))}}
+    run_info = {**run_info, "model_file": model_path.name,
+                "splits": {name: ds.describe() for name, ds in splits.items()}}
     config.save(out / "config.json", run=_jsonable(run_info))
     write_json(out / "metrics.json", metrics)
     write_json(out / "history.json", history)
-    plot_roc_curves(test.labels, probabilities(split_logits["test"], task_type), class_names,
+    test = splits["test"]
+    plot_roc_curves(test.labels, probabilities(test_logits, run_info["task_type"]), run_info["class_names"],
                     out / "roc_test.png", mask=test.mask,
                     title=f"{config.task} test ROC ({config.mode}, {config.module})")
-    plot_training_curves(history, out / "training_curves.png", best_epoch=stopper.best_epoch)
+    plot_training_curves(history, out / "training_curves.png", best_epoch=best_epoch)
+    return model_path
+
+
+def finetune(config: FinetuneConfig, *,
+             strategy: tf.distribute.Strategy | None = None) -> FinetuneResult:
+    """Fine-tunes ``config.module`` on ``config.task`` and writes model, config, metrics, history and plots.
+
+    ``strategy`` (default: the one ``config.strategy`` names) spreads the work over devices: the
+    backbone lives in its scope and every embedding or prediction batch is split over its
+    replicas; in full mode the head and optimizer live there too and each training batch is split
+    (gradients averaged). Linear mode's small head trains on one device.
+    """
+    config.validate()
+    started = time.time()
+    out = Path(config.out_dir)
+    train, val, test = _task_splits(config)
+    splits = {"train": train, "val": val, "test": test}
+    task_type, num_classes, class_names = train.task, train.num_classes, train.class_names
+    if strategy is None:
+        from medfound.pretrain.strategy import make_strategy
+
+        strategy = make_strategy(config.strategy)
+    # Training steps are split over the replicas in full mode only.
+    replicas = strategy.num_replicas_in_sync if config.mode == "full" else 1
+    with strategy.scope():
+        backbone = load(config.module, seed=config.seed)
+    size = default_image_size(config.task, backbone.source.input_size, config.image_size)
+    _log(config, f"{config.task}: train {len(train)} ({train.patients.size} patients, fraction "
+                 f"{config.label_fraction:g}), val {len(val)}, test {len(test)}; {task_type} with "
+                 f"{num_classes} class(es); {config.mode} mode at {size} px")
+    loss_fn = loss_for_task(task_type)
+    steps = math.ceil(len(train) / config.batch_size)
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch) if config.mode == "linear" else config.steps_per_epoch
+    with strategy.scope() if config.mode == "full" else contextlib.nullcontext():
+        optimizer = make_optimizer(config, total_steps=config.epochs * steps)
+    monitor_auc = has_auc(val.labels, val.mask)
+    if config.mode == "linear":
+        training = _linear_training(config, backbone, splits, size, steps, strategy)
+    else:
+        training = _full_training(config, backbone, splits, size, steps, strategy, optimizer, replicas)
+    train_step = _train_step_function(training, optimizer, loss_fn, strategy, replicas)
+    stopper = EarlyStopping(training.variables, higher_is_better=monitor_auc, patience=config.patience,
+                            min_delta=config.min_delta)
+    history, stopped = _train_epochs(config, training, train_step, optimizer, loss_fn, val, task_type, stopper,
+                                     monitor_auc)
+
+    classifier = training.classifier()
+    split_logits = {"val": training.val_logits(), "test": training.test_logits()}
+    metrics = _split_reports(config, splits, split_logits, loss_fn, task_type, class_names)
+    metrics.update({"module": config.module, "mode": config.mode, "task": config.task, "task_type": task_type,
+                    "image_size": size, "label_fraction": config.label_fraction,
+                    "train_examples": len(train), "train_patients": int(train.patients.size),
+                    "monitor": "val_mean_auc" if monitor_auc else "val_loss", "best_epoch": stopper.best_epoch,
+                    "epochs_run": len(history), "stopped_early": stopped, "seconds": time.time() - started})
+
+    model_path = _write_run(config, classifier, {"task_type": task_type, "class_names": list(class_names),
+                                                 "image_size": size, "module_format": backbone.source.format,
+                                                 "module_sha256": backbone.source.sha256,
+                                                 "arch": backbone.arch},
+                            splits, split_logits["test"], metrics, history, stopper.best_epoch)
     test_auc = metrics["test"]["mean_auc"]
     _log(config, f"test mean AUC {test_auc if test_auc is None else round(test_auc, 4)}; wrote {out}")
     return FinetuneResult(out_dir=out, model_path=model_path, metrics=_jsonable(metrics), history=history,

@@ -1,5 +1,22 @@
-"""Optimisation for pretraining: LARS, warm-up + cosine schedule, batch-size LR scaling."""
-from medfound.optim.lars import DEFAULT_EXCLUDE, LARS
-from medfound.optim.schedules import LR_SCALINGS, WarmupCosineDecay, scale_learning_rate
+"""Optimisation for pretraining and fine-tuning: the optimizer factory (factory.py), LARS (lars.py),
+the warm-up + cosine schedule and batch-size LR scaling (schedules.py).
 
-__all__ = ["DEFAULT_EXCLUDE", "LARS", "LR_SCALINGS", "WarmupCosineDecay", "scale_learning_rate"]
+Names are imported on first use, so the accepted names (``names.py``) load without Keras.
+"""
+from __future__ import annotations
+
+from medfound.optim.names import LR_SCALINGS, OPTIMIZERS
+from medfound.utils.lazy import lazy_attributes
+
+_API = {
+    "make_optimizer": "medfound.optim.factory",
+    "DEFAULT_EXCLUDE": "medfound.optim.lars",
+    "LARS": "medfound.optim.lars",
+    "WarmupCosineDecay": "medfound.optim.schedules",
+    "scale_learning_rate": "medfound.optim.schedules",
+}
+
+__all__ = ["LR_SCALINGS", "OPTIMIZERS", *_API]
+
+
+__getattr__ = lazy_attributes(__name__, _API, globals())

@@ -6,7 +6,7 @@ import math
 import keras
 from keras import ops
 
-LR_SCALINGS = ("linear", "sqrt")
+from medfound.optim.names import LR_SCALINGS
 
 
 def scale_learning_rate(base_lr: float, batch_size: int, scaling: str = "linear") -> float:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from medfound.registry import SSL_METHODS
 from medfound.ssl.methods.barlow import BarlowTwins
-from medfound.ssl.methods.base import Method, MethodSettings, StepOutput
+from medfound.ssl.methods.base import Method, StepOutput
 from medfound.ssl.methods.contrastive import RELIC, SimCLR
 from medfound.ssl.methods.momentum import BYOL, KeyQueue, MoCo
+from medfound.ssl.settings import MethodOptions, MethodSettings
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (SimCLR, BarlowTwins, MoCo, BYOL, RELIC)}
 if tuple(METHODS) != SSL_METHODS:  # the registry names them; every name needs its class
@@ -20,5 +21,5 @@ def get_method(name: str, settings: MethodSettings | None = None) -> Method:
     return METHODS[name](settings)
 
 
-__all__ = ["BYOL", "BarlowTwins", "KeyQueue", "METHODS", "Method", "MethodSettings", "MoCo",
+__all__ = ["BYOL", "BarlowTwins", "KeyQueue", "METHODS", "Method", "MethodOptions", "MethodSettings", "MoCo",
            "RELIC", "SimCLR", "StepOutput", "get_method"]

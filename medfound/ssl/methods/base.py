@@ -2,33 +2,12 @@
 loss on the backbone's features of two views, and what it updates after each optimizer step."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, ClassVar, NamedTuple
 
 import tensorflow as tf
 
 from medfound.ssl.heads import ProjectionHead
-
-
-@dataclasses.dataclass
-class MethodSettings:
-    """Every method's knobs; None means the method's own default (``Method.defaults``)."""
-
-    projection_layers: int | None = None
-    projection_hidden_dim: int | None = None  # None: the backbone's embedding size
-    projection_dim: int | None = None
-    temperature: float | None = None  # SimCLR, RELIC, MoCo
-    barlow_lambda: float = 0.0051  # Barlow Twins off-diagonal weight
-    relic_alpha: float = 1.0  # RELIC invariance weight
-    moco_queue_size: int = 16384  # MoCo negatives kept from earlier batches
-    ema_momentum: float | None = None  # BYOL / MoCo target momentum at step 0 (cosine to 1)
-    total_steps: int = 1000  # length of the EMA schedule
-    seed: int = 0
-
-    def with_defaults(self, defaults: dict) -> "MethodSettings":
-        """A copy where every None field named in ``defaults`` takes the default."""
-        return dataclasses.replace(self, **{k: v for k, v in defaults.items()
-                                            if getattr(self, k) is None})
+from medfound.ssl.settings import MethodSettings
 
 
 class StepOutput(NamedTuple):

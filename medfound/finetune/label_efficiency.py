@@ -35,19 +35,19 @@ class LabelEfficiencyResult:
 def pretraining_of(module: str) -> str:
     """How a module was pretrained, for comparing methods: 'none (random init)', 'none (BiT)',
     or a medfound module's recorded method and initialisation, e.g. 'byol (bit-m)'."""
-    from medfound.finetune.config import parse_module
+    from medfound.resolve import parse_spec
 
-    spec = parse_module(module)
+    spec = parse_spec(module)
     if spec.kind == "random":
         return "none (random init)"
-    if spec.kind == "bit":
+    if spec.init or str(spec.path).endswith(".npz"):
         return "none (BiT)"
     from medfound.export.loader import find_module
     from medfound.export.metadata import read_metadata
 
-    path = Path(module)
+    path = Path(spec.path)
     try:
-        meta = read_metadata(path if path.exists() else find_module(module))
+        meta = read_metadata(path if path.exists() else find_module(spec.path))
     except (OSError, ValueError) as err:
         return f"unknown ({str(err).splitlines()[0][:80]})"
     return f"{meta.method} ({meta.init})"

@@ -2,7 +2,7 @@
 
 The dataset may differ from the one the model was trained on (out of distribution): model and
 data classes are matched by name, and only the shared classes are scored. Each synthetic shift
-(``shifts.py``) is applied at every severity; severity 0 is the clean image, so its metrics equal
+(``medfound.evaluation.shifts``) is applied at every severity; severity 0 is the clean image, so its metrics equal
 the clean ones. Writes ``metrics.json``, ``roc.png`` and ``shifts.png`` (performance vs severity).
 """
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.evaluation.shifts import DEFAULT_SEVERITIES, MAX_SEVERITY, SHIFT_KINDS
-from medfound.utils.files import atomic_path
+from medfound.evaluation.shift_names import DEFAULT_SEVERITIES, MAX_SEVERITY, SHIFT_KINDS
 from medfound.utils.validation import Problems
 
 SPLITS = ("train", "val", "test")
@@ -125,34 +124,42 @@ def _log(config: EvaluateConfig, message: str) -> None:
         print(f"[evaluate] {message}", flush=True)
 
 
-def evaluate(config: EvaluateConfig) -> dict:
-    """Evaluates a fine-tuned model on ``config.task``/``config.data`` (clean and shifted); returns metrics.json's dict."""
+def _load_classifier(model_path: Path):
+    """The fine-tuned Keras classifier saved at ``model_path`` (outputs must include 'logits')."""
     import keras
 
     import medfound.finetune.model  # noqa: F401  (registers the classifier's layers for loading)
     import medfound.models.bit  # noqa: F401
-    from medfound.data.labeled import load_task_splits
-    from medfound.evaluation.metrics import classification_report
-    from medfound.evaluation.plots import plot_roc_curves
-    from medfound.evaluation.shifts import apply_shift
-    from medfound.finetune.model import default_image_size
-    from medfound.finetune.trainer import predict_logits, probabilities, write_json
 
-    config.validate()
-    started = time.time()
-    model_path = resolve_model_path(config.model)
-    saved = read_run_info(model_path)
-    run = saved.get("run", {})
     classifier = keras.saving.load_model(str(model_path), compile=False)
     if not isinstance(classifier.output, dict) or "logits" not in classifier.output:
         raise ValueError(f"{model_path}: not a medfound fine-tuned classifier (outputs must include 'logits')")
-    same_data = saved.get("task") == config.task and Path(str(saved.get("data", ""))).resolve() == Path(config.data).resolve()
-    seed = config.seed if config.seed is not None else (saved.get("seed", 0) if same_data else 0)
-    options = config.data_options if config.data_options is not None else (
-        saved.get("data_options", {}) if same_data else {})
-    splits = load_task_splits(config.task, config.data, seed=seed, **options)
-    ds = splits[config.split]
-    num_outputs = int(classifier.output["logits"].shape[-1])
+    return classifier
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassColumns:
+    """Which model outputs are scored against which data columns, and under what names."""
+
+    model_classes: list[str]
+    pairs: list[tuple[int, int]]  # (model column, data column)
+    task_type: str
+
+    @property
+    def model_cols(self) -> list[int]:
+        return [p[0] for p in self.pairs]
+
+    @property
+    def data_cols(self) -> list[int]:
+        return [p[1] for p in self.pairs]
+
+    @property
+    def names(self) -> list[str]:
+        return [self.model_classes[i] for i in self.model_cols]
+
+
+def class_columns(model_path: Path, run: dict, num_outputs: int, ds) -> ClassColumns:
+    """The model's classes (from its fine-tune ``run`` info, else the dataset's) matched to ``ds``'s."""
     model_classes = list(run.get("class_names") or [])
     if not model_classes:
         if num_outputs != ds.num_classes:
@@ -166,9 +173,40 @@ def evaluate(config: EvaluateConfig) -> dict:
     if task_type == "multiclass" and len(pairs) != num_outputs:
         raise ValueError(f"a multi-class model needs all its classes {model_classes} in the data "
                          f"{list(ds.class_names)}")
-    m_cols, d_cols = [p[0] for p in pairs], [p[1] for p in pairs]
-    labels, mask = ds.labels[:, d_cols], ds.mask[:, d_cols]
-    names = [model_classes[i] for i in m_cols]
+    return ClassColumns(model_classes, pairs, task_type)
+
+
+def _shift_row(severity: float, report: dict) -> dict:
+    """One severity's line of a shift curve, taken from its classification report."""
+    return {"severity": float(severity), "mean_auc": report["mean_auc"],
+            "mean_auc_ci95": report["mean_auc_ci95"], "accuracy": report["accuracy"],
+            "per_class_auc": {c: v["auc"] for c, v in report["per_class"].items()},
+            **({"sensitivity": report["sensitivity"], "specificity": report["specificity"]}
+               if "sensitivity" in report else {})}
+
+
+def evaluate(config: EvaluateConfig) -> dict:
+    """Evaluates a fine-tuned model on ``config.task``/``config.data`` (clean and shifted); returns metrics.json's dict."""
+    from medfound.data.labeled import load_task_splits
+    from medfound.evaluation.metrics import classification_report
+    from medfound.evaluation.plots import plot_roc_curves, plot_shift_curves
+    from medfound.evaluation.shifts import apply_shift
+    from medfound.finetune.model import default_image_size
+    from medfound.finetune.trainer import predict_logits, probabilities, write_json
+
+    config.validate()
+    started = time.time()
+    model_path = resolve_model_path(config.model)
+    saved = read_run_info(model_path)
+    run = saved.get("run", {})
+    classifier = _load_classifier(model_path)
+    same_data = saved.get("task") == config.task and Path(str(saved.get("data", ""))).resolve() == Path(config.data).resolve()
+    seed = config.seed if config.seed is not None else (saved.get("seed", 0) if same_data else 0)
+    options = config.data_options if config.data_options is not None else (
+        saved.get("data_options", {}) if same_data else {})
+    ds = load_task_splits(config.task, config.data, seed=seed, **options)[config.split]
+    cols = class_columns(model_path, run, int(classifier.output["logits"].shape[-1]), ds)
+    labels, mask, names = ds.labels[:, cols.data_cols], ds.mask[:, cols.data_cols], cols.names
     size = config.image_size or run.get("image_size") or default_image_size(config.task, None)
     crop = config.center_crop if config.center_crop is not None else saved.get("center_crop", False)
     threshold = config.threshold if config.threshold is not None else saved.get("threshold", 0.5)
@@ -177,8 +215,8 @@ def evaluate(config: EvaluateConfig) -> dict:
 
     def measure(transform=None) -> tuple[dict, np.ndarray]:
         logits = predict_logits(classifier, ds, size, config.batch_size, crop, transform=transform)
-        probs = probabilities(logits, task_type)[:, m_cols]
-        return classification_report(labels, probs, names, task_type, mask=mask, threshold=threshold,
+        probs = probabilities(logits, cols.task_type)[:, cols.model_cols]
+        return classification_report(labels, probs, names, cols.task_type, mask=mask, threshold=threshold,
                                      n_boot=config.n_boot, seed=seed, groups=ds.patient_ids), probs
 
     clean, clean_probs = measure()
@@ -186,17 +224,13 @@ def evaluate(config: EvaluateConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"model": str(model_path), "task": config.task, "data": str(config.data), "split": config.split,
                      "split_seed": seed, "examples": len(ds), "patients": int(ds.patients.size), "image_size": int(size),
-                     "class_map": {model_classes[i]: ds.class_names[j] for i, j in pairs},
+                     "class_map": {cols.model_classes[i]: ds.class_names[j] for i, j in cols.pairs},
                      "trained_on": saved.get("task"), "clean": clean, "shifts": {}}
     for kind in config.shifts:
         rows = []
         for severity in config.severities:
             report, _ = measure(lambda images, k=kind, s=float(severity): apply_shift(images, k, s))
-            rows.append({"severity": float(severity), "mean_auc": report["mean_auc"],
-                         "mean_auc_ci95": report["mean_auc_ci95"], "accuracy": report["accuracy"],
-                         "per_class_auc": {c: v["auc"] for c, v in report["per_class"].items()},
-                         **({"sensitivity": report["sensitivity"], "specificity": report["specificity"]}
-                            if "sensitivity" in report else {})})
+            rows.append(_shift_row(severity, report))
             _log(config, f"{kind} severity {severity:g}: mean AUC {report['mean_auc']}, accuracy {report['accuracy']}")
         results["shifts"][kind] = rows
     results["seconds"] = time.time() - started
@@ -207,40 +241,3 @@ def evaluate(config: EvaluateConfig) -> dict:
         plot_shift_curves(results["shifts"], out / "shifts.png", clean=clean)
     _log(config, f"clean mean AUC {clean['mean_auc']}; wrote {out}")
     return json.loads((out / "metrics.json").read_text())
-
-
-def plot_shift_curves(shifts: dict[str, list[dict]], path: str | os.PathLike, clean: dict | None = None,
-                      dpi: int = 110) -> Path:
-    """Mean AUC (with its 95% interval) and accuracy against shift severity, one line per shift kind."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    def value(x):
-        return np.nan if x is None else float(x)
-
-    fig = Figure(figsize=(10.0, 4.0))
-    FigureCanvasAgg(fig)
-    ax_auc, ax_acc = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for kind, rows in shifts.items():
-        sev = [r["severity"] for r in rows]
-        auc = np.array([value(r["mean_auc"]) for r in rows])
-        low = np.array([value(r["mean_auc_ci95"][0]) for r in rows])
-        high = np.array([value(r["mean_auc_ci95"][1]) for r in rows])
-        (line,) = ax_auc.plot(sev, auc, marker="o", label=kind)
-        ax_auc.fill_between(sev, low, high, color=line.get_color(), alpha=0.15)
-        ax_acc.plot(sev, [value(r["accuracy"]) for r in rows], marker="o", label=kind)
-    if clean is not None:
-        ax_auc.axhline(value(clean["mean_auc"]), color="0.4", linestyle="--", linewidth=1, label="clean")
-        ax_acc.axhline(value(clean["accuracy"]), color="0.4", linestyle="--", linewidth=1, label="clean")
-    ax_auc.axhline(0.5, color="0.7", linestyle=":", linewidth=1)
-    ax_auc.set_ylabel("mean AUC (95% CI)")
-    ax_acc.set_ylabel("accuracy")
-    for ax in (ax_auc, ax_acc):
-        ax.set_xlabel("shift severity")
-        ax.legend(fontsize="small")
-    fig.suptitle("performance under synthetic distribution shift")
-    fig.tight_layout()
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return out
