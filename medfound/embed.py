@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.utils.files import atomic_path, sha256_file
+from medfound.data.prepare import prepare_image  # the one image preparation; also medfound.embed's
+from medfound.utils.files import atomic_path
 from medfound.utils.progress import make_progress
 
 OUTPUT_FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".parquet": "parquet"}
@@ -139,17 +140,6 @@ def list_inputs(source: str | os.PathLike, *, path_column: str | None = None,
     return list(opened.paths)
 
 
-def prepare_image(image, image_size: int):
-    """Resizes a float image (H, W, 3) in [0, 1] to (size, size, 3) as the embedder feeds it.
-
-    Bilinear with antialiasing (so downscaled radiographs do not alias), clipped back to [0, 1].
-    """
-    import tensorflow as tf
-
-    resized = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
-    return tf.clip_by_value(resized, 0.0, 1.0)
-
-
 class ModuleEmbedder:
     """A loaded module as ``images (B, S, S, 3) in [0, 1] -> pooled embeddings (B, D)``.
 
@@ -178,35 +168,19 @@ class ModuleEmbedder:
         self._forward = split_over_replicas(self._fn, self.strategy)
 
     def _load(self, module: str | os.PathLike) -> None:
-        import tensorflow as tf
-
-        from medfound.export.loader import is_keras_folder, load_saved_model, resolve_path
         from medfound.models.inference import fold
+        from medfound.resolve import load
 
         try:
-            path = resolve_path(module)
+            backbone = load(module, trainable=False)
         except FileNotFoundError as err:
             raise EmbedError(str(err)) from None
-        self.path = path
-        if path.is_file() or is_keras_folder(path):
-            import keras
-
-            from medfound.export.metadata import read_metadata
-
-            self.metadata = read_metadata(path)
-            backbone = keras.saving.load_model(str(path))
-            self.fingerprint = sha256_file(path if path.is_file() else path / "model.weights.h5")
-            self.input_size = int(self.metadata.input_size)
-            self.name = self.metadata.name
-        else:
-            backbone = load_saved_model(path)
-            info = backbone.source
-            self.metadata = info.metadata
-            self.input_size = info.input_size
-            self.name = info.name or path.name
-            marker = path / "fingerprint.pb"
-            self.fingerprint = sha256_file(marker if marker.is_file() else
-                                           path / "saved_model.pb")
+        source = backbone.source
+        self.path = Path(source.path) if source.path else Path(str(module))
+        self.metadata = source.metadata
+        self.input_size = source.input_size
+        self.name = source.name or self.path.name or str(module)
+        self.fingerprint = source.sha256 or source.spec
         folded = self._model = fold(backbone)
         self._call = lambda images: folded(images, training=False)["embedding"]
 
@@ -234,26 +208,37 @@ def _inputs_digest(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def _open_parts(parts_dir: Path, manifest: dict) -> int:
-    """Creates or checks the parts folder; returns how many inputs its parts already cover."""
+def open_parts(parts_dir: Path, manifest: dict, *, keys: Sequence[str] | None = None,
+               pattern: re.Pattern = _PART_NAME, error: type[Exception] = None) -> int:
+    """Creates or checks a parts folder; returns how many rows its parts already cover.
+
+    A folder left by an earlier run must record the same ``keys`` of ``manifest`` (default:
+    all), else ``error`` (default ``EmbedError``) says which differ. Temporaries of a killed
+    writer (names only ``atomic_path`` makes) are removed. Image and slide embedding share it.
+    """
+    from medfound.utils.files import TEMP_PREFIX
+
+    error = error or EmbedError
     manifest_file = parts_dir / PARTS_MANIFEST
     if manifest_file.is_file():
         try:
             recorded = json.loads(manifest_file.read_text())
         except json.JSONDecodeError as err:
-            raise EmbedError(f"{manifest_file}: unreadable ({err}); delete {parts_dir} to "
-                             "start over") from None
-        changed = [k for k in manifest if recorded.get(k) != manifest[k]]
+            raise error(f"{manifest_file}: unreadable ({err}); delete {parts_dir} to "
+                        "start over") from None
+        changed = [k for k in (keys or manifest) if recorded.get(k) != manifest.get(k)]
         if changed:
-            raise EmbedError(
+            raise error(
                 f"{parts_dir}: holds parts of an earlier run with a different "
                 f"{', '.join(changed)}; continue it with the same settings, or delete "
                 f"{parts_dir} to start over")
+        for stale in parts_dir.glob(f"{TEMP_PREFIX}*"):
+            stale.unlink()
     else:
         parts_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(manifest_file) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return covered_prefix(part_files(parts_dir))
+    return covered_prefix(part_files(parts_dir, pattern))
 
 
 def part_files(parts_dir: Path, pattern: re.Pattern = _PART_NAME) -> list[tuple[int, int, Path]]:
@@ -276,14 +261,17 @@ def covered_prefix(parts: list[tuple[int, int, Path]]) -> int:
     return covered
 
 
-def _contiguous_parts(parts_dir: Path, total: int) -> list[Path]:
+def contiguous_parts(parts_dir: Path, total: int, *, pattern: re.Pattern = _PART_NAME,
+                     error: type[Exception] | None = None, rows: str = "inputs") -> list[Path]:
+    """The part files covering rows 0..``total`` without a gap, in order (``error``, default
+    ``EmbedError``, if they do not reach ``total``); image and slide embedding share it."""
     covered, chosen = 0, []
-    for start, end, file in part_files(parts_dir):
+    for start, end, file in part_files(parts_dir, pattern):
         if start == covered:
             chosen.append(file)
             covered = end
     if covered != total:
-        raise EmbedError(f"{parts_dir}: parts cover {covered} of {total} inputs")
+        raise (error or EmbedError)(f"{parts_dir}: parts cover {covered} of {total} {rows}")
     return chosen
 
 
@@ -369,8 +357,6 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
     whether or not the run was interrupted (parts hold whole batches too). ``strategy`` (default:
     the one ``config.strategy`` names) spreads each batch over its devices.
     """
-    import keras
-
     from medfound.data.images import SkippedFiles
 
     out = Path(config.out)
@@ -398,7 +384,7 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
     manifest = {"inputs_sha256": _inputs_digest(paths), "num_inputs": len(paths),
                 "module_fingerprint": embedder.fingerprint, "image_size": int(image_size),
                 "format_version": PARTS_FORMAT_VERSION}
-    covered = _open_parts(parts_dir, manifest)
+    covered = open_parts(parts_dir, manifest)
     # Parts and stopping points fall on batch-block boundaries (see ``_batches``).
     block = config.batch_size
     part_size = -(-config.part_size // block) * block
@@ -449,7 +435,7 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
         return EmbedResult(out=None, complete=False, num_inputs=len(paths), num_embedded=embedded,
                            processed=stop - covered, failures=failures, failures_file=None,
                            embedding_dim=dim, image_size=int(image_size), parts_dir=parts_dir)
-    part_list = _contiguous_parts(parts_dir, len(paths))
+    part_list = contiguous_parts(parts_dir, len(paths))
     count = write_output(out, fmt, part_list, paths, dim, module=embedder.name,
                          image_size=int(image_size))
     write_failures(failures_file, failures)

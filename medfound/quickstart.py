@@ -41,11 +41,13 @@ class QuickstartConfig:
     def pretrain_config(self, data: str, *, demo: bool, patient_column: str | None):
         """The PretrainConfig of the quickstart's pretraining step."""
         from medfound.pretrain import PretrainConfig
+        from medfound.ssl.settings import MethodOptions
 
         return PretrainConfig(
             data=data, out_dir=str(Path(self.out_dir) / "run"), modality=self.modality,
             arch=self.arch, image_size=self.image_size, batch_size=self.batch_size,
-            steps=self.steps, learning_rate=self.learning_rate, temperature=self.temperature,
+            steps=self.steps, learning_rate=self.learning_rate,
+            method_options=MethodOptions(temperature=self.temperature),
             augment=self.augment, path_column="path" if demo else None,
             patient_column=patient_column, micle=demo, log_every=max(self.steps // 10, 1),
             checkpoint_every=max(self.steps, 1), seed=self.seed)

@@ -22,14 +22,14 @@ class LegacyModule(tf.Module):
     trainable_variables = None
     regularization_losses = None
 
-    def __init__(self, backbone: BiTBackbone, metadata_file: str):
+    def __init__(self, backbone: BiTBackbone, metadata_file: str, reverse: bool = False):
         super().__init__()
         import keras
 
         folded = fold(backbone)
         old_map = keras.Model(folded.input, folded.get_layer("pre_head_relu").output)
         self._forward = lambda images: old_map(images, training=False)
-        self.variables = [v.value for v in folded.weights]
+        self.variables = [v.value for v in folded.weights][::-1 if reverse else 1]
         self.trainable_variables = [v.value for v in folded.trainable_weights]
         self.regularization_losses = []
         self.metadata_file = tf.saved_model.Asset(metadata_file)
@@ -39,8 +39,10 @@ class LegacyModule(tf.Module):
         return self._forward(images)  # the v1 output: GroupNorm + ReLU of block4
 
 
-def write_legacy_module(backbone: BiTBackbone, out: Path, name: str = "legacy-tiny") -> Path:
-    """Writes ``backbone`` (with its final norm) as a format-1 module folder at ``out``."""
+def write_legacy_module(backbone: BiTBackbone, out: Path, name: str = "legacy-tiny",
+                        reverse_variables: bool = False) -> Path:
+    """Writes ``backbone`` (with its final norm) as a format-1 module folder at ``out``
+    (``reverse_variables``: listed in reverse order, which a loader matching by name ignores)."""
     import json
 
     meta = ModuleMetadata(name=name, arch=backbone.spec.name, modality="cxr", input_size=448,
@@ -54,5 +56,5 @@ def write_legacy_module(backbone: BiTBackbone, out: Path, name: str = "legacy-ti
     with tempfile.TemporaryDirectory() as scratch:
         meta_file = Path(scratch) / METADATA_FILE
         meta_file.write_text(json.dumps(fields))
-        tf.saved_model.save(LegacyModule(backbone, str(meta_file)), str(out))
+        tf.saved_model.save(LegacyModule(backbone, str(meta_file), reverse_variables), str(out))
     return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medfound.export.archive import UnsafeArchiveError, check_archive, read_member, safe_extract
-from medfound.export.loader import load
+from medfound.resolve import load
 
 MiB = 1 << 20
 

@@ -14,9 +14,8 @@ from medfound.cli import embed as embed_cli
 from medfound.data.images import read_image
 from medfound.embed import (EmbedConfig, EmbedError, ModuleEmbedder, embed, prepare_image,
                             read_embeddings, sidecar_paths)
-from medfound.export.exporter import export_module
 from medfound.utils.files import sha256_file
-from tests.tiny_runs import write_tiny_run
+from tests.tiny_runs import export_tiny_module
 
 NAME = "cxr-50x1-remedis-m"
 SIZE = 64
@@ -27,10 +26,9 @@ BAD = ("empty.png", "not_an_image.png", "z_corrupt_data.png", "sub/truncated.jpg
 @pytest.fixture(scope="module")
 def module_dir(tmp_path_factory):
     """A tiny backbone (random weights) exported as a real hub SavedModel."""
-    root = tmp_path_factory.mktemp("embed_module")
-    write_tiny_run(root / "run", seed=3, modality="cxr", init="bit-m", steps=1, image_size=SIZE,
-                   data="unit-test images")
-    return export_module(root / "run", root / NAME, name=NAME, allow_test_arch=True)
+    return export_tiny_module(tmp_path_factory.mktemp("embed_module"), NAME, seed=3,
+                              modality="cxr", init="bit-m", steps=1, image_size=SIZE,
+                              data="unit-test images")
 
 
 @pytest.fixture(scope="module")

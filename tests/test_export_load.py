@@ -6,19 +6,18 @@ import pytest
 import tensorflow as tf
 
 from medfound.export.exporter import export_module
-from medfound.export.loader import load
+from medfound.resolve import load
 from medfound.export.metadata import read_metadata
 from medfound.models.bit import BiTBackbone, build_backbone
-from tests.tiny_runs import write_tiny_run
+from tests.tiny_runs import export_tiny_module
 
 NAME = "path-50x1-remedis-s"
 
 
 @pytest.fixture(scope="module")
 def module_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("load")
-    write_tiny_run(root / "run", seed=3, modality="path", init="bit-s", data="unit test")
-    return export_module(root / "run", root / NAME, name=NAME, allow_test_arch=True)
+    return export_tiny_module(tmp_path_factory.mktemp("load"), NAME, seed=3, modality="path",
+                              init="bit-s", data="unit test")
 
 
 def batch(seed=0):

@@ -232,7 +232,7 @@ def test_custom_names_for_users_own_modules(tmp_path):
 
 
 def test_fold_is_an_explicit_inference_form_that_refuses_training(exported, tmp_path):
-    from medfound.export.loader import load
+    from medfound.resolve import load
 
     backbone, out = exported
     folded_dir = tmp_path / "folded"

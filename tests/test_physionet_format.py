@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from medfound.cli.main import main
 from medfound.export.exporter import export_module
-from medfound.export.loader import load
+from medfound.resolve import load
 from medfound.export.module_info import describe
 from medfound.models.bit import BiTBackbone
 from medfound.models.configs import get_arch

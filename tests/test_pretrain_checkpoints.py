@@ -15,12 +15,14 @@ from medfound.pretrain import runfolder
 from medfound.pretrain.checkpoints import make_checkpoint, remove_leftovers, restore
 from medfound.pretrain.model import build_networks, build_optimizer
 from medfound.registry import SSL_METHODS
+from medfound.ssl.settings import MethodOptions
 
 
 def _networks(method: str, seed: int):
     config = PretrainConfig(data="unused", out_dir="unused", arch="tiny", image_size=32,
-                            batch_size=4, steps=3, method=method, projection_dim=8,
-                            projection_hidden_dim=16, moco_queue_size=8, optimizer="lars",
+                            batch_size=4, steps=3, method=method,
+                            method_options=MethodOptions(projection_dim=8, projection_hidden_dim=16,
+                                                         moco_queue_size=8), optimizer="lars",
                             seed=seed)
     keras.utils.set_random_seed(seed)
     nets, _ = build_networks(config)

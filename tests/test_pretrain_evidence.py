@@ -16,6 +16,7 @@ import medfound
 from medfound.evaluation.metrics import roc_auc
 from medfound.finetune.linear_probe import fit_linear_probe
 from medfound.pretrain import PretrainConfig, pretrain
+from medfound.ssl.settings import MethodOptions
 
 MILD = dict(crop_area=(0.5, 1.0), elastic_prob=0.0, equalize_prob=0.0, rotation_degrees=10.0)
 
@@ -31,7 +32,7 @@ def test_pretraining_lowers_loss_and_beats_random_init_probe(shared_data, tmp_pa
     result = pretrain(PretrainConfig(
         data=str(shared_data / "pneumoniamnist.npz"), out_dir=str(tmp_path / "run"),
         arch="tiny", image_size=32, batch_size=64, steps=150, learning_rate=1.0,
-        temperature=0.2, augment=MILD, log_every=10, checkpoint_every=150, preview_images=0,
+        method_options=MethodOptions(temperature=0.2), augment=MILD, log_every=10, checkpoint_every=150, preview_images=0,
         seed=0), verbose=False)
     losses = [h["loss"] for h in result.history]
     assert np.mean(losses[-3:]) < 0.93 * np.mean(losses[:2]), losses

@@ -12,16 +12,20 @@ from medfound.pretrain import PretrainConfig, pretrain
 from medfound.pretrain.model import build_networks, build_optimizer
 from medfound.pretrain.trainer import make_train_step
 from medfound.runinfo import RunInfo
+from medfound.pretrain.config import METHOD_OPTION_FIELDS
 from medfound.ssl.ema import ema_momentum
+from medfound.ssl.settings import MethodOptions
 
 BATCH = 8
 
 
 def _config(out, method: str, **overrides) -> PretrainConfig:
+    options = dict(projection_dim=16, projection_hidden_dim=32, moco_queue_size=48)
+    options.update({k: overrides.pop(k) for k in list(overrides) if k in METHOD_OPTION_FIELDS})
     base = dict(data="unused", out_dir=str(out), arch="tiny", image_size=32, batch_size=BATCH,
-                steps=4, method=method, projection_dim=16, projection_hidden_dim=32,
-                moco_queue_size=48, optimizer="sgd", learning_rate=0.05, warmup_fraction=0.0,
-                log_every=1, checkpoint_every=1, preview_images=0, seed=5)
+                steps=4, method=method, method_options=MethodOptions(**options), optimizer="sgd",
+                learning_rate=0.05, warmup_fraction=0.0, log_every=1, checkpoint_every=1,
+                preview_images=0, seed=5)
     base.update(overrides)
     return PretrainConfig(**base)
 
@@ -164,7 +168,7 @@ def test_exported_module_records_the_method(patients_csv, tmp_path):
                            allow_test_arch=True)
     assert read_metadata(module).method == "barlow"
     # `medfound label-efficiency` tells methods apart by this record.
-    from medfound.evaluation.label_efficiency import pretraining_of
+    from medfound.finetune.label_efficiency import pretraining_of
 
     assert pretraining_of(str(module)) == "barlow (random)"
     assert pretraining_of(str(tmp_path / "missing")).startswith("unknown (")

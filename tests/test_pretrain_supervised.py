@@ -58,7 +58,7 @@ def test_simclr_continues_from_the_supervised_checkpoint(supervised_run, tmp_pat
     import keras
 
     from medfound.export.exporter import export_module
-    from medfound.export.loader import load
+    from medfound.resolve import load
     from medfound.models.bit import build_backbone
     from medfound.models.bit_weights import load_bit_weights
     from medfound.pretrain import PretrainConfig, pretrain

@@ -20,7 +20,7 @@ from medfound.cli.main import main
 from medfound.cli import publish as publish_cli
 from medfound.cli import verify as verify_cli
 from medfound.export.archive import UnsafeArchiveError, safe_extract
-from medfound.export.loader import load
+from medfound.resolve import load
 from medfound.export.metadata import read_metadata
 from medfound.export.publish import PublishError, probe_image, publish
 from medfound.export.verify import VerifyError, verify

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from medfound.cli.main import main
-from medfound.export.loader import load
+from medfound.resolve import load
 from medfound.export.publish import probe_image
 from medfound.export.verify import VerifyError, verify
 from tests.test_publish import NAME, _ssh_key, make_release

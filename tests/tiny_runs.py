@@ -19,3 +19,12 @@ def write_tiny_run(run_dir: Path, *, seed: int | None = None, arch: str = "tiny"
     backbone.save_weights(str(run_dir / BACKBONE_WEIGHTS))
     RunInfo(arch=arch, **info).save(run_dir)
     return backbone
+
+
+def export_tiny_module(root: Path, name: str, **info) -> Path:
+    """A tiny run (``write_tiny_run(root / 'run', **info)``) exported as the real SavedModel
+    module ``root / name`` under the test-only escape hatch; what the module fixtures share."""
+    from medfound.export.exporter import export_module
+
+    write_tiny_run(root / "run", **info)
+    return export_module(root / "run", root / name, name=name, allow_test_arch=True)

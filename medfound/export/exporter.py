@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -17,12 +16,11 @@ from medfound.export.metadata import METADATA_ASSET, METADATA_FILE, ModuleMetada
 from medfound.models.configs import get_arch
 from medfound.registry import (HUB_MODULES, INIT_DATA, HubModuleSpec, check_custom_name,
                                get_module_spec, module_name)
-from medfound.runinfo import BACKBONE_WEIGHTS, RUN_FILE, RunInfo
-from medfound.utils.files import atomic_path, sha256_file
+from medfound.runinfo import RunInfo
+from medfound.utils.files import atomic_path
 from medfound.version import __version__
 
 FORMATS = ("saved_model", "keras", "onnx")
-_BIT_FILE = re.compile(r"BiT-([SM])-(R\d+x\d+)", re.IGNORECASE)
 
 
 class ExportError(ValueError):
@@ -40,110 +38,69 @@ class ExportOptions:
     allow_test_arch: bool = False  # tests only: allow a test-only arch under a registry name
 
 
-def load_checkpoint(checkpoint: str | os.PathLike, options: ExportOptions):
-    """Reads a run folder, a BiT ``.npz`` or a ``.weights.h5`` into (backbone, RunInfo)."""
-    from medfound.models.bit import build_backbone
+def load_checkpoint(checkpoint, options: ExportOptions):
+    """Any backbone spec (see ``medfound.resolve``) or an in-memory ``BiTBackbone``, as
+    (backbone, RunInfo): the weights to export and the record of how they were made."""
+    from medfound.models.bit import BiTBackbone
+    from medfound.resolve import BackboneError, load
 
-    path = Path(checkpoint)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found (a run folder with {RUN_FILE}, a "
-                                "module or PhysioNet SavedModel folder, a BiT .npz, or a "
-                                ".weights.h5 with --arch)")
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        return _load_saved_model_checkpoint(path, options)
-    if path.is_dir():
-        if not (path / RUN_FILE).is_file():
-            raise ExportError(f"{path}: folder has no {RUN_FILE}, so it is not a medfound run")
-        run = RunInfo.load(path)
-        _agree(path, "architecture", options.arch and get_arch(options.arch).name,
-               get_arch(run.arch).name)
-        _agree(path, "initialisation", options.init, run.init)
+    if isinstance(checkpoint, BiTBackbone):
+        backbone = checkpoint
+        if options.arch and get_arch(options.arch).name != backbone.arch:
+            raise ExportError(f"you gave architecture {options.arch!r} but the model is "
+                              f"{backbone.arch!r}")
+    else:
+        try:
+            backbone = load(checkpoint, arch=options.arch, init=options.init)
+        except BackboneError as err:
+            raise ExportError(str(err)) from None
+    return backbone, run_record(backbone, options)
+
+
+def run_record(backbone, options: ExportOptions) -> RunInfo:
+    """How ``backbone`` was made, from what its source records and, where it is silent, what
+    the user said (``options``); a stated fact that disagrees with the record is refused."""
+    source = backbone.source
+    where = source.path if source is not None and source.path else backbone.name
+    common = dict(arch=backbone.arch, units=backbone.spec.units
+                  if backbone.spec.units != get_arch(backbone.arch).units else None,
+                  width=backbone.spec.width
+                  if backbone.spec.width != get_arch(backbone.arch).width else None,
+                  medfound_version=__version__)
+    if source is None or source.format == "random":
+        return RunInfo(**common, modality=options.modality, init=options.init or "random",
+                       method="none" if source is not None else "unknown")
+    _agree(where, "initialisation", options.init, source.init)
+    if source.run is not None:
+        run = dataclasses.replace(source.run)
         if run.modality is None:
             run.modality = options.modality
-        else:
-            _agree(path, "modality", options.modality, run.modality)
-        weights = path / BACKBONE_WEIGHTS
-        if not weights.is_file():
-            raise ExportError(f"{weights}: missing; the run folder has no backbone weights")
-        backbone = build_backbone(run.arch, units=run.units, width=run.width)
-        _load_weights_h5(backbone, weights)
-        return backbone, run
-    if path.suffix == ".npz":
-        from medfound.models.bit_weights import load_bit_weights
-
-        match = _BIT_FILE.search(path.name)
-        file_arch = match.group(2).lower() if match else None
-        file_init = f"bit-{match.group(1).lower()}" if match else None
-        _agree(path, "architecture", options.arch and get_arch(options.arch).name, file_arch)
-        _agree(path, "initialisation", options.init, file_init)
-        arch, init = file_arch or options.arch, file_init or options.init
-        if not arch or not init:
-            raise ExportError(f"{path}: the file name does not say BiT-S/BiT-M and the "
-                              "architecture (e.g. BiT-M-R50x1.npz); pass --arch and --init")
-        run = RunInfo(arch=arch, modality=options.modality, init=init, init_path=path.name,
-                      init_sha256=sha256_file(path), method="none", steps=0,
-                      data=INIT_DATA.get(init, ""), medfound_version=__version__)
-        backbone = build_backbone(arch)
-        load_bit_weights(backbone, path)
-        return backbone, run
-    if path.name.endswith(".weights.h5"):
-        if not options.arch:
-            raise ExportError(f"{path}: a bare .weights.h5 does not say its architecture; "
-                              "pass --arch")
-        run = RunInfo(arch=get_arch(options.arch).name, modality=options.modality,
-                      init=options.init or "random", medfound_version=__version__)
-        backbone = build_backbone(run.arch)
-        _load_weights_h5(backbone, path)
-        return backbone, run
-    raise ExportError(f"{path}: unknown checkpoint kind (expected a run folder, a BiT .npz or a "
-                      ".weights.h5)")
+        _agree(where, "modality", options.modality, run.modality)
+        return run
+    if source.format == "bit-npz":
+        if not source.init:
+            raise ExportError(f"{where}: the file name does not say BiT-S or BiT-M (e.g. "
+                              "BiT-M-R50x1.npz); pass --init")
+        return RunInfo(**common, modality=options.modality, init=source.init,
+                       init_path=Path(source.path).name, init_sha256=source.sha256,
+                       method="none", steps=0, data=INIT_DATA.get(source.init, ""))
+    if source.format == "weights":
+        return RunInfo(**common, modality=options.modality, init=options.init or "random")
+    _agree(where, "modality", options.modality, source.modality)
+    meta = source.metadata
+    return RunInfo(**common, modality=source.modality or options.modality,
+                   init=source.init or options.init or "random",
+                   method=meta.method if meta else "unknown", steps=meta.steps if meta else 0,
+                   data=meta.pretraining_data if meta else f"converted from {source.format} "
+                   f"file {Path(source.path).name}",
+                   image_size=meta.pretraining_image_size if meta else None,
+                   init_path=meta.init_checkpoint if meta else None,
+                   init_sha256=meta.init_sha256 if meta else None)
 
 
-def _load_saved_model_checkpoint(path: Path, options: ExportOptions):
-    """A module, PhysioNet file or BiT TF-Hub folder as (backbone, RunInfo), to convert it."""
-    from medfound.export.loader import load_saved_model
-
-    backbone = load_saved_model(path)
-    info = backbone.source
-    meta = info.metadata
-    _agree(path, "architecture", options.arch and get_arch(options.arch).name, info.arch)
-    _agree(path, "initialisation", options.init, info.init)
-    _agree(path, "modality", options.modality, info.modality)
-    run = RunInfo(arch=info.arch, units=info.units_override, width=info.width_override,
-                  modality=info.modality or options.modality, init=info.init or options.init
-                  or "random", medfound_version=__version__,
-                  method=meta.method if meta else "unknown",
-                  steps=meta.steps if meta else 0,
-                  data=meta.pretraining_data if meta else f"converted from {info.format} file "
-                  f"{path.name}", image_size=meta.pretraining_image_size if meta else None,
-                  init_path=meta.init_checkpoint if meta else None,
-                  init_sha256=meta.init_sha256 if meta else None)
-    return backbone, run
-
-
-def _agree(path: Path, what: str, given: str | None, recorded: str | None) -> None:
+def _agree(path, what: str, given: str | None, recorded: str | None) -> None:
     if given and recorded and given != recorded:
         raise ExportError(f"{path}: you gave {what} {given!r} but the checkpoint says {recorded!r}")
-
-
-def _load_weights_h5(backbone, weights: Path) -> None:
-    """Loads Keras weights, treating Keras' 'skipping ... keep fresh weights' warnings as errors."""
-    import warnings
-
-    problem = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            backbone.load_weights(str(weights))
-        except (ValueError, OSError, KeyError) as err:
-            problem = err
-    skipped = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)
-               or "Skipping" in str(w.message)]
-    if problem is not None or skipped:
-        detail = problem if problem is not None else \
-            f"{len(skipped)} layer group(s) skipped: {skipped[0]}"
-        raise ExportError(f"{weights}: does not fit a {backbone.spec.name} backbone (units "
-                          f"{backbone.spec.units}, width {backbone.spec.width}): {detail}")
 
 
 def resolve_spec(run: RunInfo, backbone, options: ExportOptions) -> HubModuleSpec:
@@ -229,7 +186,7 @@ def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike
     with tempfile.TemporaryDirectory() as scratch:
         metadata = dataclasses.replace(metadata, kernel_form="folded" if fold
                                        else "standardize_in_graph",
-                                       input_scaling=getattr(backbone, "input_scaling", "bit"))
+                                       input_scaling=backbone.input_scaling)
         meta_file = Path(scratch) / METADATA_FILE
         meta_file.write_text(metadata.to_json())
         module = RemedisModule(backbone, metadata.to_json(), str(meta_file), fold=fold)
@@ -238,7 +195,10 @@ def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike
         got = module.features(tf.constant(probe))["embedding"].numpy()
         want = backbone(probe, training=False)["embedding"].numpy()
         error = float(np.abs(got - want).max()) / max(float(np.abs(want).max()), 1e-12)
-        if error > 1e-4:  # relative: the raw block4 map has no norm to bound its scale
+        # Relative (the raw block4 map has no norm to bound its scale). A wrong graph is off by
+        # order one; float32 summation order alone reaches 2.7e-4 for r152x2 (BENCHMARKS 8b),
+        # so a 1e-4 bound refused correct r152x2 exports.
+        if error > 1e-3:
             raise ExportError(f"exported graph disagrees with the backbone by {error:.3g} "
                               f"(relative); not writing {out}")
         with atomic_path(out) as tmp:
@@ -294,14 +254,15 @@ def check_target(target: Path) -> None:
         raise ExportError(f"{target}: exists and is a file; refusing to replace it")
 
 
-def export_module(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+def export_module(checkpoint, out: str | os.PathLike, *,
                   name: str | None = None, fmt: str = "saved_model", arch: str | None = None,
                   init: str | None = None, modality: str | None = None,
                   allow_test_arch: bool = False, fold: bool = False) -> Path:
     """Exports ``checkpoint`` as the REMEDIS module ``name`` to ``out``; returns the written path.
 
-    ``checkpoint`` is a run folder, a BiT ``.npz``, a ``.weights.h5``, or a SavedModel folder (a
-    medfound module, a PhysioNet REMEDIS file, a BiT TF-Hub folder) to convert.
+    ``checkpoint`` is any backbone spec ``medfound.load`` takes (a run folder, a BiT ``.npz``,
+    ``ARCH:x.weights.h5``, a SavedModel folder to convert, ...) or an in-memory ``BiTBackbone``
+    (what it records in ``source``, or else the options, says how it was made).
     ``fmt`` is 'saved_model' (the TF-Hub folder; ``fold`` writes the faster, not fine-tunable
     inference form), 'keras' (a ``.keras`` file of the native backbone) or 'onnx' (through
     tf2onnx; output 0 is the block4 map). Raises ``ExportError`` when the name and the checkpoint

@@ -96,7 +96,7 @@ class RemedisModule(tf.Module):
                         for name in names}
         self._units = tuple(backbone.spec.units)
         self._standardize = not fold
-        self._input_scaling = getattr(backbone, "input_scaling", "bit")
+        self._input_scaling = backbone.input_scaling
         self.variables = [self._params[name] for name in names]
         self.trainable_variables = [] if fold else list(self.variables)
         self.regularization_losses = []

@@ -108,7 +108,7 @@ def write_native_backbone(module_dir: Path, target: Path) -> None:
     One small function on purpose: it uses whatever ``medfound.load`` returns for a module
     folder (the trainable Keras 3 backbone), so a change of loader needs a change only here.
     """
-    from medfound.export.loader import load
+    from medfound.resolve import load
 
     model = load(module_dir)
     keras_file = target / ".backbone.keras"

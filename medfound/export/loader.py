@@ -1,8 +1,9 @@
-"""``medfound.load``: a REMEDIS module, PhysioNet file or BiT folder as the native Keras 3 backbone.
+"""SavedModel folders, module archives and names as the native Keras 3 backbone.
 
-Every SavedModel format medfound knows (``describe`` says which one a folder is) comes back as
-the native ``BiTBackbone`` (weight standardisation in the graph, every weight trainable), with
-its weights matched by their BiT variable names. ``wrap_saved_model`` wraps any other image
+``medfound.load`` (``medfound.resolve``) sends every SavedModel it is given here: each format
+medfound knows (``describe`` says which one a folder is) comes back as the native
+``BiTBackbone`` (weight standardisation in the graph, every weight trainable), with its weights
+matched by their BiT variable names. ``wrap_saved_model`` wraps any other image
 SavedModel as a Keras model around its own variables.
 """
 from __future__ import annotations
@@ -82,27 +83,12 @@ def unpack_cached(archive: str | os.PathLike, expected_sha256: str | None = None
     return target
 
 
-def load(name_or_path: str | os.PathLike, *, trainable: bool = True,
-         search_path: list[Path] | None = None, expected_sha256: str | None = None):
-    """Loads a module as the native Keras 3 ``BiTBackbone``, ready for fine-tuning.
-
-    ``name_or_path`` is a SavedModel folder (a medfound module, a PhysioNet REMEDIS file, or a
-    BiT TF-Hub folder), a module ``.tar.gz`` (hash-checked, safely unpacked), a ``.keras`` file,
-    or a registry name found on the search path. Weights are matched by their BiT names, never by
-    position; the facts about the source are in ``model.source`` (see ``describe``).
-    """
-    path = resolve_path(name_or_path, search_path, expected_sha256)
-    if (path.is_file() and path.suffix == ".keras") or is_keras_folder(path):
-        model = keras.saving.load_model(str(path))
-    else:
-        model = load_saved_model(path)
-    model.trainable = trainable
-    return model
-
-
 def resolve_path(name_or_path: str | os.PathLike, search_path: list[Path] | None = None,
                  expected_sha256: str | None = None) -> Path:
-    """The local folder or file a name, path or ``.tar.gz`` stands for (archives are unpacked)."""
+    """The local folder or file a name, path or ``.tar.gz`` stands for (archives are unpacked).
+
+    ``expected_sha256`` checks an archive (else the release ``manifest.json`` beside it does).
+    """
     path = Path(name_or_path)
     if not path.exists():
         if is_module_name(str(name_or_path)):
@@ -165,22 +151,27 @@ def _same_function(loaded, backbone) -> bool:
 
 def _load_legacy_v1(module_dir: Path, info: "ModuleInfo"):
     """A module written before the PhysioNet-structured format (medfound < 0.2): its variables
-    are the Keras backbone's, in layer order, with folded kernels and the final GroupNorm.
-    Standardising a folded kernel again leaves it unchanged, so the rebuilt model computes the
-    same features; the old module's output is the rebuilt model's GroupNorm'd ``pre_logits``."""
+    are the Keras backbone's (named by their Keras paths), with folded kernels and the final
+    GroupNorm. Standardising a folded kernel again leaves it unchanged, so the rebuilt model
+    computes the same features; the old module's output is the rebuilt model's GroupNorm'd
+    ``pre_logits``. Variables are matched by name, so swapped or renamed ones are refused."""
     from medfound.models.bit import build_backbone
 
     backbone = build_backbone(info.arch, units=info.units_override, width=info.width_override,
                               final_norm=True)
     module = tf.saved_model.load(str(module_dir))
-    values = list(module.variables)
-    if len(values) != len(backbone.weights):
-        raise ValueError(f"{module_dir}: has {len(values)} variables but a {info.arch} backbone "
-                         f"needs {len(backbone.weights)}; the module is damaged or mislabeled")
-    for weight, value in zip(backbone.weights, values):
+    values = {v.name.split(":")[0]: v for v in module.variables}
+    wanted = {w.path: w for w in backbone.weights}
+    missing, extra = sorted(set(wanted) - set(values)), sorted(set(values) - set(wanted))
+    if missing or extra:
+        raise ValueError(f"{module_dir}: its variables do not match a {info.arch} backbone "
+                         f"(missing {missing[:3]}, unexpected {extra[:3]}); the module is "
+                         "damaged or mislabeled")
+    for path, weight in wanted.items():
+        value = values[path]
         if tuple(weight.shape) != tuple(value.shape):
-            raise ValueError(f"{module_dir}: variable {value.name} has shape {tuple(value.shape)} "
-                             f"but {weight.path} needs {tuple(weight.shape)}")
+            raise ValueError(f"{module_dir}: variable {path} has shape {tuple(value.shape)} "
+                             f"but the backbone needs {tuple(weight.shape)}")
         weight.assign(value.numpy())
     backbone.source = info
     return backbone

@@ -23,6 +23,12 @@ FORMATS = {
     "medfound-v1": "medfound module from before 0.2 (folded kernels, final GroupNorm output)",
     "physionet": "PhysioNet REMEDIS file (Keras-2 SavedModel of a BiT ResNetV2, no metadata)",
     "bit-hub": "BiT TF-Hub SavedModel (with BiT's pre-head GroupNorm)",
+    # What medfound.load resolves besides SavedModel folders (see medfound.resolve):
+    "bit-npz": "BiT checkpoint (.npz)",
+    "run": "medfound pretraining run folder (run.json + backbone.weights.h5)",
+    "keras": "native Keras 3 backbone (.keras)",
+    "weights": "Keras weights of a BiT backbone (.weights.h5)",
+    "random": "randomly initialised backbone",
 }
 
 
@@ -50,6 +56,27 @@ class ModuleInfo:
     input_scaling: str | None = None  # 'bit' / 'none'; None: not recorded (checked when loading)
     kernel_form: str | None = None
     metadata: ModuleMetadata | None = None
+    spec: str = ""  # the backbone spec it was loaded from (see medfound.resolve)
+    sha256: str | None = None  # identity of what was read (a SavedModel's fingerprint.pb)
+    run: "object | None" = None  # the RunInfo of a pretraining run folder
+
+    @classmethod
+    def of_backbone(cls, model, *, path: str, format: str, spec: str = "",
+                    init: str | None = None, modality: str | None = None,
+                    sha256: str | None = None, run=None,
+                    metadata: ModuleMetadata | None = None) -> "ModuleInfo":
+        """The facts of a backbone built in memory from a file that is not a SavedModel."""
+        info = cls(path=path, format=format, arch=model.spec.name, units=tuple(model.spec.units),
+                   width=float(model.spec.width), final_norm=bool(model.final_norm),
+                   num_params=int(model.count_params()), num_variables=len(model.weights),
+                   embedding_dim=int(model.embedding_dim), init=init, modality=modality,
+                   input_scaling=model.input_scaling, spec=spec, sha256=sha256, run=run,
+                   metadata=metadata)
+        if metadata is not None:
+            info.name, info.input_size = metadata.name, metadata.input_size
+            info.modality, info.init = metadata.modality or modality, metadata.init or init
+            info.kernel_form = metadata.kernel_form
+        return info
 
     @property
     def units_override(self) -> tuple[int, ...] | None:

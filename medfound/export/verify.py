@@ -199,7 +199,7 @@ def layout_probe(folder: Path, layout: str, size: int) -> np.ndarray:
 
     if layout == "kaggle":
         return probe_embedding(tf.saved_model.load(str(folder)), size)
-    from medfound.export.loader import load
+    from medfound.resolve import load
 
     out = load(folder)(tf.constant(probe_image(size)))
     return np.asarray(out["embedding"])[0].astype(np.float64)

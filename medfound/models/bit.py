@@ -118,6 +118,7 @@ class BiTBackbone(keras.Model):
         self.input_scaling = input_scaling
         self._units_override = units
         self._width_override = width
+        self.source = None  # set by medfound.load: a ModuleInfo saying what was loaded
 
     def __call__(self, inputs, *args, **kwargs):
         """Calls the model; concrete arrays are checked first (dtype, NaN, the [0, 1] scale), as

@@ -111,7 +111,7 @@ def assign_bit_arrays(model: BiTBackbone, arrays: dict[str, np.ndarray], source:
     if not include_head:
         arrays = {k: v for k, v in arrays.items() if k not in head_keys}
         wanted = {k: v for k, v in wanted.items() if not k.startswith(f"{PREFIX}{HEAD_SCOPE}/")}
-    if not getattr(model, "final_norm", True):
+    if not model.final_norm:
         arrays = {k: v for k, v in arrays.items()
                   if not k.startswith(f"{PREFIX}{FINAL_NORM_SCOPE}/")}
     missing = sorted(set(wanted) - set(arrays))

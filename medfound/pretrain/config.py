@@ -7,23 +7,25 @@ import os
 from pathlib import Path
 
 from medfound.models.configs import get_arch
+from medfound.optim.names import LR_SCALINGS, OPTIMIZERS
 from medfound.registry import MODALITIES, SSL_METHODS
+from medfound.ssl.settings import MethodOptions, MethodSettings
 from medfound.utils.files import atomic_path
 from medfound.utils.validation import Problems
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-OPTIMIZERS = ("lars", "sgd", "adamw")
-LR_SCALINGS = ("linear", "sqrt")
-INIT_KINDS = ("bit-s", "bit-m")
+METHOD_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(MethodOptions))
 
 
 @dataclasses.dataclass
 class PretrainConfig:
     """Everything a pretraining run needs; defaults follow SimCLR v2 / REMEDIS where they apply.
 
-    Head sizes, temperature and EMA momentum left as None take the method's own defaults
-    (``medfound.ssl.methods``: e.g. SimCLR 3 layers to 128 at T=0.1, MoCo T=0.2).
+    ``method_options`` holds the objective's knobs; head sizes, temperature and EMA momentum
+    left as None take the method's own defaults (``medfound.ssl.methods``: e.g. SimCLR 3 layers
+    to 128 at T=0.1, MoCo T=0.2). ``from_dict`` / ``load`` also read the flat layout that
+    config.json files of older runs have (those knobs at the top level).
     """
 
     data: str  # folder, CSV, MedMNIST .npz, TFRecord folder or 'tfds:NAME'
@@ -32,7 +34,7 @@ class PretrainConfig:
     arch: str = "r50x1"
     units: tuple[int, ...] | None = None  # overrides of the named architecture (small tests)
     width: float | None = None
-    init: str = "random"  # 'random', 'bit-s:PATH' or 'bit-m:PATH' (a BiT .npz or SavedModel)
+    init: str = "random"  # 'random' or a backbone spec (medfound.resolve): 'bit-m:PATH', a module, a run
     image_size: int | None = None  # default: the modality's module size (cxr 448, path 224)
     preset: str | None = None  # augmentation preset; default: the modality
     augment: dict = dataclasses.field(default_factory=dict)  # preset overrides (AugmentConfig)
@@ -45,14 +47,8 @@ class PretrainConfig:
     weight_decay: float = 1e-6
     momentum: float = 0.9
     method: str = "simclr"  # simclr, barlow, moco, byol or relic
-    temperature: float | None = None  # SimCLR/RELIC/MoCo
-    projection_layers: int | None = None
-    projection_hidden_dim: int | None = None  # default: the backbone's embedding size
-    projection_dim: int | None = None
-    barlow_lambda: float = 0.0051
-    relic_alpha: float = 1.0
-    moco_queue_size: int = 16384
-    ema_momentum: float | None = None  # BYOL/MoCo target momentum at step 0 (cosine to 1)
+    # the method's knobs (head sizes, temperature, queue, EMA, loss weights)
+    method_options: MethodOptions = dataclasses.field(default_factory=MethodOptions)
     micle: bool = False  # positive pairs from two images of one patient where possible
     micle_probability: float = 1.0
     path_column: str | None = None
@@ -72,35 +68,16 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.units is not None:
             self.units = tuple(self.units)
+        if isinstance(self.method_options, dict):
+            self.method_options = MethodOptions(**self.method_options)
 
     @property
     def input_size(self) -> int:
         return self.image_size or MODALITIES[self.modality]
 
-    @property
-    def init_kind(self) -> str:
-        """'random', 'bit-s' or 'bit-m'."""
-        return self.init.partition(":")[0]
-
-    @property
-    def init_path(self) -> str | None:
-        _, _, path = self.init.partition(":")
-        return path or None
-
     def method_settings(self):
         """The ``MethodSettings`` of this run's objective (``medfound.ssl.methods``)."""
-        from medfound.ssl.methods import MethodSettings
-
-        return MethodSettings(
-            projection_layers=self.projection_layers,
-            projection_hidden_dim=self.projection_hidden_dim, projection_dim=self.projection_dim,
-            temperature=self.temperature, barlow_lambda=self.barlow_lambda,
-            relic_alpha=self.relic_alpha, moco_queue_size=self.moco_queue_size,
-            ema_momentum=self.ema_momentum, total_steps=self.steps, seed=self.seed)
-
-    @property
-    def warmup_steps(self) -> int:
-        return int(round(self.warmup_fraction * self.steps))
+        return MethodSettings(**dataclasses.asdict(self.method_options), total_steps=self.steps, seed=self.seed)
 
     def validate(self, num_replicas: int = 1) -> None:
         """Refuses impossible values with one message listing every problem."""
@@ -117,10 +94,12 @@ class PretrainConfig:
             get_arch(self.arch)
         except ValueError as err:
             problems.add(str(err))
-        check(self.init == "random" or (self.init_kind in INIT_KINDS and self.init_path),
-              f"init must be 'random', 'bit-s:PATH' or 'bit-m:PATH', got {self.init!r}")
-        if self.init_path:
-            check(Path(self.init_path).exists(), f"init checkpoint not found: {self.init_path}")
+        if self.init != "random":
+            from medfound.resolve import spec_problem
+
+            problem = spec_problem(self.init, "init checkpoint")
+            if problem:
+                problems.add(problem)
         check(self.image_size is None or self.image_size >= 32,
               f"image_size must be >= 32, got {self.image_size}")
         check(self.batch_size >= 2, f"batch_size must be >= 2 (contrastive pairs need "
@@ -136,18 +115,18 @@ class PretrainConfig:
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.method in SSL_METHODS, f"method must be one of {SSL_METHODS}, "
                                           f"got {self.method!r}")
-        check(self.temperature is None or self.temperature > 0,
-              f"temperature must be > 0, got {self.temperature}")
+        m = self.method_options
+        check(m.temperature is None or m.temperature > 0, f"temperature must be > 0, got {m.temperature}")
         for name in ("projection_layers", "projection_hidden_dim", "projection_dim"):
-            value = getattr(self, name)
+            value = getattr(m, name)
             check(value is None or value >= 1, f"{name} must be >= 1, got {value}")
-        check(self.barlow_lambda >= 0, f"barlow_lambda must be >= 0, got {self.barlow_lambda}")
-        check(self.relic_alpha >= 0, f"relic_alpha must be >= 0, got {self.relic_alpha}")
-        check(self.ema_momentum is None or 0 <= self.ema_momentum <= 1,
-              f"ema_momentum must be in [0, 1], got {self.ema_momentum}")
+        check(m.barlow_lambda >= 0, f"barlow_lambda must be >= 0, got {m.barlow_lambda}")
+        check(m.relic_alpha >= 0, f"relic_alpha must be >= 0, got {m.relic_alpha}")
+        check(m.ema_momentum is None or 0 <= m.ema_momentum <= 1,
+              f"ema_momentum must be in [0, 1], got {m.ema_momentum}")
         if self.method == "moco":
-            check(self.moco_queue_size >= 2 * self.batch_size,
-                  f"moco_queue_size ({self.moco_queue_size}) must hold at least one step's keys "
+            check(m.moco_queue_size >= 2 * self.batch_size,
+                  f"moco_queue_size ({m.moco_queue_size}) must hold at least one step's keys "
                   f"(2 x batch_size = {2 * self.batch_size})")
         check(0 <= self.micle_probability <= 1, "micle_probability must be in [0, 1]")
         check(self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, "
@@ -176,6 +155,21 @@ class PretrainConfig:
         with atomic_path(path) as tmp:
             Path(tmp).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
 
+    @staticmethod
+    def upgrade_dict(data: dict) -> dict:
+        """``data`` (a saved config) in today's layout: the method knobs that older runs saved at the
+        top level move into ``method_options``."""
+        data = dict(data)
+        flat = {name: data.pop(name) for name in METHOD_OPTION_FIELDS if name in data}
+        if flat:
+            data["method_options"] = {**flat, **dict(data.get("method_options") or {})}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PretrainConfig":
+        """The config a saved dict describes, in today's layout or the older flat one."""
+        return cls(**cls.upgrade_dict(data))
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PretrainConfig":
-        return cls(**json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -7,12 +7,10 @@ import dataclasses
 import keras
 
 from medfound.models.bit import BiTBackbone, build_backbone
-from medfound.models.bit_weights import load_bit_weights
-from medfound.optim.lars import LARS
-from medfound.optim.schedules import WarmupCosineDecay, scale_learning_rate
+from medfound.optim.factory import make_optimizer
+from medfound.optim.schedules import scale_learning_rate
 from medfound.pretrain.config import PretrainConfig
 from medfound.ssl.methods import Method, get_method
-from medfound.utils.files import sha256_path
 
 
 @dataclasses.dataclass
@@ -30,34 +28,68 @@ class PretrainNetworks:
         """Everything a checkpoint holds besides the optimizer, by key."""
         return {"backbone": self.backbone, **self.method.checkpoint_items()}
 
+    def set_dtype_policy(self, policy: str) -> None:
+        """Computes every layer of these networks in ``policy`` ('float32', 'mixed_bfloat16',
+        'mixed_float16'); Keras' global policy is left alone, so models built elsewhere in the
+        same process (an evaluation, another run) are unaffected. Variables stay float32 under
+        every policy, so checkpoints do not depend on it."""
+        for item in self.checkpoint_items().values():
+            if isinstance(item, keras.layers.Layer):
+                for layer in item._flatten_layers(include_self=True, recursive=True):
+                    layer.dtype_policy = policy
 
-def build_networks(config: PretrainConfig) -> tuple[PretrainNetworks, str | None]:
+
+@dataclasses.dataclass(frozen=True)
+class InitRecord:
+    """Where a run's starting weights came from, as its run.json records it."""
+
+    kind: str = "random"  # 'random', 'bit-s' or 'bit-m': the BiT start of the lineage
+    path: str | None = None
+    sha256: str | None = None
+
+
+def build_networks(config: PretrainConfig) -> tuple[PretrainNetworks, InitRecord]:
     """Builds the backbone and the method's networks (inside the strategy scope); returns them
-    and the SHA-256 of the BiT initialisation (None for random)."""
+    and where the starting weights came from (``config.init``: any backbone spec)."""
     def make_backbone() -> BiTBackbone:
         return build_backbone(config.arch, units=config.units, width=config.width)
 
     backbone = make_backbone()
-    init_sha256 = None
-    if config.init_path:
-        load_bit_weights(backbone, config.init_path)
-        init_sha256 = sha256_path(config.init_path)
+    record = InitRecord()
+    if config.init != "random":
+        record = init_from(backbone, config.init)
     method = get_method(config.method, config.method_settings())
     method.build(backbone, make_backbone)
-    return PretrainNetworks(backbone, method), init_sha256
+    return PretrainNetworks(backbone, method), record
+
+
+def init_from(backbone: BiTBackbone, spec: str) -> InitRecord:
+    """Copies the weights ``spec`` names (``medfound.load``) into ``backbone``, layer by layer
+    by name; the architecture must be the same. A layer the source lacks (the final GroupNorm of
+    a REMEDIS module) keeps its initial values."""
+    from medfound.resolve import BackboneError, load
+
+    source = load(spec)
+    if (source.spec.units, source.spec.width) != (backbone.spec.units, backbone.spec.width):
+        raise BackboneError(
+            f"init {spec}: a {source.arch} backbone (units {list(source.spec.units)}, width "
+            f"{source.spec.width:g}) but the run's architecture is {backbone.arch} (units "
+            f"{list(backbone.spec.units)}, width {backbone.spec.width:g}); pass the matching --arch")
+    layers = {layer.name: layer for layer in source.layers}
+    for layer in backbone.layers:
+        if layer.weights and layer.name in layers:
+            layer.set_weights(layers[layer.name].get_weights())
+    info = source.source
+    if info.init not in ("random", "bit-s", "bit-m"):
+        raise BackboneError(f"init {spec}: does not record whether it starts from BiT-S or "
+                            "BiT-M; say it as bit-s:PATH or bit-m:PATH")
+    return InitRecord(info.init, info.path or spec, info.sha256)
 
 
 def build_optimizer(config: PretrainConfig) -> keras.optimizers.Optimizer:
-    """LARS (default), SGD-momentum or AdamW on a warm-up + cosine schedule of the scaled rate."""
-    base = scale_learning_rate(config.learning_rate, config.batch_size, config.lr_scaling)
-    schedule = WarmupCosineDecay(base, total_steps=config.steps, warmup_steps=config.warmup_steps)
-    if config.optimizer == "lars":
-        optimizer = LARS(learning_rate=schedule, momentum=config.momentum,
-                         weight_decay=config.weight_decay)
-    elif config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
-    else:
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
-    if config.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+    """LARS (default), SGD-momentum or AdamW on a warm-up + cosine schedule of the scaled rate,
+    with the configured weight decay (``medfound.optim.make_optimizer``)."""
+    return make_optimizer(config.optimizer, scale_learning_rate(config.learning_rate, config.batch_size,
+                                                                config.lr_scaling),
+                          config.steps, warmup_fraction=config.warmup_fraction, momentum=config.momentum,
+                          weight_decay=config.weight_decay, loss_scale=config.precision == "mixed_float16")

@@ -261,7 +261,9 @@ def check_resume(run_dir: Path, config) -> None:
         saved = json.loads(path.read_text())
     except ValueError as error:
         raise RunFolderError(f"{path}: not valid JSON ({error})") from None
-    given = _jsonable(config.to_dict())
+    # Compared field by field, the method's knobs too, in today's layout (older runs saved them flat).
+    given = _flat_settings(_jsonable(config.to_dict()))
+    saved = _flat_settings(type(config).upgrade_dict(saved))
     changed = [f"{key}: {saved.get(key)!r} in the run, {given[key]!r} now" for key in given
                if key not in RESUMABLE_FIELDS and key in saved and saved[key] != given[key]]
     if changed:
@@ -298,4 +300,9 @@ def append_history(run_dir: Path, config, source, fingerprint: str, start: int) 
 
 def _jsonable(value):
     return json.loads(json.dumps(value))
+
+
+def _flat_settings(config: dict) -> dict:
+    """A config dict with the nested ``method_options`` spread to the top level (each is one setting)."""
+    return {**{k: v for k, v in config.items() if k != "method_options"}, **(config.get("method_options") or {})}
 

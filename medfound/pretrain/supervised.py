@@ -161,14 +161,9 @@ def class_names_of(path: str | os.PathLike, num_classes: int) -> list[str]:
 
 
 def _preprocess(images, size: int):
-    import tensorflow as tf
+    from medfound.data.prepare import prepare_image
 
-    images = tf.image.convert_image_dtype(images, tf.float32)
-    if images.shape[-1] == 1:
-        images = tf.image.grayscale_to_rgb(images)
-    if images.shape[1] != size or images.shape[2] != size:
-        images = tf.image.resize(images, (size, size), antialias=True)
-    return tf.clip_by_value(images, 0.0, 1.0)
+    return prepare_image(images, size)
 
 
 def train_dataset(images: np.ndarray, labels: np.ndarray, config: SupervisedConfig, size: int):
@@ -227,7 +222,7 @@ def pretrain_supervised(config: SupervisedConfig, *, verbose: bool = True) -> Su
     import tensorflow as tf
 
     from medfound.models.bit import build_backbone
-    from medfound.optim.schedules import WarmupCosineDecay
+    from medfound.optim.factory import make_optimizer
     from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
     from medfound.version import __version__
 
@@ -246,10 +241,10 @@ def pretrain_supervised(config: SupervisedConfig, *, verbose: bool = True) -> Su
     size = config.image_size or max(32, int(images.shape[1]))
     model = build_backbone(config.arch, num_classes=num_classes, units=config.units,
                            width=config.width)
-    warmup = int(round(config.warmup_fraction * config.steps))
-    optimizer = keras.optimizers.SGD(WarmupCosineDecay(config.learning_rate, config.steps, warmup),
-                                     momentum=config.momentum,
-                                     weight_decay=config.weight_decay or None)
+    # Every weight decays here, norms and biases too, as supervised pretraining always has.
+    optimizer = make_optimizer("sgd", config.learning_rate, config.steps, warmup_fraction=config.warmup_fraction,
+                               momentum=config.momentum, weight_decay=config.weight_decay,
+                               exclude_from_weight_decay=())
     variables = model.trainable_variables
     smoothing = config.label_smoothing
 

@@ -97,11 +97,12 @@ def make_train_step(strategy: tf.distribute.Strategy, nets: PretrainNetworks,
 def _warn_about_queue(config: PretrainConfig, num_examples: int | None) -> None:
     """MoCo's queue should hold a small part of the data: a queue as large as the dataset holds
     keys of each query's own image among its negatives, which measurably hurts (BENCHMARKS.md)."""
-    if config.method == "moco" and num_examples and config.moco_queue_size >= num_examples // 2:
+    queue = config.method_options.moco_queue_size
+    if config.method == "moco" and num_examples and queue >= num_examples // 2:
         logger.warning("moco_queue_size %d is not much smaller than the %d training images: "
                        "queries will meet keys of their own images among the negatives; use a "
                        "queue of at most a quarter of the data (e.g. --moco-queue-size %d)",
-                       config.moco_queue_size, num_examples,
+                       queue, num_examples,
                        max(2 * config.batch_size, num_examples // 4))
 
 
@@ -153,42 +154,39 @@ def _pretrain(config: PretrainConfig, strategy, run_dir: Path, chief: bool, verb
               source, fingerprint: str, check_interrupt=lambda: None) -> PretrainResult:
     # Every worker must write checkpoints; only the chief's are kept.
     write_dir = run_dir if chief else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(config.precision)
-    try:
-        _warn_about_queue(config, source.num_examples)
-        with strategy.scope():
-            nets, init_sha256 = build_networks(config)
-            optimizer = build_optimizer(config)
-            optimizer.build(nets.trainable_variables)
-        checkpoint_dir = write_dir / "checkpoints"
-        if chief:
-            runfolder.remove_leftovers(run_dir)  # of a killed run: only names it writes
-            runfolder.prune_missing_checkpoints(checkpoint_dir)
-            runfolder.remove_unlisted_checkpoints(checkpoint_dir)
-        items = nets.checkpoint_items()
-        checkpoint = make_checkpoint(optimizer, items)
-        manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir),
-                                             max_to_keep=config.keep_checkpoints)
-        if manager.latest_checkpoint:
-            restore(checkpoint, manager.latest_checkpoint, items)
-        start = int(optimizer.iterations.numpy())
-        if chief:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not (run_dir / CONFIG_FILE).exists():  # the run's settings, kept as first given
-                with _naming(run_dir / CONFIG_FILE):
-                    config.save(run_dir / CONFIG_FILE)
-            runfolder.append_history(run_dir, config, source, fingerprint, start)
-        info = RunInfo(arch=nets.backbone.arch, units=config.units, width=config.width,
-                       modality=config.modality, init=config.init_kind,
-                       init_path=config.init_path, init_sha256=init_sha256, method=config.method,
-                       steps=start, image_size=config.input_size, data=source.description,
-                       medfound_version=__version__)
-        check_interrupt()
-        history = _loop(strategy, config, nets, optimizer, manager, source, info, start,
-                        chief, run_dir, verbose, check_interrupt)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+    _warn_about_queue(config, source.num_examples)
+    with strategy.scope():
+        nets, init = build_networks(config)
+        nets.set_dtype_policy(config.precision)  # per model, not Keras' global policy
+        optimizer = build_optimizer(config)
+        optimizer.build(nets.trainable_variables)
+    checkpoint_dir = write_dir / "checkpoints"
+    if chief:
+        runfolder.remove_leftovers(run_dir)  # of a killed run: only names it writes
+        runfolder.prune_missing_checkpoints(checkpoint_dir)
+        runfolder.remove_unlisted_checkpoints(checkpoint_dir)
+    items = nets.checkpoint_items()
+    checkpoint = make_checkpoint(optimizer, items)
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir),
+                                         max_to_keep=config.keep_checkpoints)
+    if manager.latest_checkpoint:
+        restore(checkpoint, manager.latest_checkpoint, items)
+    start = int(optimizer.iterations.numpy())
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / CONFIG_FILE).exists():  # the run's settings, kept as first given
+            with _naming(run_dir / CONFIG_FILE):
+                config.save(run_dir / CONFIG_FILE)
+        runfolder.append_history(run_dir, config, source, fingerprint, start)
+    info = RunInfo(arch=nets.backbone.arch, units=config.units, width=config.width,
+                   modality=config.modality, init=init.kind,
+                   init_path=init.path, init_sha256=init.sha256, method=config.method,
+                   steps=start, image_size=config.input_size, data=source.description,
+                   medfound_version=__version__)
+    check_interrupt()
+    run = _Run(strategy, config, nets, optimizer, manager, source, info, run_dir, chief)
+    history = _loop(run, start, verbose, check_interrupt)
+    nets.set_dtype_policy("float32")  # the backbone handed back computes as any other model
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     return PretrainResult(run_dir=run_dir, steps=info.steps, resumed_from=start, history=history,
@@ -225,7 +223,7 @@ def _naming(path: Path):
     try:
         yield
     except tf.errors.OpError as error:
-        from medfound.cli.main import STORAGE_ERRNOS
+        from medfound.errors import STORAGE_ERRNOS
 
         text = error.message or str(error)
         for code in STORAGE_ERRNOS:
@@ -260,67 +258,101 @@ def _check_finite(losses: list, first_step: int, nets: PretrainNetworks, config:
         f"--data for NaN or infinite pixels")
 
 
-def _loop(strategy, config, nets, optimizer, manager, source, info, start, chief, run_dir,
-          verbose, check_interrupt=lambda: None) -> list[dict]:
-    history: list[dict] = []
+@dataclasses.dataclass
+class _Run:
+    """What the pretraining loop trains, with what, and where it writes (one run, resumed or new)."""
+
+    strategy: tf.distribute.Strategy
+    config: PretrainConfig
+    nets: PretrainNetworks
+    optimizer: keras.optimizers.Optimizer
+    manager: tf.train.CheckpointManager
+    source: object  # the open image source (medfound.pretrain.pipeline.open_source)
+    info: RunInfo  # the run record written beside the backbone weights
+    run_dir: Path
+    chief: bool
+
+    def save(self, step: int) -> None:
+        """A checkpoint at ``step``, then (on the chief) the backbone weights and run record."""
+        with _naming(Path(self.manager.directory)):
+            self.manager.save(checkpoint_number=step)
+        self.info.steps = step
+        if self.chief:
+            _write_export_files(self.nets, self.info, self.run_dir)
+
+
+class _MetricLog:
+    """The metrics of the steps since the last log point, averaged and written to the history,
+    TensorBoard and the progress bar at each log point."""
+
+    def __init__(self, run: _Run, start: int, verbose: bool):
+        self.run = run
+        self.writer = (tf.summary.create_file_writer(str(run.run_dir / "logs")) if run.chief
+                       else tf.summary.create_noop_writer())
+        self.progress = make_progress(run.config.steps, stateful_metrics=["loss", "acc", "img/s", "lr"],
+                                      verbose=bool(verbose and run.chief))
+        self.progress.update(start)
+        self.history: list[dict] = []
+        self.window: list[dict] = []
+        self.tick, self.tick_step = time.perf_counter(), start
+
+    def add(self, metrics: dict) -> None:
+        self.window.append(metrics)  # device tensors: no host sync until written
+
+    def write(self, done: int) -> None:
+        # Metrics are means over the steps since the last log point, not one noisy batch.
+        window, self.window = self.window, []
+        values = {k: float(sum(float(m[k]) for m in window) / len(window)) for k in window[0]}
+        elapsed = time.perf_counter() - self.tick
+        values.update(step=done, learning_rate=_current_lr(self.run.optimizer),
+                      images_per_second=2 * self.run.config.batch_size * (done - self.tick_step) / elapsed)
+        self.tick, self.tick_step = time.perf_counter(), done
+        self.history.append(values)
+        with self.writer.as_default(step=done):
+            for key, value in values.items():
+                if key != "step":
+                    tf.summary.scalar(key, value)
+        shown = [("loss", values["loss"])]
+        if "contrastive_accuracy" in values:
+            shown.append(("acc", values["contrastive_accuracy"]))
+        self.progress.update(done, shown + [("img/s", values["images_per_second"]),
+                                            ("lr", values["learning_rate"])])
+
+
+def _loop(run: _Run, start: int, verbose: bool, check_interrupt=lambda: None) -> list[dict]:
+    """Trains from step ``start`` to ``config.steps``, logging and checkpointing on schedule."""
+    config = run.config
     if start >= config.steps:
         # Nothing to train, yet a kill may have come between the last checkpoint and the
         # export files: finish them from the checkpoint just restored.
-        if chief and start > 0:
-            info.steps = start
-            _write_export_files(nets, info, run_dir)
-        return history
-    iterator = iter(distributed_views(strategy, source, config, start_step=start))
-    train_step = make_train_step(strategy, nets, optimizer, config)
-    writer = (tf.summary.create_file_writer(str(run_dir / "logs")) if chief
-              else tf.summary.create_noop_writer())
-    progress = make_progress(config.steps, stateful_metrics=["loss", "acc", "img/s", "lr"],
-                             verbose=bool(verbose and chief))
-    progress.update(start)
-    images_per_step = 2 * config.batch_size
-    tick, tick_step = time.perf_counter(), start
-    window: list[dict] = []
+        if run.chief and start > 0:
+            run.info.steps = start
+            _write_export_files(run.nets, run.info, run.run_dir)
+        return []
+    iterator = iter(distributed_views(run.strategy, run.source, config, start_step=start))
+    train_step = make_train_step(run.strategy, run.nets, run.optimizer, config)
+    log = _MetricLog(run, start, verbose)
     unchecked: list = []  # losses not yet checked to be finite
     for step in range(start, config.steps):
         check_interrupt()
-        batch = _next_batch(iterator, source)
-        if step == start and chief and config.preview_images:
-            _write_views(writer, strategy, batch, step, config.preview_images)
-        metrics = train_step(batch)  # device tensors: no host sync until logged
-        window.append(metrics)
+        batch = _next_batch(iterator, run.source)
+        if step == start and run.chief and config.preview_images:
+            _write_views(log.writer, run.strategy, batch, step, config.preview_images)
+        metrics = train_step(batch)
+        log.add(metrics)
         unchecked.append(metrics["loss"])
         done = step + 1
         logging_now = done % config.log_every == 0 or done == config.steps
         saving_now = done % config.checkpoint_every == 0 or done == config.steps
         if logging_now or saving_now:
-            _check_finite(unchecked, done - len(unchecked) + 1, nets, config, manager,
+            _check_finite(unchecked, done - len(unchecked) + 1, run.nets, config, run.manager,
                           check_weights=saving_now)
         if logging_now:
-            # Metrics are means over the steps since the last log point, not one noisy batch.
-            values = {k: float(sum(float(m[k]) for m in window) / len(window)) for k in window[0]}
-            window = []
-            elapsed = time.perf_counter() - tick
-            values.update(step=done, learning_rate=_current_lr(optimizer),
-                          images_per_second=images_per_step * (done - tick_step) / elapsed)
-            tick, tick_step = time.perf_counter(), done
-            history.append(values)
-            with writer.as_default(step=done):
-                for key, value in values.items():
-                    if key != "step":
-                        tf.summary.scalar(key, value)
-            shown = [("loss", values["loss"])]
-            if "contrastive_accuracy" in values:
-                shown.append(("acc", values["contrastive_accuracy"]))
-            progress.update(done, shown + [("img/s", values["images_per_second"]),
-                                           ("lr", values["learning_rate"])])
+            log.write(done)
         if saving_now:
-            with _naming(Path(manager.directory)):
-                manager.save(checkpoint_number=done)
-            info.steps = done
-            if chief:
-                _write_export_files(nets, info, run_dir)
-    writer.flush()
-    return history
+            run.save(done)
+    log.writer.flush()
+    return log.history
 
 
 def _next_batch(iterator, source):

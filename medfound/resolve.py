@@ -1,0 +1,325 @@
+"""One grammar for "which backbone", and the one resolver behind ``medfound.load`` and every command.
+
+=============================  ==============================================================
+spec                           what it names
+=============================  ==============================================================
+``random:ARCH``                a randomly initialised BiT ResNetV2 (``r50x1``, ``r152x2``, ...)
+``bit-s:PATH``, ``bit-m:PATH`` BiT weights (``.npz`` or TF-Hub folder), saying which BiT data
+``ARCH:PATH``                  any ``PATH`` below with its architecture stated (checked; needed
+                               for a bare ``.weights.h5``)
+``PATH`` or ``file://PATH``    a REMEDIS module folder or ``.tar.gz``, a PhysioNet file, a BiT
+                               ``.npz`` or TF-Hub folder, a pretraining run folder, a ``.keras``
+                               file (or its folder form), a ``.weights.h5``
+``NAME``                       a REMEDIS name (``cxr-50x1-remedis-m``) on the module search path
+=============================  ==============================================================
+
+Every spec resolves to a ``BiTBackbone`` whose ``source`` (a ``ModuleInfo``) holds the facts
+callers need: architecture, embedding size, input size, modality, initialisation and provenance
+(what was read, its SHA-256, the run record). Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+from medfound.errors import UserError
+
+BIT_INITS = ("bit-s", "bit-m")
+_BIT_FILE = re.compile(r"BiT-([SM])-(R\d+x\d+)", re.IGNORECASE)
+
+
+class BackboneError(UserError):
+    """A backbone spec that names nothing loadable, or a file that does not fit what it claims."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """A parsed spec: ``random`` with an architecture, or a ``path``/``name`` with optional facts."""
+
+    text: str
+    kind: str  # 'random' or 'path' (a name is a path not found on disk)
+    arch: str | None = None  # stated by 'random:ARCH' or 'ARCH:PATH'
+    init: str | None = None  # stated by 'bit-s:PATH' / 'bit-m:PATH'
+    path: str | None = None
+
+
+def parse_spec(text: str | os.PathLike) -> BackboneSpec:
+    """Parses a backbone spec (see the module docstring); raises ``BackboneError`` for a bad one.
+
+    A prefix counts only when it is a known word (``random``, ``bit-s``, ``bit-m``, an
+    architecture name, or the older ``bit:ARCH:PATH``), so paths that contain ':' still work.
+    """
+    from medfound.models.configs import ARCHITECTURES
+
+    raw = os.fspath(text)
+    if raw.startswith(("http://", "https://")):
+        raise BackboneError(f"{raw}: medfound downloads nothing; fetch the file yourself and give "
+                            "its local path (a module folder, .tar.gz, .keras or .npz)")
+    if raw.startswith("file://"):
+        raw = raw[len("file://"):]
+    head, sep, rest = raw.partition(":")
+    word = head.lower()
+    if sep and word == "random":
+        if not rest:
+            raise BackboneError(f"{raw!r}: 'random:ARCH' needs an architecture, e.g. random:r50x1")
+        return BackboneSpec(raw, "random", arch=_arch_name(rest, raw))
+    if sep and word in BIT_INITS:
+        inner = parse_spec(rest) if rest else None
+        if inner is None or inner.kind != "path":
+            raise BackboneError(f"{raw!r}: expected '{word}:PATH' (a BiT .npz or TF-Hub folder)")
+        return dataclasses.replace(inner, text=raw, init=word)
+    if sep and word == "bit":  # medfound < 0.3: 'bit:ARCH:CHECKPOINT'
+        arch, sep2, path = rest.partition(":")
+        if not arch or not sep2 or not path:
+            raise BackboneError(f"{raw!r}: expected 'bit:ARCH:CHECKPOINT' (or just the path)")
+        return BackboneSpec(raw, "path", arch=_arch_name(arch, raw), path=path)
+    if sep and word.replace("-", "") in ARCHITECTURES and rest:
+        return BackboneSpec(raw, "path", arch=_arch_name(head, raw), path=rest)
+    if not raw:
+        raise BackboneError("empty backbone spec; give a module path or name, or random:ARCH")
+    return BackboneSpec(raw, "path", path=raw)
+
+
+def spec_problem(text: str | os.PathLike, what: str = "module") -> str | None:
+    """What is wrong with a spec before anything is loaded (bad grammar, unknown architecture,
+    a path that does not exist and is no module name), or None; for validating configurations."""
+    from medfound.registry import HUB_MODULES, is_module_name
+
+    try:
+        parsed = parse_spec(text)
+    except BackboneError as err:
+        return f"{what}: {err}"
+    if parsed.kind == "random" or Path(parsed.path).exists():
+        return None
+    if is_module_name(parsed.path):
+        from medfound.export.loader import find_module
+
+        try:
+            find_module(parsed.path)
+            return None
+        except FileNotFoundError as err:
+            return f"{what}: {err}"
+    return (f"{what} not found: {parsed.path} (no such file or folder, and not a module name "
+            f"such as {next(iter(HUB_MODULES))}; or use random:ARCH)")
+
+
+def _arch_name(arch: str, spec: str) -> str:
+    from medfound.models.configs import get_arch
+
+    try:
+        return get_arch(arch).name
+    except ValueError as err:
+        raise BackboneError(f"{spec!r}: {err}") from None
+
+
+def load(spec: str | os.PathLike, *, trainable: bool = True, arch: str | None = None,
+         init: str | None = None, units: tuple[int, ...] | None = None,
+         width: float | None = None, seed: int | None = None,
+         search_path: list[Path] | None = None, expected_sha256: str | None = None):
+    """The native Keras 3 ``BiTBackbone`` a spec names, with ``model.source`` saying what it is.
+
+    ``arch`` and ``init`` state what the spec's prefixes state (``--arch`` / ``--init``); a
+    stated fact that disagrees with what the file records is refused. ``units`` and ``width``
+    shrink a ``random:`` architecture (small test configurations); ``seed`` makes a random
+    initialisation repeatable. Weights of every format are matched by their BiT variable names,
+    never by position.
+    """
+    parsed = parse_spec(spec)
+    if seed is not None:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+    arch = _agree(parsed.text, "architecture", arch and _arch_name(arch, parsed.text), parsed.arch)
+    init = _agree(parsed.text, "initialisation", init, parsed.init)
+    if parsed.kind == "random":
+        model = _random(arch, units, width, parsed.text)
+    else:
+        model = _load_path(parsed, arch, init, search_path, expected_sha256)
+    model.trainable = trainable
+    return model
+
+
+def _agree(spec: str, what: str, given: str | None, stated: str | None) -> str | None:
+    if given and stated and given != stated:
+        raise BackboneError(f"{spec}: you gave {what} {given!r} but the spec says {stated!r}")
+    return given or stated
+
+
+def _random(arch: str, units, width, spec: str):
+    from medfound.export.module_info import ModuleInfo
+    from medfound.models.bit import build_backbone
+
+    model = build_backbone(arch, units=units, width=width)
+    model.source = ModuleInfo.of_backbone(model, path="", format="random", spec=spec,
+                                          init="random")
+    return model
+
+
+def _load_path(parsed: BackboneSpec, arch: str | None, init: str | None, search_path,
+               expected_sha256):
+    from medfound.export.loader import is_keras_folder, load_saved_model, resolve_path
+    from medfound.runinfo import RUN_FILE
+
+    given = Path(parsed.path)
+    if given.is_dir() and (given / RUN_FILE).is_file():
+        model = _load_run(given)
+    elif given.is_file() and given.suffix == ".npz":
+        model = _load_npz(given, init)
+    elif given.is_file() and given.name.endswith(".weights.h5"):
+        model = _load_weights_file(given, arch, init, parsed.text)
+    else:
+        try:
+            path = resolve_path(parsed.path, search_path, expected_sha256)
+        except ValueError as err:
+            if type(err) is not ValueError:  # an unsafe or altered archive keeps its own type
+                raise
+            raise BackboneError(f"{err} (nor a run folder, BiT .npz or .weights.h5)") from None
+        if (path.is_file() and path.suffix == ".keras") or is_keras_folder(path):
+            model = _load_keras(path)
+        else:
+            model = load_saved_model(path)
+            model.source.sha256 = _folder_fingerprint(path)
+    source = model.source
+    source.spec = parsed.text
+    _agree(parsed.text, "architecture", arch, source.arch)
+    if init and source.init and init != source.init:
+        raise BackboneError(f"{parsed.text}: you gave initialisation {init!r} but the file "
+                            f"records {source.init!r}")
+    source.init = source.init or init
+    return model
+
+
+def _folder_fingerprint(path: Path) -> str:
+    """A SavedModel's identity: the SHA-256 of its fingerprint.pb (or of saved_model.pb)."""
+    from medfound.utils.files import sha256_file
+
+    marker = path / "fingerprint.pb"
+    return sha256_file(marker if marker.is_file() else path / "saved_model.pb")
+
+
+def _load_run(path: Path):
+    """A pretraining run folder: ``run.json`` says the architecture, the weights file holds it."""
+    from medfound.export.module_info import ModuleInfo
+    from medfound.models.bit import build_backbone
+    from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
+    from medfound.utils.files import sha256_file
+
+    run = RunInfo.load(path)
+    weights = path / BACKBONE_WEIGHTS
+    if not weights.is_file():
+        raise BackboneError(f"{weights}: missing; the run folder has no backbone weights")
+    model = build_backbone(run.arch, units=run.units, width=run.width)
+    load_weights_h5(model, weights)
+    model.source = ModuleInfo.of_backbone(model, path=str(path), format="run", init=run.init,
+                                          modality=run.modality, sha256=sha256_file(weights),
+                                          run=run)
+    return model
+
+
+def _load_npz(path: Path, init: str | None):
+    """A BiT ``.npz``: the architecture and BiT-S/M from the file name or else its arrays."""
+    from medfound.export.module_info import ModuleInfo
+    from medfound.models.bit import build_backbone
+    from medfound.models.bit_weights import assign_bit_arrays, read_checkpoint
+    from medfound.utils.files import sha256_file
+
+    match = _BIT_FILE.search(path.name)
+    file_init = f"bit-{match.group(1).lower()}" if match else None
+    if init and file_init and init != file_init:
+        raise BackboneError(f"{path}: you gave initialisation {init!r} but the file name says "
+                            f"{file_init!r}")
+    arrays = read_checkpoint(path)
+    units, width = arch_of_arrays(arrays, path)
+    arch = _table_name(units, width)
+    model = build_backbone(arch, units=None if arch else units, width=None if arch else width)
+    if match and arch and match.group(2).lower() != arch:
+        raise BackboneError(f"{path}: named {match.group(2)} but its arrays are a ResNetV2 with "
+                            f"units {list(units)} and width {width:g}; the file is mislabeled")
+    assign_bit_arrays(model, arrays, str(path))
+    model.source = ModuleInfo.of_backbone(model, path=str(path), format="bit-npz",
+                                          init=init or file_init, sha256=sha256_file(path))
+    return model
+
+
+def arch_of_arrays(arrays: dict, source: os.PathLike | str) -> tuple[tuple[int, ...], float]:
+    """(units per block, width) of a BiT checkpoint's arrays ({'resnet/block1/...': array})."""
+    from medfound.export.module_info import ROOT_KERNEL
+    from medfound.models.bit_graph import units_per_block
+
+    names = [k.split("/", 1)[1] if k.startswith("resnet/") else k for k in arrays]
+    root = arrays.get(f"resnet/{ROOT_KERNEL}", arrays.get(ROOT_KERNEL))
+    units = units_per_block(names)
+    if root is None or len(units) != 4:
+        raise BackboneError(f"{source}: not a BiT ResNetV2 checkpoint (no {ROOT_KERNEL} and four "
+                            "blocks of units)")
+    return units, root.shape[-1] / 64
+
+
+def _table_name(units, width) -> str | None:
+    from medfound.models.configs import ARCHITECTURES
+
+    for spec in ARCHITECTURES.values():
+        if spec.units == tuple(units) and float(spec.width) == float(width):
+            return spec.name
+    return None
+
+
+def _load_weights_file(path: Path, arch: str | None, init: str | None, spec: str):
+    """A bare Keras ``.weights.h5``: it does not say its architecture, so the spec must."""
+    from medfound.export.module_info import ModuleInfo
+    from medfound.models.bit import build_backbone
+    from medfound.utils.files import sha256_file
+
+    if not arch:
+        raise BackboneError(f"{path}: a bare .weights.h5 does not say its architecture; give it "
+                            f"as ARCH:{spec} (e.g. r50x1:{spec}) or pass --arch")
+    model = build_backbone(arch)
+    load_weights_h5(model, path)
+    model.source = ModuleInfo.of_backbone(model, path=str(path), format="weights",
+                                          init=init or "random", sha256=sha256_file(path))
+    return model
+
+
+def load_weights_h5(model, weights: Path) -> None:
+    """Loads Keras weights, treating Keras' 'skipping ... keep fresh weights' warnings as errors."""
+    import warnings
+
+    problem = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(weights))
+        except (ValueError, OSError, KeyError) as err:
+            problem = err
+    skipped = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)
+               or "Skipping" in str(w.message)]
+    if problem is not None or skipped:
+        detail = problem if problem is not None else \
+            f"{len(skipped)} layer group(s) skipped: {skipped[0]}"
+        raise BackboneError(f"{weights}: does not fit a {model.spec.name} backbone (units "
+                            f"{model.spec.units}, width {model.spec.width}): {detail}")
+
+
+def _load_keras(path: Path):
+    """A ``.keras`` backbone (file or folder form), with the module metadata it carries."""
+    import keras
+
+    from medfound.export.metadata import read_metadata
+    from medfound.export.module_info import ModuleInfo
+    from medfound.models.bit import BiTBackbone
+    from medfound.utils.files import sha256_file
+
+    model = keras.saving.load_model(str(path))
+    if not isinstance(model, BiTBackbone):
+        raise BackboneError(f"{path}: a Keras {type(model).__name__}, not a medfound BiT "
+                            "backbone (export one with medfound export --format keras)")
+    try:
+        meta = read_metadata(path)
+    except (FileNotFoundError, ValueError, OSError, KeyError):
+        meta = None
+    model.source = ModuleInfo.of_backbone(
+        model, path=str(path), format="keras", metadata=meta,
+        sha256=sha256_file(path if path.is_file() else path / "model.weights.h5"))
+    return model
