@@ -29,3 +29,10 @@ def test_notebook_executes(name, expected, shared_data, tmp_path, monkeypatch):
     images = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # sample images and training curves were drawn
+    if name == "finetune_camelyon.ipynb":  # the whole-slide section ran on the generated slides
+        slides = json.loads((out / "slide_classifier" / "metrics.json").read_text())
+        assert set(slides["models"]) == {"mean", "attention"} and slides["splits"]["test"] >= 4
+        for m in slides["models"].values():
+            assert 0.0 <= m["auc"] <= 1.0 and m["auc_ci95"][0] <= m["auc"] <= m["auc_ci95"][1]
+        assert len(list((out / "slide_features").glob("*.h5"))) == 16
+        assert len(images) >= 6  # + thumbnail and tissue mask, two heatmaps

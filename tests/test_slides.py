@@ -23,16 +23,17 @@ from medfound.slides.annotations import read_asap_xml, tile_labels  # noqa: E402
 from medfound.slides.embed import SlideEmbedConfig, embed_slides, read_slide_features  # noqa: E402
 from medfound.slides.reader import SlideError, magnification_to_mpp, open_slide  # noqa: E402
 from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile  # noqa: E402
-from medfound.slides.tissue import detect_tissue, otsu_threshold, overlay_png  # noqa: E402
-from tests.slide_files import (rect, tissue_canvas, write_asap_xml, write_pyramid,  # noqa: E402
-                               write_sparse_pyramid)
+from medfound.slides.tissue import (detect_tissue, otsu_threshold, overlay_png,  # noqa: E402
+                                    reference_tissue_mask, tissue_mask)
+from medfound.slides.synthetic import (SET_SIZE, TISSUE, rect, tissue_canvas, write_asap_xml,  # noqa: E402
+                                       write_mosaic_set, write_pyramid, write_slide_set,
+                                       write_sparse_pyramid)
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "path-50x1-remedis-m"
 SIZE = 32  # module input size: tiles of 32 px at 1 um/px (128 level-0 px of a 0.25 um/px slide)
 TILING = TilingConfig(mpp=1.0, tile_size=32, min_tissue=0.5)
-W, H = 768, 512  # level-0 size of the small slides
-TISSUE = (128, 128, 640, 384)  # where BreakHis tissue is pasted (tile-aligned at 128 px)
+W, H = SET_SIZE  # level-0 size of the small slides (write_slide_set's; TISSUE: where tissue is)
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +43,11 @@ def breakhis(shared_data):
 
 @pytest.fixture(scope="module")
 def module_dir(tmp_path_factory):
-    from medfound.export.exporter import export_module
-    from tests.tiny_runs import write_tiny_run
+    from tests.tiny_runs import export_tiny_module
 
-    root = tmp_path_factory.mktemp("slide_module")
-    write_tiny_run(root / "run", seed=5, modality="path", init="bit-m", steps=1, image_size=SIZE,
-                   data="unit-test slides")
-    return export_module(root / "run", root / NAME, name=NAME, allow_test_arch=True)
+    return export_tiny_module(tmp_path_factory.mktemp("slide_module"), NAME, seed=5,
+                              modality="path", init="bit-m", steps=1, image_size=SIZE,
+                              data="unit-test slides")
 
 
 @pytest.fixture(scope="module")
@@ -57,29 +56,6 @@ def embedder(module_dir):
     from medfound.embed import ModuleEmbedder
 
     return ModuleEmbedder(str(module_dir))
-
-
-def make_slides(folder: Path, breakhis: Path, n_tumor: int = 4, n_normal: int = 4) -> Path:
-    """Tumour slides carry a second, different BreakHis image (malignant) inside an annotated box;
-    normal slides only benign tissue. Writes <name>.tif and <name>.xml."""
-    folder.mkdir(parents=True, exist_ok=True)
-    benign = sorted(breakhis.glob("SOB_B_*.png"))
-    malignant = sorted(breakhis.glob("SOB_M_*.png"))
-    from PIL import Image
-
-    for i in range(n_tumor + n_normal):
-        tumour = i < n_tumor
-        name = f"tumor_{i:03d}" if tumour else f"normal_{i:03d}"
-        canvas = np.full((H, W, 3), 240, np.uint8)
-        x0, y0, x1, y1 = TISSUE
-        img = Image.open(benign[i % len(benign)]).convert("RGB").resize((x1 - x0, y1 - y0))
-        canvas[y0:y1, x0:x1] = np.asarray(img)
-        if tumour:
-            t = Image.open(malignant[i % len(malignant)]).convert("RGB").resize((256, 256))
-            canvas[128:384, 128:384] = np.asarray(t)
-            write_asap_xml(folder / f"{name}.xml", [rect(128, 128, 384, 384)])
-        write_pyramid(folder / f"{name}.tif", canvas, compression="jpeg" if i % 2 else "lzw")
-    return folder
 
 
 # ---- reader and tissue ----------------------------------------------------------------------------
@@ -139,6 +115,24 @@ def test_tissue_mask_finds_the_pasted_tissue_and_nothing_on_glass(breakhis, tmp_
     with open_slide(write_pyramid(tmp_path / "glass.tif", glass)) as s:
         assert detect_tissue(s).mask.sum() == 0
     assert 0.1 < otsu_threshold(np.r_[np.full(100, 0.1), np.full(100, 0.8)]) < 0.8
+
+
+@pytest.mark.parametrize("windows", [{}, {"median_px": 3, "speck_px": 5, "hole_px": 3}])
+def test_fast_tissue_mask_is_the_median_and_rank_filter_mask(breakhis, windows):
+    """The lookup/majority/shift detector gives pixel for pixel the mask (and thresholds) of the
+    direct PIL median and rank filters: same edges, nothing smoothed away."""
+    rng = np.random.default_rng(0)
+    speckled = tissue_canvas(breakhis, (W // 2, H // 2), [(64, 64, 320, 192)], seed=2)
+    speckled[::7, ::5] = 0  # black sparse-tile pixels inside tissue: never tissue
+    speckled[10:12, 10:12] = (120, 40, 120)
+    small = tissue_canvas(breakhis, (W // 2, H // 2), [(100, 60, 116, 76), (200, 100, 260, 180)])
+    images = [speckled, small, rng.integers(0, 256, (61, 83, 3), dtype=np.uint8)]
+    for image in images:
+        fast, t_sat, t_od = tissue_mask(image, **windows)
+        ref, r_sat, r_od = reference_tissue_mask(image, **windows)
+        assert (t_sat, t_od) == (r_sat, r_od)
+        np.testing.assert_array_equal(fast, ref)
+    assert tissue_mask(small, **windows)[0][62:74, 102:114].all()  # the 16-px patch stays
 
 
 def test_tiles_at_requested_mpp_come_from_the_best_level(breakhis, tmp_path):
@@ -219,7 +213,7 @@ def test_tile_labels_of_a_slide_follow_its_annotation(breakhis, tmp_path):
 
 @pytest.fixture(scope="module")
 def slide_folder(breakhis, tmp_path_factory):
-    folder = make_slides(tmp_path_factory.mktemp("slides"), breakhis)
+    folder = write_slide_set(tmp_path_factory.mktemp("slides"), breakhis)
     # problem slides: reported by name, the others go on
     glass = np.full((H, W, 3), 240, np.uint8)
     write_pyramid(folder / "zz_blank.tif", glass)
@@ -494,3 +488,28 @@ def test_cli_finetune_on_embedded_slides_gives_auc_and_heatmaps(embedded, tmp_pa
     rc = main(["finetune", "--task", "camelyon16-slides", "--data", str(tmp_path / "empty"),
                "--out", str(out), "--quiet"])
     assert rc == 2 and "no per-slide .h5" in capsys.readouterr().err
+
+
+def test_slide_auc_on_slides_with_a_known_answer_beats_chance(module_dir, embedder, breakhis,
+                                                              tmp_path):
+    """Slides -> tissue -> tiles -> the module -> bags -> mean pooling: tumour slides (mosaics of
+    malignant BreakHis crops) against normal ones (benign crops) must reach a slide AUC of 0.8 on
+    8 held-out slides (chance, e.g. features or labels mixed up between slides, reaches it about
+    one time in twenty)."""
+    from medfound.slides.mil import SlideTaskConfig, run_slide_task
+
+    slides = write_mosaic_set(tmp_path / "slides", breakhis, 10, 10, seed=0)
+    emb = tmp_path / "emb"
+    result = embed_slides(SlideEmbedConfig(module=str(module_dir), input=str(slides),
+                                           out_dir=str(emb), tiling=TILING, image_size=SIZE,
+                                           progress=False), embedder=embedder)
+    assert not result.failures and len(result.done) == 20
+
+    metrics = run_slide_task(SlideTaskConfig(
+        data=str(emb), out_dir=str(tmp_path / "mil"), models=("mean",), epochs=20,
+        val_fraction=0.1, test_fraction=0.4, n_boot=200, verbose=False))
+    mean = metrics["models"]["mean"]
+    assert metrics["splits"]["test"] == mean["n"] == 8 and mean["positives"] == 4
+    assert mean["auc"] >= 0.8, mean
+    low, high = mean["auc_ci95"]
+    assert low <= mean["auc"] <= high

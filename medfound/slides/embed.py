@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import queue
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.embed import covered_prefix, part_files
+from medfound.embed import contiguous_parts, open_parts
 from medfound.slides.reader import SLIDE_SUFFIXES, SlideError, open_slide
 from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile
 from medfound.slides.tissue import detect_tissue, overlay_png
@@ -78,15 +77,19 @@ def list_slides(source: str | os.PathLike) -> list[Path]:
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES
                       and p.is_file() and not p.name.startswith("."))
     if source.is_file() and source.suffix.lower() == ".csv":
-        with open(source, newline="") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            column = next((c for c in ("slide", "path", "image") if c in fields),
-                          fields[0] if fields else None)
-            if column is None:
-                raise SlideError(f"{source}: CSV has no header")
-            return [Path(r[column]) if Path(r[column]).is_absolute() else source.parent / r[column]
-                    for r in reader if r.get(column)]
+        from medfound.data.tables import DatasetFormatError, read_csv_table
+
+        try:
+            table = read_csv_table(source)
+        except DatasetFormatError as err:
+            raise SlideError(str(err)) from None
+        fields = table.header
+        column = next((c for c in ("slide", "path", "image") if c in fields), fields[0] if fields else None)
+        if column is None:
+            raise SlideError(f"{source}: CSV has no header")
+        # Slides may be named by absolute path (slide archives live on other disks).
+        return [Path(p) if Path(p).is_absolute() else source.parent / p
+                for p in table.column(column).tolist() if p]
     raise SlideError(f"{source}: not a folder of slides or a CSV of slide paths")
 
 
@@ -152,34 +155,6 @@ def _parts_dir(final: Path) -> Path:
     return final.with_name(final.name + ".parts")
 
 
-def _open_parts(parts_dir: Path, manifest: dict) -> int:
-    """Creates or checks a slide's parts folder; returns how many tiles its parts cover."""
-    from medfound.utils.files import TEMP_PREFIX, atomic_path
-
-    manifest_file = parts_dir / PARTS_MANIFEST
-    if manifest_file.is_file():
-        try:
-            recorded = json.loads(manifest_file.read_text())
-        except json.JSONDecodeError as err:
-            raise SlideError(f"{manifest_file}: unreadable ({err}); delete {parts_dir} to embed "
-                             "this slide again") from None
-        changed = [k for k in _RESUME_KEYS if recorded.get(k) != manifest.get(k)]
-        if changed:
-            raise SlideError(f"{parts_dir}: holds an earlier run with a different "
-                             f"{', '.join(changed)}; use the same settings or delete it")
-        for stale in parts_dir.glob(f"{TEMP_PREFIX}*"):  # a killed writer's temporaries
-            stale.unlink()
-    else:
-        parts_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(manifest_file) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return covered_prefix(_part_files(parts_dir))
-
-
-def _part_files(parts_dir: Path) -> list[tuple[int, int, Path]]:
-    return part_files(parts_dir, _PART_NAME)
-
-
 def _write_part(parts_dir: Path, start: int, rows: np.ndarray) -> None:
     from medfound.utils.files import atomic_path
 
@@ -194,13 +169,7 @@ def _merge(parts_dir: Path, final: Path, attrs: dict, datasets: dict, n: int, di
 
     from medfound.utils.files import atomic_path
 
-    chosen, covered = [], 0
-    for start, end, file in _part_files(parts_dir):
-        if start == covered:
-            chosen.append(file)
-            covered = end
-    if covered != n:
-        raise SlideError(f"{parts_dir}: parts cover {covered} of {n} tiles")
+    chosen = contiguous_parts(parts_dir, n, pattern=_PART_NAME, error=SlideError, rows="tiles")
     with atomic_path(final) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs.update(attrs)
@@ -246,7 +215,7 @@ def _coords_digest(coords: np.ndarray) -> str:
 def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size: int, dim: int,
                 *, budget: int | None = None, log=None) -> tuple[Path | None, int]:
     """Embeds one slide; returns (finished file, or None if stopped by ``budget``; tiles added)."""
-    from medfound.embed import prepare_image
+    from medfound.data.prepare import prepare_image
 
     out_dir = Path(config.out_dir)
     final = out_dir / f"{slide_path.stem}.h5"
@@ -275,7 +244,8 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
             "module_sha256": embedder.fingerprint, "num_tiles": n,
             "slide_width": slide.dimensions[0], "slide_height": slide.dimensions[1],
             "tissue_fraction": mask.fraction, **wanted}
-        done = _open_parts(parts_dir, {**attrs, "coords_sha256": _coords_digest(grid.coords)})
+        done = open_parts(parts_dir, {**attrs, "coords_sha256": _coords_digest(grid.coords)},
+                          keys=_RESUME_KEYS, pattern=_PART_NAME, error=SlideError)
         stop = n if budget is None else min(n, done + max(budget, 0))
         # Parts end on batch boundaries counted from tile 0, so a resumed slide is embedded in the
         # same batches as an uninterrupted one.
@@ -285,7 +255,7 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
         pending: list[np.ndarray] = []
         part_start = done
         for _, tiles in _tile_batches(slide, grid, done, stop, bs):
-            images = prepare_image(tiles.astype(np.float32) / 255.0, image_size)
+            images = prepare_image(tiles, image_size)  # uint8 tiles: / 255 there
             pending.append(np.asarray(embedder(images), np.float32))
             added += len(tiles)
             at = done + added

@@ -72,6 +72,20 @@ def _label(value: str, where: str) -> int:
     raise SlideError(f"{where}: label {value!r} is not tumor/normal or 1/0")
 
 
+def _label_rows(labels_file: Path) -> dict[str, dict]:
+    """Slide name -> its row of a labels CSV (read as every medfound CSV: BOM, quoting, widths)."""
+    from medfound.data.tables import DatasetFormatError, read_csv_table
+
+    try:
+        csv_table = read_csv_table(labels_file)
+    except DatasetFormatError as err:
+        raise SlideError(str(err)) from None
+    columns = {name: csv_table.column(name).tolist() for name in csv_table.header}
+    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    return {Path(row.get("slide") or row.get("image") or "").stem: row for row in rows
+            if row.get("slide") or row.get("image")}
+
+
 def load_bags(data: str, labels: str | None = None) -> tuple[list[SlideBag], dict[str, str]]:
     """The slide bags of folder ``data`` with labels; returns (bags, split by slide name or {})."""
     folder = Path(data)
@@ -81,11 +95,7 @@ def load_bags(data: str, labels: str | None = None) -> tuple[list[SlideBag], dic
     table: dict[str, dict] = {}
     labels_file = Path(labels) if labels else folder / "labels.csv"
     if labels_file.is_file():
-        with open(labels_file, newline="") as f:
-            for row in csv.DictReader(f):
-                name = Path(row.get("slide") or row.get("image") or "").stem
-                if name:
-                    table[name] = row
+        table = _label_rows(labels_file)
     elif labels:
         raise SlideError(f"{labels}: no such labels CSV")
     bags, splits = [], {}
