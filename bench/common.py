@@ -150,6 +150,26 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def fraction_axes(ax, title: str, *, title_size: float | None = None,
+                  legend_size: float = 8) -> None:
+    """Labels a test-AUC-against-label-fraction panel (log x axis), as every label-efficiency plot."""
+    ax.set_xscale("log")
+    ax.set_xlabel("training labels used (%)")
+    ax.set_ylabel("test AUC (mean ± sd over seeds)")
+    ax.set_title(title, fontsize=title_size)
+    ax.legend(fontsize=legend_size)
+
+
+def save_png(fig, path: str | os.PathLike) -> Path:
+    """Lays out ``fig`` and writes it as a PNG via a temporary file renamed into place."""
+    from medfound.utils.files import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return Path(path)
+
+
 def write_json(path: str | os.PathLike, payload: dict) -> Path:
     """Writes the results as JSON via a temporary file renamed into place."""
     from medfound.utils.files import atomic_path

@@ -55,25 +55,6 @@ def write_slide(path: Path, breakhis: Path, side: int) -> Path:
     return path
 
 
-def export_random_module(root: Path, arch: str, size: int) -> Path:
-    """A hub module of a randomly initialised ``arch`` (the speed does not depend on weights)."""
-    import keras
-
-    from medfound.export.exporter import export_module
-    from medfound.models.bit import build_backbone
-    from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
-
-    keras.utils.set_random_seed(0)
-    run = root / "run"
-    run.mkdir(parents=True)
-    build_backbone(arch).save_weights(str(run / BACKBONE_WEIGHTS))
-    # Labelled as the BiT-M start the module name demands; only its speed is measured.
-    RunInfo(arch=arch, modality="path", init="bit-m", steps=1, image_size=size,
-            data="benchmark (random weights)").save(run)
-    name = "path-50x1-remedis-m"
-    return export_module(run, root / name, name=name, allow_test_arch=arch == "tiny")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0], "bench/results/slide_embed.json")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared"
@@ -91,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from medfound.embed import ModuleEmbedder, prepare_image
     from medfound.slides.embed import SlideEmbedConfig, embed_slides
     from medfound.slides.reader import open_slide
+    from medfound.slides.synthetic import write_random_module
     from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile
     from medfound.slides.tissue import detect_tissue, overlay_png
 
@@ -100,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         slides.mkdir()
         slide = write_slide(slides / "bench_000.tif", Path(args.data) / "breakhis",
                             args.slide_side)
-        module = Path(args.module) if args.module else export_random_module(
-            work / "module", args.arch, args.size)
+        module = Path(args.module) if args.module else write_random_module(
+            work / "module", arch=args.arch, image_size=args.size)
         embedder = ModuleEmbedder(str(module))
         # 0.5 um/px tiles of a 0.25 um/px slide: read from level 1, as Camelyon users do at 20x
         tiling = TilingConfig(mpp=0.5, tile_size=args.size, min_tissue=0.5)

@@ -166,3 +166,39 @@ def test_slide_embed_writes_slide_vs_cached_ratio(tmp_path, shared_data):
     for key in ("slide_tiles_per_s", "cached_images_per_s", "reader_tiles_per_s",
                 "slide_vs_cached", "reader_vs_cached", "setup_seconds"):
         assert finite_positive(row[key]), key
+
+
+def test_alternatives_writes_onnx_vs_savedmodel_ratio_and_parity(tmp_path):
+    from bench import alternatives
+
+    out = tmp_path / "alternatives.json"
+    alternatives.main(["--arch", "tiny", "--configs", "32:1", "--kinds", "module,onnx",
+                       "--json", str(out), *FAST])
+    data = load(out)
+    (row,) = data["rows"]
+    assert finite_positive(row["onnx_vs_module"])
+    assert row["onnx_vs_module_max_rel_error"] < 1e-4
+    assert data["onnxruntime"] and "ORT_ENABLE_ALL" in data["ort_session_options"]
+
+
+def test_embed_speed_writes_files_vs_cached_ratio(tmp_path, shared_data):
+    from bench import embed_speed
+
+    out = tmp_path / "embed_speed.json"
+    embed_speed.main(["--tiny", "--data", str(shared_data), "--json", str(out), *FAST])
+    (row,) = load(out)["rows"]
+    assert row["preset"] == "path" and row["images"] == 8
+    for key in ("embed_vs_cached", "pipeline_vs_cached", "embed_img_s", "cached_img_s"):
+        assert finite_positive(row[key]), key
+
+
+def test_tissue_detect_writes_fast_vs_reference_and_mask_agreement(tmp_path, shared_data):
+    pytest.importorskip("tifffile", reason="tifffile (test extra) writes the benchmark slide")
+    from bench import tissue_detect
+
+    out = tmp_path / "tissue_detect.json"
+    tissue_detect.main(["--tiny", "--data", str(shared_data), "--json", str(out), *FAST])
+    (row,) = load(out)["rows"]
+    assert row["level_pixels"] == 512 * 512 and 0.5 < row["tissue_fraction"] < 1
+    assert finite_positive(row["speedup"]) and row["same_thresholds"]
+    assert row["differing_pixels"] == 0  # the fast detector gives the reference's mask

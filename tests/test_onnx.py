@@ -39,3 +39,38 @@ def test_onnxruntime_matches_the_savedmodel_within_1e4(tmp_path):
         scale = np.abs(want).max()
         np.testing.assert_allclose(output_0 / scale, want / scale, atol=1e-4)
         np.testing.assert_allclose(embedding / scale, want.mean(axis=(1, 2)) / scale, atol=1e-4)
+
+
+@pytest.mark.parametrize("group_norm", ["instance_norm", "onnx"])
+def test_direct_graph_is_nchw_without_checks_and_matches_the_backbone(tmp_path, group_norm):
+    """Both GroupNorm forms compute the backbone's map; the graph has one transpose in and one
+    out (no per-layer layout changes), no assert-like ops, and says in its metadata that it does
+    not check its input."""
+    from medfound.export.metadata import ModuleMetadata
+    from medfound.export.onnx_export import INPUT_CHECK_NOTE, write_onnx
+    from medfound.models.bit import build_backbone, module_form
+
+    import keras
+
+    keras.utils.set_random_seed(5)
+    backbone = module_form(build_backbone("tiny"))
+    meta = ModuleMetadata(name="bench-tiny", arch="tiny", modality="path", input_size=224,
+                          embedding_dim=backbone.embedding_dim, init="random", units=[1, 1, 1, 1],
+                          width=0.5, test_only=True)
+    path = write_onnx(backbone, meta, tmp_path / "m.onnx", group_norm=group_norm)
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["medfound_input_check"] == INPUT_CHECK_NOTE
+    assert props["medfound_group_norm"] == group_norm
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Transpose") == 2
+    assert not {"Assert", "If", "Loop", "Where", "ReduceMin", "ReduceMax", "IsNaN"} & set(ops)
+    assert ops.count("GroupNormalization" if group_norm == "onnx" else "InstanceNormalization") \
+        == 3 * 4  # three norms per unit, one unit per block
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.RandomState(1).rand(2, 64, 96, 3).astype(np.float32)
+    feature_map, embedding = session.run(None, {"images": x})
+    want = backbone(x, training=False)
+    scale = np.abs(want["block4"].numpy()).max()
+    np.testing.assert_allclose(feature_map / scale, want["block4"].numpy() / scale, atol=1e-4)
+    np.testing.assert_allclose(embedding / scale, want["embedding"].numpy() / scale, atol=1e-4)

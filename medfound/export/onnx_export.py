@@ -1,119 +1,200 @@
-"""ONNX export of a REMEDIS module through tf2onnx (optional extra: ``pip install medfound[onnx]``).
+"""ONNX export of a REMEDIS module, written directly from the weights (``pip install medfound[onnx]``).
 
 The graph takes ``images`` (B, H, W, 3) float32 in [0, 1] and returns, in this order,
 ``feature_map`` (the raw block4 map, what the SavedModel's ``__call__`` returns, so positional
-clients reading output 0 get it) and ``embedding`` (its spatial mean); there are no in-graph input
-checks, which ONNX runtimes do not all support. One rewrite keeps onnxruntime exact: its graph optimiser fuses a zero ``Pad`` into a
-following ``MaxPool``, whose padding counts as -inf, not 0, which changes BiT's stem output. We
-pad ``x - 1`` with -1 and add 1 back, which is the same function but not a zero pad.
+clients reading output 0 get it) and ``embedding`` (its spatial mean).
+
+The graph is built node by node with ``onnx.helper`` from the folded (pre-standardised) kernels,
+mirroring ``medfound.models.bit_graph.forward``, rather than converted from a TensorFlow trace:
+tf2onnx turned each NHWC GroupNorm into ~20 nodes with transposes around it (ORT ran that slower
+than the SavedModel) and took minutes per export. Here the whole network runs in NCHW, with one
+``Transpose`` at the input and one at the map output; every GroupNorm is
+``Reshape (B, 32, -1) -> InstanceNormalization -> Reshape -> Mul gamma -> Add beta``, the pattern
+ONNX Runtime runs as one normalisation kernel (or, with ``group_norm="onnx"``, opset 21's
+``GroupNormalization``). Nothing checks the input in the graph (the SavedModel asserts shape,
+range and NaN; ONNX runtimes do not all support asserts): the metadata entry ``medfound_input_check``
+says so, and callers check their images (float32, [0, 1], (B, H, W, 3)) themselves.
+
+One detail keeps onnxruntime exact: its optimiser fuses a zero ``Pad`` into a following
+``MaxPool``, whose padding counts as -inf, not 0, which changes BiT's stem output. We pad
+``x - 1`` with -1 and add 1 back, which is the same function but not a zero pad.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
+
 from medfound.export.metadata import ModuleMetadata
 from medfound.utils.files import atomic_path
 
 OPSET = 17
+OPSET_GROUP_NORMALIZATION = 21  # first opset whose GroupNormalization scales per channel
 OUTPUTS = ["feature_map", "embedding"]  # output 0 is the map, as the SavedModel's __call__
+GROUP_NORM_FORMS = ("instance_norm", "onnx")
+INPUT_CHECK_NOTE = ("none: this graph does not check its input (the SavedModel asserts rank 4, 3 "
+                    "channels, no NaN, values in [-0.5, 1.5]); pass float32 images (B, H, W, 3) "
+                    "in [0, 1]")
 
 
-def _require_tf2onnx():
+def _require_onnx():
     try:
-        import onnx  # noqa: F401
-        import tf2onnx
+        import onnx
     except ImportError as err:
-        raise ImportError("ONNX export needs tf2onnx and onnx: pip install 'medfound[onnx]' "
-                          f"({err})") from err
-    return tf2onnx
+        raise ImportError(f"ONNX export needs onnx: pip install 'medfound[onnx]' ({err})") from err
+    return onnx
 
 
-def _shift_zero_pads_before_maxpool(model) -> int:
-    """Rewrites every zero ``Pad`` feeding only a ``MaxPool`` as Sub 1 / Pad -1 / ... / Add 1.
+class _Graph:
+    """Nodes and initialisers of one ONNX graph under construction, with unique names."""
 
-    Returns the number of rewritten pads. ``MaxPool(Pad(x, 0)) == MaxPool(Pad(x - 1, -1)) + 1``.
+    def __init__(self):
+        self.nodes: list = []
+        self.initializers: list = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def const(self, value, hint: str) -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str, *, output: str | None = None,
+           **attrs) -> str:
+        from onnx import helper
+
+        out = output or self.name(hint)
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(hint + "_op"),
+                                           **attrs))
+        return out
+
+
+def _conv(g: _Graph, x: str, kernel_hwio: np.ndarray, stride: int, scope: str) -> str:
+    """BiT's convolution (no bias): symmetric ``size // 2`` zero padding for k > 1, as the TF
+    graph's SAME (stride 1) or explicit pad + VALID (stride 2)."""
+    size = kernel_hwio.shape[0]
+    pad = size // 2
+    weight = g.const(np.ascontiguousarray(kernel_hwio.transpose(3, 2, 0, 1), np.float32),
+                     f"{scope}/kernel")
+    return g.op("Conv", [x, weight], scope, kernel_shape=[size, size], strides=[stride, stride],
+                pads=[pad] * 4)
+
+
+def _group_norm_relu(g: _Graph, x: str, gamma: np.ndarray, beta: np.ndarray, groups: int,
+                     epsilon: float, scope: str, form: str) -> str:
+    channels = gamma.shape[0]
+    if form == "onnx":
+        y = g.op("GroupNormalization", [x, g.const(gamma.astype(np.float32), f"{scope}/gamma"),
+                                        g.const(beta.astype(np.float32), f"{scope}/beta")],
+                 scope, num_groups=groups, epsilon=epsilon)
+    else:
+        grouped = g.op("Reshape", [x, g.const(np.array([0, groups, -1], np.int64),
+                                              f"{scope}/grouped_shape")], f"{scope}/grouped")
+        normed = g.op("InstanceNormalization",
+                      [grouped, g.const(np.ones(groups, np.float32), f"{scope}/ones"),
+                       g.const(np.zeros(groups, np.float32), f"{scope}/zeros")],
+                      f"{scope}/normed", epsilon=epsilon)
+        back = g.op("Reshape", [normed, g.op("Shape", [x], f"{scope}/shape")], f"{scope}/map")
+        scaled = g.op("Mul", [back, g.const(gamma.reshape(channels, 1, 1).astype(np.float32),
+                                            f"{scope}/gamma")], f"{scope}/scaled")
+        y = g.op("Add", [scaled, g.const(beta.reshape(channels, 1, 1).astype(np.float32),
+                                         f"{scope}/beta")], f"{scope}/shifted")
+    return g.op("Relu", [y], f"{scope}/relu")
+
+
+def build_graph(values: dict[str, np.ndarray], units: tuple[int, ...], *,
+                input_scaling: str = "bit", group_norm: str = "instance_norm"):
+    """The ONNX ``ModelProto`` of a folded BiT backbone from its ``{BiT path: value}``.
+
+    ``values`` are ``bit_graph.named_values(backbone, fold=True)`` (kernels HWIO, standardised).
     """
-    import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    graph = model.graph
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    inits = {i.name: i for i in graph.initializer}
-    rewritten = 0
-    for pad in list(graph.node):
-        if pad.op_type != "Pad":
-            continue
-        users = consumers.get(pad.output[0], [])
-        if len(users) != 1 or users[0].op_type != "MaxPool":
-            continue
-        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
-        value = pad.input[2] if len(pad.input) > 2 else ""
-        if mode != b"constant" or (value and (value not in inits or
-                                              numpy_helper.to_array(inits[value]).any())):
-            continue
-        pool = users[0]
-        tag = f"{pad.name or pad.output[0]}__shift"
-        one, minus_one = f"{tag}_one", f"{tag}_minus_one"
-        graph.initializer.extend([numpy_helper.from_array(np.array(1.0, np.float32), one),
-                                  numpy_helper.from_array(np.array(-1.0, np.float32), minus_one)])
-        shifted = f"{tag}_input"
-        sub = helper.make_node("Sub", [pad.input[0], one], [shifted], name=f"{tag}_sub")
-        pad.input[0] = shifted
-        while len(pad.input) < 3:
-            pad.input.append("")
-        pad.input[2] = minus_one
-        pooled, final = f"{tag}_pooled", pool.output[0]
-        pool.output[0] = pooled
-        add = helper.make_node("Add", [pooled, one], [final], name=f"{tag}_add")
-        nodes = list(graph.node)
-        del graph.node[:]
-        for node in nodes:
-            if node is pad:
-                graph.node.append(sub)
-            graph.node.append(node)
-            if node is pool:
-                graph.node.append(add)
-        rewritten += 1
-    return rewritten
+    from medfound.models.bit_graph import ROOT_KERNEL
+    from medfound.models.configs import BLOCK_STRIDES, GROUPS
+    from medfound.models.layers import GN_EPSILON
+
+    if group_norm not in GROUP_NORM_FORMS:
+        raise ValueError(f"group_norm must be one of {GROUP_NORM_FORMS}, got {group_norm!r}")
+    g = _Graph()
+    x = g.op("Transpose", ["images"], "to_nchw", perm=[0, 3, 1, 2])
+    if input_scaling == "bit":
+        x = g.op("Sub", [g.op("Mul", [x, g.const(np.float32(2.0), "two")], "scale"),
+                         g.const(np.float32(1.0), "one")], "shift")
+    x = _conv(g, x, values[ROOT_KERNEL], 2, "root_block")
+    # Zero pad + 3x3/2 max pool, as Pad(x - 1, -1) -> MaxPool -> + 1 (see the module docstring).
+    shifted = g.op("Sub", [x, g.const(np.float32(1.0), "stem_one")], "stem_shift")
+    padded = g.op("Pad", [shifted, g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+                                           "stem_pads"),
+                          g.const(np.float32(-1.0), "stem_pad_value")], "stem_pad")
+    pooled = g.op("MaxPool", [padded], "stem_pool", kernel_shape=[3, 3], strides=[2, 2])
+    x = g.op("Add", [pooled, g.const(np.float32(1.0), "stem_unshift")], "stem")
+    for block, (n_units, block_stride) in enumerate(zip(units, BLOCK_STRIDES)):
+        for unit in range(n_units):
+            scope = f"block{block + 1}/unit{unit + 1:02d}"
+            stride = block_stride if unit == 0 else 1
+
+            def norm_relu(y: str, part: str) -> str:
+                return _group_norm_relu(g, y, values[f"{scope}/{part}/group_norm/gamma"],
+                                        values[f"{scope}/{part}/group_norm/beta"], GROUPS,
+                                        GN_EPSILON, f"{scope}/{part}", group_norm)
+
+            def conv(y: str, part: str, s: int = 1) -> str:
+                return _conv(g, y, values[f"{scope}/{part}/standardized_conv2d/kernel"], s,
+                             f"{scope}/{part}")
+
+            preact = norm_relu(x, "a")
+            proj = f"{scope}/a/proj/standardized_conv2d/kernel"
+            shortcut = _conv(g, preact, values[proj], stride, f"{scope}/a/proj") \
+                if proj in values else x
+            y = conv(preact, "a")
+            y = conv(norm_relu(y, "b"), "b", stride)
+            y = conv(norm_relu(y, "c"), "c")
+            x = g.op("Add", [y, shortcut], f"{scope}/out")
+    g.op("Transpose", [x], "to_nhwc", output=OUTPUTS[0], perm=[0, 2, 3, 1])
+    pooled = g.op("GlobalAveragePool", [x], "pool")
+    g.op("Flatten", [pooled], "embedding", output=OUTPUTS[1], axis=1)
+    channels = int(values[f"block{len(units)}/unit{units[-1]:02d}/c/standardized_conv2d/kernel"]
+                   .shape[-1])
+    graph = helper.make_graph(
+        g.nodes, "remedis_module",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", "height", "width", 3])],
+        [helper.make_tensor_value_info(OUTPUTS[0], TensorProto.FLOAT,
+                                       ["batch", "map_height", "map_width", channels]),
+         helper.make_tensor_value_info(OUTPUTS[1], TensorProto.FLOAT, ["batch", channels])],
+        initializer=g.initializers)
+    opset = OPSET_GROUP_NORMALIZATION if group_norm == "onnx" else OPSET
+    model = helper.make_model(graph, producer_name="medfound",
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 9)  # readable by onnxruntime >= 1.16
+    return model
 
 
-def _rename_outputs(model, names: list[str]) -> None:
-    """Gives the graph outputs (in order) the names ``names``, rewiring the nodes that make them."""
-    graph = model.graph
-    for output, name in zip(graph.output, names):
-        old = output.name
-        for node in graph.node:
-            node.output[:] = [name if o == old else o for o in node.output]
-            node.input[:] = [name if i == old else i for i in node.input]
-        output.name = name
-
-
-def write_onnx(backbone, metadata: ModuleMetadata, out: str | os.PathLike) -> Path:
-    """Converts the folded backbone to ONNX at ``out`` (written atomically); metadata goes into
-    the model's ``metadata_props``."""
-    import tensorflow as tf
-
+def write_onnx(backbone, metadata: ModuleMetadata, out: str | os.PathLike, *,
+               group_norm: str = "instance_norm") -> Path:
+    """Writes the folded backbone as ONNX at ``out`` (atomically); the module metadata goes into
+    the model's ``metadata_props`` (``medfound_module``), with ``medfound_input_check`` saying that
+    the graph does not check its input."""
+    onnx = _require_onnx()
     from medfound.models.bit import module_form
-    from medfound.models.inference import fold
+    from medfound.models.bit_graph import named_values
 
-    tf2onnx = _require_tf2onnx()
-    folded = fold(module_form(backbone))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-    def features(images):
-        out_ = folded(images, training=False)
-        return [out_["feature_map"], out_["embedding"]]
-
-    model, _ = tf2onnx.convert.from_function(features, input_signature=features.input_signature,
-                                             opset=OPSET)
-    _rename_outputs(model, OUTPUTS)
-    _shift_zero_pads_before_maxpool(model)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "medfound_module", metadata.to_json()
+    backbone = module_form(backbone)
+    model = build_graph(named_values(backbone, fold=True), tuple(backbone.spec.units),
+                        input_scaling=getattr(backbone, "input_scaling", "bit"),
+                        group_norm=group_norm)
+    onnx.checker.check_model(model)
+    for key, value in (("medfound_module", metadata.to_json()),
+                       ("medfound_input_check", INPUT_CHECK_NOTE),
+                       ("medfound_group_norm", group_norm)):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(model.SerializeToString())
