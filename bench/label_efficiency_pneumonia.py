@@ -8,7 +8,7 @@ at a scale a 2-core CPU runs in under an hour:
    ``medfound.pretrain.pretrain`` on the PneumoniaMNIST train split, labels unused, and export it
    (``.keras`` module);
 2. for each mode (linear probe on the frozen backbone, full fine-tuning), run
-   ``medfound.evaluation.label_efficiency`` over label fractions and seeds for the pretrained
+   ``medfound.finetune.label_efficiency`` over label fractions and seeds for the pretrained
    module and the same architecture from random initialisation (``random:ARCH``);
 3. report test AUC mean and spread per (init, mode, fraction), the curves as a PNG, and the
    smallest fraction at which the pretrained model matches the random-init model trained on 100 %
@@ -33,7 +33,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine_info, parse_with_defaults, report, write_json  # noqa: E402
+from bench.common import (fraction_axes, machine_info, parse_with_defaults,  # noqa: E402
+                          report, save_png, write_json)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist.npz"
 # Milder than the cxr preset (tests/test_pretrain_evidence.py): learnable at 32 px in minutes.
@@ -99,19 +100,21 @@ def pretrain_backbone(args, data: Path, out: Path, *, init: str = "random",
     from medfound.export.exporter import export_module
     from medfound.pretrain import PretrainConfig, pretrain
 
-    extra = {"method": args.method}
+    from medfound.ssl.settings import MethodOptions
+
+    options = {}
     if args.moco_queue_size is not None:
-        extra["moco_queue_size"] = args.moco_queue_size
+        options["moco_queue_size"] = args.moco_queue_size
     temperature = args.temperature or (0.2 if args.method == "simclr" else None)
     if temperature is not None:
-        extra["temperature"] = temperature
+        options["temperature"] = temperature
     steps = args.pretrain_steps
     config = PretrainConfig(
         data=str(data), out_dir=str(out / "pretrain"), split="train", arch=args.arch,
         image_size=args.image_size, batch_size=args.pretrain_batch, steps=steps,
         learning_rate=args.pretrain_lr, augment=dict(MILD_AUGMENT),
         log_every=max(1, min(50, steps // 10)), checkpoint_every=steps, preview_images=0,
-        seed=0, init=init, **extra)
+        seed=0, init=init, method=args.method, method_options=MethodOptions(**options))
     start = time.perf_counter()
     result = pretrain(config, verbose=False)
     module = export_module(result.run_dir, out / "pretrained.keras", fmt="keras",
@@ -156,8 +159,6 @@ def plot(rows: list[dict], targets: dict[str, float], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from medfound.utils.files import atomic_path
-
     modes = sorted({r["mode"] for r in rows}, key=["linear", "full"].index)
     fig = Figure(figsize=(5 * len(modes), 4))
     FigureCanvasAgg(fig)
@@ -170,15 +171,8 @@ def plot(rows: list[dict], targets: dict[str, float], path: Path) -> Path:
                         yerr=[np.nan_to_num(r["test_auc_std"]) for r in sub], fmt=style,
                         capsize=3, label=f"{init} init")
         ax.axhline(targets[mode], color="grey", ls=":", label="random init @ 100 %")
-        ax.set_xscale("log")
-        ax.set_xlabel("training labels used (%)")
-        ax.set_ylabel("test AUC (mean ± sd over seeds)")
-        ax.set_title(f"PneumoniaMNIST, {mode}")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
+        fraction_axes(ax, f"PneumoniaMNIST, {mode}")
+    return save_png(fig, path)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -238,7 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from medfound.evaluation.label_efficiency import fraction_to_match, label_efficiency
+    from medfound.finetune.label_efficiency import fraction_to_match, label_efficiency
 
     args = parse_args(argv)
     started = time.perf_counter()

@@ -13,15 +13,16 @@ one architecture (the tiny BiT at 32 px, as ``bench/label_efficiency_pneumonia.p
    and the NIH sample images, labels unused), exported through ``export_module``;
 4. ``simclr``: the same SimCLR run from random init (what the natural-image start adds).
 
-Every init is fine-tuned by ``medfound.evaluation.label_efficiency`` (``finetune``; the modules
+Every init is fine-tuned by ``medfound.finetune.label_efficiency`` (``finetune``; the modules
 load through ``medfound.load``) in two modes (linear probe, full fine-tuning) at label fractions
 1-100 % and >= 3 seeds, **in distribution** (PneumoniaMNIST, official splits) and **out of
 distribution** (the NIH ChestX-ray14 sample, any finding vs No Finding, patient-level 80/10/10
 splits cut by the seed), plus **zero-shot** transfer of the ID-trained heads (pneumonia score as
-the abnormality score) to the NIH test split of each seed (``medfound.evaluation.evaluate``).
-The learning rate of each (data, mode, init) is chosen among candidates on the **validation**
-AUC at 100 % labels, seed 0 (that run is reused in the sweep); the epoch budget by early stopping
-on validation AUC with the best epoch restored. Reported: test AUC mean ± sd over seeds with the
+the abnormality score) to the NIH test split of each seed (``medfound.finetune.evaluate``).
+The (learning rate, epoch budget) pair of each (data, mode, init) is chosen among a small grid
+on the **validation** AUC at 100 % labels, seed 0, by ``medfound.finetune.selection.
+select_hyperparameters`` (that run is reused in the sweep); inside every run early stopping on
+validation AUC still applies, with the best epoch restored. Reported: test AUC mean ± sd over seeds with the
 mean of the per-run 95 % bootstrap intervals, and the smallest fraction at which REMEDIS matches
 the supervised baseline trained on 100 % of the labels.
 
@@ -48,7 +49,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import label_efficiency_pneumonia as lep  # noqa: E402
-from bench.common import format_table, machine_info, parse_with_defaults, write_json  # noqa: E402
+from bench.common import (format_table, fraction_axes, machine_info,  # noqa: E402
+                          parse_with_defaults, save_png, write_json)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 INITS = ("random", "supervised", "remedis", "simclr")
@@ -60,16 +62,17 @@ DATASETS = ("id", "ood")
 PRETRAINED = ("supervised", "remedis", "simclr")
 PARTS = (*PRETRAINED, "id", "ood", "zeroshot")
 NIH_POSITIVE, NIH_NEGATIVE = "finding", "no_finding"
-# Sized for a shared 2-core CPU (about 45 min): short pretraining stages, short fine-tuning.
+# Sized for a shared 2-core CPU (about an hour in two processes): short pretraining stages,
+# short fine-tuning, 2 rates x 2 epoch budgets per (data, mode, init).
 DEFAULTS = {"arch": "tiny", "image_size": 32, "supervised_steps": 400, "supervised_batch": 128,
             "pretrain_steps": 300, "pretrain_batch": 64, "fractions": "1,5,10,25,50,100",
-            "seeds": "0,1,2", "epochs_linear": 6, "epochs_full": 2, "full_steps_per_epoch": 10,
-            "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.05", "n_boot": 50, "limit": 0,
-            "nih_limit": 0}
+            "seeds": "0,1,2", "budgets_linear": "6,20", "budgets_full": "2,6",
+            "full_steps_per_epoch": 10, "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.05",
+            "n_boot": 50, "limit": 0, "nih_limit": 0}
 TINY = {"arch": "tiny", "image_size": 32, "supervised_steps": 2, "supervised_batch": 16,
         "pretrain_steps": 2, "pretrain_batch": 8, "fractions": "100", "seeds": "0",
-        "epochs_linear": 1, "epochs_full": 1, "full_steps_per_epoch": 1, "lrs_linear": "0.1",
-        "lrs_full": "0.01", "n_boot": 5, "limit": 48, "nih_limit": 120}
+        "budgets_linear": "1", "budgets_full": "1", "full_steps_per_epoch": 1,
+        "lrs_linear": "0.1", "lrs_full": "0.01", "n_boot": 5, "limit": 48, "nih_limit": 120}
 
 
 def floats(text: str) -> list[float]:
@@ -194,57 +197,66 @@ def modules_of(args, stages: dict) -> dict[str, str]:
 
 # --- fine-tuning ----------------------------------------------------------------------------
 
-def base_config(args, dataset: str, mode: str, data: dict, out: Path, lr: float):
-    """The fine-tuning settings of one (dataset, mode, learning rate): section 6's, extended."""
+def base_config(args, dataset: str, mode: str, module: str, data: dict, out: Path):
+    """The fine-tuning settings of one (dataset, mode, init): section 6's, extended; the rate and
+    epoch budget are the selection's."""
     base = lep.finetune_base(args, data["id"], out, mode)
     extra = {} if dataset == "id" else {"task": "csv", "data": str(data["ood"]),
                                         "data_options": data["ood_options"]}
-    return dataclasses.replace(base, learning_rate=lr, out_dir=str(out / f"lr{lr:g}"), **extra)
+    return dataclasses.replace(base, module=module, out_dir=str(out), **extra)
+
+
+def candidates(args, mode: str) -> list[dict]:
+    """The (epoch budget, rate) grid of a mode, shorter budgets and smaller rates first (ties go
+    to the earlier candidate)."""
+    from medfound.finetune.selection import grid
+
+    budgets = args.budgets_linear if mode == "linear" else args.budgets_full
+    rates = args.lrs_linear if mode == "linear" else args.lrs_full
+    return grid(epochs=sorted(int(b) for b in floats(budgets)), learning_rate=sorted(floats(rates)))
 
 
 def run_metrics(run_dir: str) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
-def choose_lr(args, dataset: str, mode: str, init: str, module: str, data: dict, out: Path,
-              seed: int) -> dict:
-    """The candidate rate with the best validation AUC at 100 % labels (seed ``seed``); its run
-    is the sweep's (100 %, ``seed``) run. Ties go to the smaller rate."""
-    from medfound.evaluation.label_efficiency import label_efficiency
+def choose(args, dataset: str, mode: str, module: str, data: dict, out: Path, seed: int):
+    """The candidate with the best validation AUC at 100 % labels (seed ``seed``), chosen by the
+    library's ``select_hyperparameters``; its run is the sweep's (100 %, ``seed``) run."""
+    from medfound.finetune.selection import select_hyperparameters
 
-    candidates = floats(args.lrs_linear if mode == "linear" else args.lrs_full)
-    tried = []
-    for lr in sorted(candidates):
-        base = base_config(args, dataset, mode, data, out / dataset / mode / init, lr)
-        run = label_efficiency(base, [module], [1.0], [seed], baseline=module).runs[0]
-        metrics = run_metrics(run["run_dir"])
-        val = metrics["val"]["mean_auc"]
-        tried.append({"lr": lr, "val_auc": val, "best_epoch": metrics["best_epoch"],
-                      "epochs_run": metrics["epochs_run"]})
-    best = max(tried, key=lambda t: -math.inf if t["val_auc"] is None else t["val_auc"])
-    return {"chosen_lr": best["lr"], "best_epoch": best["best_epoch"], "tried": tried}
+    base = base_config(args, dataset, mode, module, data, out)
+    return select_hyperparameters(base, candidates(args, mode), seed=seed)
 
 
 def sweep(args, dataset: str, modules: dict, data: dict, out: Path, fractions, seeds,
           inits=INITS) -> dict:
-    """Every init and mode on one dataset: the chosen rate, then the fraction x seed sweep."""
-    from medfound.evaluation.label_efficiency import label_efficiency
+    """Every init and mode on one dataset: the chosen (budget, rate), then the fraction x seed
+    sweep with it."""
+    from medfound.finetune.label_efficiency import label_efficiency
 
     results = {}
     for mode in args.modes:
         for init in inits:
             t0 = time.perf_counter()
             module = modules[init]
-            choice = choose_lr(args, dataset, mode, init, module, data, out, seeds[0])
-            base = base_config(args, dataset, mode, data, out / dataset / mode / init,
-                               choice["chosen_lr"])
-            result = label_efficiency(base, [module], fractions, seeds, baseline=module)
+            selection = choose(args, dataset, mode, module, data, out / dataset / mode / init,
+                               seeds[0])
+            result = label_efficiency(selection.config, [module], fractions, seeds,
+                                      baseline=module)
             runs = [dict(r, **_ci(r["run_dir"])) for r in result.runs]
+            choice = {"chosen_lr": selection.chosen["learning_rate"],
+                      "chosen_epochs": selection.chosen["epochs"],
+                      "tried": [{k: t[k] for k in ("learning_rate", "epochs", "val_auc",
+                                                   "best_epoch", "epochs_run")}
+                                for t in selection.tried]}
             results[f"{mode}/{init}"] = {"dataset": dataset, "mode": mode, "init": init,
-                                         "module": module, "lr": choice, "runs": runs,
+                                         "module": module, "choice": choice, "runs": runs,
                                          "seconds": time.perf_counter() - t0}
-            print(f"{dataset} {mode} {init}: lr {choice['chosen_lr']:g} (val "
-                  f"{[t['val_auc'] for t in choice['tried']]}); 100 % test "
+            tried = ", ".join(f"{t['epochs']} ep @ {t['learning_rate']:g}: {_nan(t['val_auc']):.3f}"
+                              for t in choice["tried"])
+            print(f"{dataset} {mode} {init}: chose {choice['chosen_epochs']} epochs @ lr "
+                  f"{choice['chosen_lr']:g} (val {tried}); 100 % test "
                   f"{result.summary[module][1.0]['mean']:.3f} "
                   f"({results[f'{mode}/{init}']['seconds']:.0f} s)", flush=True)
             write_json(out / f"sweep_{dataset}_{'-'.join(inits)}.json", results)  # partial
@@ -260,7 +272,7 @@ def _ci(run_dir: str) -> dict:
 
 def zero_shot(args, id_results: dict, data: dict, out: Path, seeds) -> list[dict]:
     """The ID heads trained on 100 % of PneumoniaMNIST, scored on each seed's NIH test split."""
-    from medfound.evaluation.evaluate import EvaluateConfig, evaluate
+    from medfound.finetune.evaluate import EvaluateConfig, evaluate
 
     rows = []
     for key, res in id_results.items():
@@ -300,7 +312,7 @@ def summarise(results: dict) -> list[dict]:
             finite = np.isfinite(aucs)
             rows.append({"dataset": res["dataset"], "mode": res["mode"], "init": res["init"],
                          "fraction": fraction, "percent": f"{100 * fraction:g}%",
-                         "lr": res["lr"]["chosen_lr"],
+                         "lr": res["choice"]["chosen_lr"], "epochs": res["choice"]["chosen_epochs"],
                          "test_auc_mean": float(aucs[finite].mean()) if finite.any() else math.nan,
                          "test_auc_std": float(aucs[finite].std()) if finite.any() else math.nan,
                          "ci_low_mean": float(np.nanmean([r["ci_low"] for r in mine])),
@@ -312,7 +324,7 @@ def summarise(results: dict) -> list[dict]:
 def matches(rows: list[dict]) -> dict:
     """Per dataset: the supervised baseline at 100 % (per mode, and the better mode), and the
     smallest fraction at which each init's mean test AUC reaches it."""
-    from medfound.evaluation.label_efficiency import fraction_to_match
+    from medfound.finetune.label_efficiency import fraction_to_match
 
     found = {}
     for dataset in sorted({r["dataset"] for r in rows}):
@@ -342,8 +354,6 @@ def plot(rows: list[dict], path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from medfound.utils.files import atomic_path
-
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
     modes = [m for m in ("linear", "full") if any(r["mode"] == m for r in rows)]
     fig = Figure(figsize=(5.2 * len(modes), 3.9 * len(datasets)))
@@ -363,16 +373,9 @@ def plot(rows: list[dict], path: Path) -> Path:
                                   for r in sub], fmt=styles[init], capsize=3, label=init)
                 if init == "supervised":
                     ax.axhline(sub[-1]["test_auc_mean"], color="grey", lw=0.8, ls=":")
-            ax.set_xscale("log")
-            ax.set_xlabel("training labels used (%)")
-            ax.set_ylabel("test AUC (mean ± sd over seeds)")
-            ax.set_title(f"{titles[dataset]}, {mode}", fontsize=10)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
+            fraction_axes(ax, f"{titles[dataset]}, {mode}", title_size=10, legend_size=7)
+    return save_png(fig, path)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -403,8 +406,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pretrain-batch", type=int)
     parser.add_argument("--pretrain-lr", type=float, default=1.0, help="LARS base rate")
     parser.add_argument("--temperature", type=float, default=0.2)
-    parser.add_argument("--epochs-linear", type=int)
-    parser.add_argument("--epochs-full", type=int)
+    parser.add_argument("--budgets-linear",
+                        help="candidate epoch budgets of the linear head (early stopping inside)")
+    parser.add_argument("--budgets-full", help="candidate epoch budgets of full fine-tuning "
+                                               "(epochs of --full-steps-per-epoch steps)")
     parser.add_argument("--full-steps-per-epoch", type=int)
     parser.add_argument("--lrs-linear", help="candidate SGD rates of the linear head")
     parser.add_argument("--lrs-full", help="candidate SGD rates of full fine-tuning")
@@ -417,7 +422,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true")
     args = parse_with_defaults(parser, argv, DEFAULTS, TINY)
     args.method, args.moco_queue_size = "simclr", None  # what lep.pretrain_backbone reads
+    # What lep.finetune_base reads; every run gets its candidate's rate and budget instead.
     args.lr_linear, args.lr_full = floats(args.lrs_linear)[0], floats(args.lrs_full)[0]
+    args.epochs_linear = int(floats(args.budgets_linear)[0])
+    args.epochs_full = int(floats(args.budgets_full)[0])
     unknown = (set(args.parts.split(",")) - set(PARTS)) | (set(args.inits.split(",")) - set(INITS))
     if unknown:
         parser.error(f"unknown --parts/--inits {sorted(unknown)}; choose from {list(PARTS)} / "
@@ -488,10 +496,9 @@ def main(argv: list[str] | None = None) -> dict:
                                   "ci_low_mean": float(np.nanmean([z["ci_low"] for z in mine])),
                                   "ci_high_mean": float(np.nanmean([z["ci_high"] for z in mine])),
                                   "n": len(mine)})
-    lr_choices = [{"dataset": res["dataset"], "mode": res["mode"], "init": res["init"],
-                   "chosen_lr": res["lr"]["chosen_lr"], "best_epoch": res["lr"]["best_epoch"],
-                   "tried": res["lr"]["tried"], "seconds": res["seconds"]}
-                  for d in results.values() for res in d.values()]
+    choices = [{"dataset": res["dataset"], "mode": res["mode"], "init": res["init"],
+                **res["choice"], "seconds": res["seconds"]}
+               for d in results.values() for res in d.values()]
     report = {"benchmark": "remedis_mini", "machine": machine_info(),
               "command": " ".join(["python bench/remedis_mini.py",
                                    *(argv if argv is not None else sys.argv[1:])]),
@@ -499,7 +506,7 @@ def main(argv: list[str] | None = None) -> dict:
               "inits": {k: INIT_TITLES[k] for k in INITS}, "modules": modules,
               "stages": stages,
               "timings": json.loads(timings_file.read_text()) if timings_file.is_file() else {},
-              "lr_choices": lr_choices, "rows": rows,
+              "choices": choices, "rows": rows,
               "zero_shot": zero_rows, "zero_shot_runs": zero,
               "fraction_to_match": matches(rows) if rows else {},
               "ood_task": "NIH sample, any finding vs No Finding (binary), patient-level 80/10/10 "
@@ -508,7 +515,8 @@ def main(argv: list[str] | None = None) -> dict:
     complete = parts == set(PARTS) and len(inits) == len(INITS)
     if rows and complete:
         report["plot"] = str(plot(rows, out / "remedis_mini.png"))
-        columns = ["dataset", "mode", "init", "percent", "lr", "test_auc_mean", "test_auc_std",
+        columns = ["dataset", "mode", "init", "percent", "lr", "epochs", "test_auc_mean",
+                   "test_auc_std",
                    "ci_low_mean", "ci_high_mean", "n"]
         print(format_table(rows, columns))
     if zero_rows:

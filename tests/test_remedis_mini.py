@@ -1,8 +1,8 @@
 """bench/remedis_mini.py at its tiniest settings: the report's structure, not its numbers.
 
 Four inits (random, supervised, REMEDIS, SimCLR from random) in and out of distribution, the
-rates chosen on validation, zero-shot transfer of the ID heads, the fractions to match the
-supervised baseline, the stage times and the plot. Linear probes only, to keep it cheap: full
+(rate, epoch budget) pairs chosen on validation, zero-shot transfer of the ID heads, the
+fractions to match the supervised baseline, the stage times and the plot. Linear probes only, to keep it cheap: full
 fine-tuning goes through the same sweep (``finetune`` in the other mode, tested elsewhere).
 """
 from __future__ import annotations
@@ -55,6 +55,7 @@ def test_remedis_mini_reports_four_inits_in_and_out_of_distribution(tmp_path, sh
         assert math.isnan(auc) or 0.0 <= auc <= 1.0
         assert math.isnan(low) or 0.0 <= low <= high <= 1.0
         assert row["lr"] == float(remedis_mini.TINY["lrs_linear"])  # the one candidate of --tiny
+        assert row["epochs"] == int(remedis_mini.TINY["budgets_linear"])
 
     # The stages: the supervised accuracy on CIFAR, REMEDIS continuing the supervised checkpoint.
     stages = report["stages"]
@@ -70,11 +71,20 @@ def test_remedis_mini_reports_four_inits_in_and_out_of_distribution(tmp_path, sh
     assert read_metadata(report["modules"]["supervised"]).method == "supervised"
     assert report["modules"]["random"] == "random:tiny"
 
-    # The rates were chosen on validation, per (dataset, mode, init), and written down.
-    choices = {(c["dataset"], c["mode"], c["init"]) for c in report["lr_choices"]}
+    # (Rate, budget) chosen on validation, per (dataset, mode, init), every candidate written down
+    # with its validation AUC; the sweep's 100 % seed-0 run is the chosen candidate's own.
+    choices = {(c["dataset"], c["mode"], c["init"]) for c in report["choices"]}
     assert choices == {(d, "linear", i) for d in ("id", "ood") for i in inits}
-    for choice in report["lr_choices"]:
-        assert choice["chosen_lr"] in [t["lr"] for t in choice["tried"]]
+    for choice in report["choices"]:
+        assert (choice["chosen_lr"], choice["chosen_epochs"]) in [
+            (t["learning_rate"], t["epochs"]) for t in choice["tried"]]
+        for tried in choice["tried"]:
+            assert tried["val_auc"] is None or 0.0 <= tried["val_auc"] <= 1.0
+            assert 1 <= tried["epochs_run"] <= tried["epochs"]
+        selection = json.loads((out / choice["dataset"] / "linear" / choice["init"]
+                                / "selection.json").read_text())
+        assert selection["chosen"] == {"epochs": choice["chosen_epochs"],
+                                       "learning_rate": choice["chosen_lr"]}
 
     # Zero-shot: the ID heads on the NIH test split, one run per seed.
     assert {(z["mode"], z["init"]) for z in report["zero_shot"]} == {("linear", i) for i in inits}
