@@ -46,12 +46,15 @@ setup(
             "hypothesis>=6.100,<7",
             # Only to prove that old tf-keras users can still use hub.KerasLayer.
             "tf-keras>=2.16,<2.22",
-            "tifffile>=2023.7",  # writes the pyramidal test slides (tests/slide_files.py)
+            "tifffile>=2023.7",  # writes the pyramidal test slides (medfound/slides/synthetic.py)
         ],
         "onnx": ["tf2onnx>=1.16,<2", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
         "dicom": ["pydicom>=2.4,<4"],
         # Kept so that `pip install medfound[parquet]` still works; pyarrow is now a base dependency.
         "parquet": [],
+        # Benchmark-only baselines (bench/alternatives.py): timm's BiT in PyTorch. Never a runtime
+        # or CI dependency; the benchmark says in one line when they are missing.
+        "bench": ["torch>=2.2", "timm>=1.0"],
         "notebooks": ["nbformat>=5.9,<6", "nbclient>=0.10,<1", "ipykernel>=6.29,<8"],
     },
     entry_points={"console_scripts": ["medfound=medfound.cli.main:main"]},
