@@ -23,6 +23,10 @@ setup(
         "tensorflow>=2.16,<2.22",
         "keras>=3.0,<4",
         "tensorflow-hub>=0.16,<0.17",
+        # tensorflow-hub 0.16 imports pkg_resources when it is imported; setuptools' deprecation
+        # notice says to pin < 81 to keep it (84 has none), and torch 2.13 (the bench extra) asks
+        # for setuptools >= 77, which alone takes the newest.
+        "setuptools<81",
         # TensorFlow 2.21 no longer installs it; tf.summary needs it for run logs.
         "tensorboard>=2.16,<2.22",
         "tensorflow-datasets>=4.9,<5",
