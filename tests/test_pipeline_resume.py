@@ -19,7 +19,7 @@ from PIL import Image
 from medfound.data.images import read_image
 from medfound.data.micle import micle_pairs
 from medfound.data.tfrecords import write_tfrecords
-from medfound.data.unlabeled import index_stream, open_unlabeled
+from medfound.data.unlabeled import StreamWindow, index_stream, open_unlabeled
 from medfound.pretrain.config import PretrainConfig
 from medfound.pretrain.pipeline import distributed_views, open_source, view_dataset
 
@@ -62,8 +62,8 @@ def _write_micle_csv(folder: Path) -> Path:
 
 
 def _pairs(source, config: PretrainConfig, skip: int, count: int, **shard) -> list[tuple]:
-    pairs = micle_pairs(source, micle=config.micle, seed=config.seed, repeat=True, skip=skip,
-                        **shard)
+    pairs = micle_pairs(source, micle=config.micle, seed=config.seed, repeat=True,
+                        window=StreamWindow(skip=skip, **shard))
     return [(p["path_a"].numpy(), p["path_b"].numpy(), p["image_a"].numpy().tobytes())
             for p in pairs.take(count)]
 
@@ -145,20 +145,21 @@ def test_skipped_images_are_never_decoded(tmp_path):
         Path(skipped).write_bytes(b"not an image any more")
     with pytest.raises(tf.errors.InvalidArgumentError, match="not a recognised image"):
         list(source.dataset(seed=9))
-    rest = list(source.dataset(seed=9, skip=7))
+    rest = list(source.dataset(seed=9, window=StreamWindow(skip=7)))
     assert [e["path"].numpy().decode() for e in rest] == order[7:]
     for element in rest:
         np.testing.assert_array_equal(element["image"].numpy(),
                                       kept[element["path"].numpy().decode()])
-    pairs = micle_pairs(source, micle=False, seed=9, skip=7)
+    pairs = micle_pairs(source, micle=False, seed=9, window=StreamWindow(skip=7))
     assert [p["path_a"].numpy().decode() for p in pairs] == order[7:]
 
 
 def test_index_stream_positions_epochs_and_shards():
-    def take(count, **kwargs):
+    def take(count, *, shuffle, seed, repeat, **window):
+        stream = index_stream(5, shuffle=shuffle, seed=seed, repeat=repeat,
+                              window=StreamWindow(**window))
         return [tuple(int(v) for v in pair)
-                for pair in itertools.islice(index_stream(5, **kwargs).as_numpy_iterator(),
-                                             count)]
+                for pair in itertools.islice(stream.as_numpy_iterator(), count)]
 
     whole = take(40, shuffle=True, seed=1, repeat=True)
     assert [p for p, _ in whole] == list(range(40))
@@ -171,4 +172,6 @@ def test_index_stream_positions_epochs_and_shards():
     assert take(9, shuffle=False, seed=0, repeat=False, skip=3) == [(3, 3), (4, 4)]
     assert take(9, shuffle=True, seed=1, repeat=False, skip=5) == []
     with pytest.raises(ValueError, match="shard_index"):
-        index_stream(5, shuffle=True, seed=0, repeat=True, num_shards=2, shard_index=2)
+        StreamWindow(num_shards=2, shard_index=2)
+    with pytest.raises(ValueError, match="skip must be >= 0"):
+        StreamWindow(skip=-1)

@@ -8,7 +8,7 @@ grouped by patient from metadata only; images are decoded lazily in the tf.data 
 
 The partner draw is seeded by the run seed and the anchor's position in the whole stream, and the
 stream can start part-way (``skip``, before any image is decoded) and keep one shard, so a resumed
-run draws the same pairs an uninterrupted one would (see ``medfound.data.unlabeled``).
+run draws the same pairs an uninterrupted one would (``StreamWindow``, ``medfound.data.sources``).
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import logging
 import numpy as np
 
 from medfound.data.images import make_decoder
-from medfound.data.unlabeled import FileSource, UnlabeledSource, index_stream
+from medfound.data.sources import WHOLE_STREAM, StreamWindow, UnlabeledSource, index_stream
+from medfound.data.unlabeled import FileSource
 
 logger = logging.getLogger("medfound.data")
 
@@ -45,45 +46,51 @@ def patient_groups(patients: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: float = 1.0,
-                seed: int = 0, shuffle: bool = True, repeat: bool = False, skip: int = 0,
-                num_shards: int = 1, shard_index: int = 0):
+                seed: int = 0, shuffle: bool = True, repeat: bool = False,
+                window: StreamWindow = WHOLE_STREAM):
     """tf.data.Dataset of {"image_a", "image_b", "patient", "path_a", "path_b"} positive pairs.
 
     ``image_b`` is a different image of the same patient when MICLe applies (see module docstring),
     else the same image as ``image_a``. MICLe needs a file source (folder or CSV) to group by
     patient; other sources give same-image pairs and refuse ``micle=True`` when they carry patients.
-    ``skip``, ``num_shards`` and ``shard_index`` select a window of the anchor stream as in
-    ``UnlabeledSource.dataset``.
+    ``window`` selects the part of the anchor stream as in ``UnlabeledSource.dataset``.
     """
-    import tensorflow as tf
-
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"probability must be in [0, 1], got {probability}")
     if not isinstance(source, FileSource):
         if micle and source.has_patients:
             raise ValueError(f"MICLe pairs need a folder or CSV source to group images by patient; "
                              f"got a {source.kind} source (open the original files instead)")
-        ds = source.dataset(shuffle=shuffle, seed=seed, repeat=repeat, skip=skip,
-                            num_shards=num_shards, shard_index=shard_index)
+        ds = source.dataset(shuffle=shuffle, seed=seed, repeat=repeat, window=window)
         return ds.map(lambda e: {"image_a": e["image"], "image_b": e["image"],
                                  "patient": e["patient"], "path_a": e["path"],
                                  "path_b": e["path"]})
     if micle and not source.has_patients:
         logger.info("MICLe requested but the source has no patient ids: same-image pairs only")
+    choose = _partner_choice(source, use_micle=bool(micle) and probability > 0.0,
+                             probability=probability, seed=seed)
+    ds = index_stream(len(source.paths), shuffle=shuffle, seed=seed, repeat=repeat,
+                      window=window).map(choose)
+    return _decode_pairs(ds, source)
+
+
+def _partner_choice(source: FileSource, *, use_micle: bool, probability: float, seed: int):
+    """The graph function (position, anchor index) -> {"path_a", "path_b", "patient"}: the
+    partner is another image of the anchor's patient when MICLe applies, else the anchor."""
+    import tensorflow as tf
 
     members, start, size, position = patient_groups(source.patients)
     paths = tf.constant(source.paths, tf.string)
     patients = tf.constant(source.patients, tf.string)
     members_t, start_t = tf.constant(members), tf.constant(start)
     size_t, position_t = tf.constant(size), tf.constant(position)
-    use_micle = bool(micle) and probability > 0.0
     last_member = tf.constant(max(len(members) - 1, 0), tf.int64)
 
     # choose and load are plain graph code (tf.where / tf.cond), traced without AutoGraph:
     # converting them and the decoders they call re-parses that source at every pipeline build.
     @tf.autograph.experimental.do_not_convert
-    def choose(position, index):
-        step_seed = tf.stack([tf.constant(seed, tf.int64), position])
+    def choose(stream_position, index):
+        step_seed = tf.stack([tf.constant(seed, tf.int64), stream_position])
         draws = tf.random.stateless_uniform([2], seed=step_seed, dtype=tf.float32)
         group_size = size_t[index]
         eligible = tf.logical_and(group_size >= 2, draws[0] < probability)
@@ -98,8 +105,13 @@ def micle_pairs(source: UnlabeledSource, *, micle: bool = True, probability: flo
         partner = tf.where(eligible, members_t[slot], index)
         return {"path_a": paths[index], "path_b": paths[partner], "patient": patients[index]}
 
-    ds = index_stream(len(source.paths), shuffle=shuffle, seed=seed, repeat=repeat, skip=skip,
-                      num_shards=num_shards, shard_index=shard_index).map(choose)
+    return choose
+
+
+def _decode_pairs(ds, source: FileSource):
+    """Decodes both paths of each pair (once when they are the same file), dropping or deferring
+    bad files as the source was opened to."""
+    import tensorflow as tf
 
     decode = make_decoder(skip_errors=source.skip_errors, on_error=source.skipped,
                           max_pixels=source.max_pixels, defer_to=source.defer_to)

@@ -1,9 +1,8 @@
 """The base of every unlabeled image source, and the seeded, skippable, shardable stream order.
 
-Every ``UnlabeledSource.dataset()`` can start part-way into its (shuffled, repeated) stream and
-keep one shard of it: ``skip`` elements are dropped before anything is decoded and shard
-``shard_index`` of ``num_shards`` keeps the elements at stream positions ``p % num_shards ==
-shard_index``. With the same seed the elements from position ``skip`` on are exactly those an
+Every ``UnlabeledSource.dataset()`` can read one ``StreamWindow`` of its (shuffled, repeated)
+stream: ``skip`` elements are dropped before anything is decoded and shard ``shard_index`` of
+``num_shards`` keeps the elements at stream positions ``p % num_shards == shard_index``. With the same seed the elements from position ``skip`` on are exactly those an
 unskipped stream yields there, which is how a resumed pretraining run sees the data an
 uninterrupted one would have. The formats (files, .npz, TFDS in ``medfound.data.unlabeled``,
 TFRecords in ``medfound.data.tfrecords``) build on this module; it imports none of them.
@@ -17,6 +16,41 @@ from medfound.data.images import SkippedFiles
 
 class SourceError(ValueError):
     """A source that cannot be opened (missing columns, unsafe paths, unknown format...)."""
+
+
+@dataclass(frozen=True)
+class StreamWindow:
+    """The part of a source's stream one pipeline reads: from stream position ``skip`` on, the
+    positions ``p % num_shards == shard_index``. A resumed run sets ``skip``, each input pipeline
+    of a distributed run its shard; the default is the whole stream."""
+
+    skip: int = 0
+    num_shards: int = 1
+    shard_index: int = 0
+
+    def __post_init__(self):
+        if self.skip < 0:
+            raise ValueError(f"skip must be >= 0, got {self.skip}")
+        if not (self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards):
+            raise ValueError(f"shard_index must be in [0, num_shards), got {self.shard_index} "
+                             f"of {self.num_shards}")
+
+    def apply(self, ds):
+        """``ds`` from element ``skip`` on, keeping this shard's positions: for streams without
+        an index (TFRecords, TFDS), applied before anything is decoded."""
+        import tensorflow as tf
+
+        if self.skip:
+            ds = ds.skip(self.skip)
+        if self.num_shards > 1:
+            # Positions counted from 0 of the whole stream, whatever was skipped.
+            n, index = self.num_shards, self.shard_index
+            ds = ds.enumerate(start=self.skip).filter(
+                lambda position, _: tf.equal(position % n, index)).map(lambda _, e: e)
+        return ds
+
+
+WHOLE_STREAM = StreamWindow()
 
 
 @dataclass
@@ -50,9 +84,9 @@ class UnlabeledSource:
         return self.deferred if self.defer_errors and not self.skip_errors else None
 
     def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
-                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+                window: StreamWindow = WHOLE_STREAM):
         """tf.data.Dataset of {"image", "path", "patient"}; shuffled with ``seed``, endless if
-        ``repeat``, from stream position ``skip`` on, one shard of it (see ``medfound.data.sources``)."""
+        ``repeat``, only the stream positions in ``window`` (see ``medfound.data.sources``)."""
         raise NotImplementedError
 
     def _finish(self, ds):
@@ -61,29 +95,20 @@ class UnlabeledSource:
         return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _check_window(skip: int, num_shards: int, shard_index: int) -> None:
-    if skip < 0:
-        raise ValueError(f"skip must be >= 0, got {skip}")
-    if not (num_shards >= 1 and 0 <= shard_index < num_shards):
-        raise ValueError(f"shard_index must be in [0, num_shards), got {shard_index} of "
-                         f"{num_shards}")
-
-
-def index_stream(count: int, *, shuffle: bool, seed: int, repeat: bool, skip: int = 0,
-                 num_shards: int = 1, shard_index: int = 0):
+def index_stream(count: int, *, shuffle: bool, seed: int, repeat: bool,
+                 window: StreamWindow = WHOLE_STREAM):
     """tf.data.Dataset of (position, index) int64 pairs over ``count`` items, nothing decoded.
 
     Epoch ``e`` visits every index once, in the order of a stateless shuffle seeded by
     ``(seed, e)`` (or in order without ``shuffle``); ``position = e * count + k`` is the element's
-    place in the whole stream. The stream starts at position ``skip`` - one epoch's permutation
-    away, however far that is - and keeps the positions ``p % num_shards == shard_index``, so any
-    window of the stream is the same whether it was reached by iterating or by skipping.
+    place in the whole stream. The stream starts at position ``window.skip`` - one epoch's
+    permutation away, however far that is - and keeps the window's shard, so any window of the
+    stream is the same whether it was reached by iterating or by skipping.
     """
     import tensorflow as tf
 
-    _check_window(skip, num_shards, shard_index)
     n = int(count)
-    first_epoch, offset = divmod(int(skip), n) if n else (0, 0)
+    first_epoch, offset = divmod(int(window.skip), n) if n else (0, 0)
     if n == 0 or (first_epoch > 0 and not repeat):
         epochs = tf.data.Dataset.range(0)
     elif repeat:
@@ -100,19 +125,7 @@ def index_stream(count: int, *, shuffle: bool, seed: int, repeat: bool, skip: in
         return tf.data.Dataset.from_tensor_slices((e * n + tf.range(begin, n), order[begin:]))
 
     ds = epochs.flat_map(epoch)
-    if num_shards > 1:
-        ds = ds.filter(lambda position, _: tf.equal(position % num_shards, shard_index))
-    return ds
-
-
-def skip_and_shard(ds, *, skip: int = 0, num_shards: int = 1, shard_index: int = 0):
-    """``ds`` from element ``skip`` on, keeping the positions ``p % num_shards == shard_index``:
-    for streams without an index (TFRecords, TFDS), applied before anything is decoded."""
-    _check_window(skip, num_shards, shard_index)
-    if skip:
-        ds = ds.skip(skip)
-    if num_shards > 1:
-        # Positions counted from 0 of the whole stream, whatever was skipped.
-        ds = ds.enumerate(start=skip).filter(
-            lambda position, _: position % num_shards == shard_index).map(lambda _, e: e)
+    if window.num_shards > 1:
+        shards, index = window.num_shards, window.shard_index
+        ds = ds.filter(lambda position, _: tf.equal(position % shards, index))
     return ds

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medfound.data.prepare import to_rgb_float
-from medfound.data.sources import SourceError, UnlabeledSource, skip_and_shard
+from medfound.data.sources import WHOLE_STREAM, SourceError, StreamWindow, UnlabeledSource
 from medfound.utils.files import atomic_path
 
 TFRECORD_MANIFEST = "tfrecords.json"
@@ -126,7 +126,7 @@ class TFRecordSource(UnlabeledSource):
     files: list[str] = field(default_factory=list)
 
     def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
-                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+                window: StreamWindow = WHOLE_STREAM):
         """As the base class; skipped records are read (TFRecords have no index) but not parsed."""
         import tensorflow as tf
 
@@ -139,7 +139,7 @@ class TFRecordSource(UnlabeledSource):
             ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-        ds = skip_and_shard(ds, skip=skip, num_shards=num_shards, shard_index=shard_index)
+        ds = window.apply(ds)
         ds = ds.map(parse_example, num_parallel_calls=tf.data.AUTOTUNE)
         if self.skip_errors:
             ds = ds.ignore_errors(log_warning=True)

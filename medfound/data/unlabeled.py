@@ -24,12 +24,13 @@ import numpy as np
 
 from medfound.data.images import DEFAULT_MAX_PIXELS, list_image_files, map_decode
 from medfound.data.prepare import to_rgb_float
-from medfound.data.sources import SourceError, UnlabeledSource, index_stream, skip_and_shard
+from medfound.data.sources import (WHOLE_STREAM, SourceError, StreamWindow, UnlabeledSource,
+                                   index_stream)
 from medfound.data.tables import CSVFormatError, CSVTable, read_csv_table, relative_paths, under
 from medfound.data.tfrecords import TFRECORD_MANIFEST, TFRecordSource, is_tfrecord_folder, open_tfrecords
 
 __all__ = ["FileSource", "NpzSource", "SourceError", "TFDSSource", "TFRECORD_MANIFEST", "TFRecordSource",
-           "UnlabeledSource", "index_stream", "open_unlabeled", "skip_and_shard"]
+           "StreamWindow", "UnlabeledSource", "index_stream", "open_unlabeled"]
 
 PATH_COLUMN_CANDIDATES = ("path", "Path", "image", "Image Index", "filename", "file", "image_path")
 PATIENT_COLUMN_CANDIDATES = ("patient", "Patient ID", "patient_id", "PatientID", "case_id")
@@ -45,13 +46,13 @@ class FileSource(UnlabeledSource):
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
-                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+                window: StreamWindow = WHOLE_STREAM):
         import tensorflow as tf
 
         paths = tf.constant(self.paths, tf.string)
         patients = tf.constant(self.patients, tf.string)
-        ds = index_stream(len(self.paths), shuffle=shuffle, seed=seed, repeat=repeat, skip=skip,
-                          num_shards=num_shards, shard_index=shard_index)
+        ds = index_stream(len(self.paths), shuffle=shuffle, seed=seed, repeat=repeat,
+                          window=window)
         ds = ds.map(lambda _, index: {"path": paths[index], "patient": patients[index]})
         ds = map_decode(ds, path_key="path", skip_errors=self.skip_errors, on_error=self.skipped,
                         max_pixels=self.max_pixels, defer_to=self.defer_to)
@@ -73,7 +74,7 @@ class NpzSource(UnlabeledSource):
         return _npz_member(self.npz_path, self.key)
 
     def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
-                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+                window: StreamWindow = WHOLE_STREAM):
         import tensorflow as tf
 
         array = self.load_array()
@@ -99,7 +100,7 @@ class NpzSource(UnlabeledSource):
             return {"image": read(index), "path": path, "patient": tf.constant("")}
 
         ds = index_stream(self.num_examples, shuffle=shuffle, seed=seed, repeat=repeat,
-                          skip=skip, num_shards=num_shards, shard_index=shard_index)
+                          window=window)
         return self._finish(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE))
 
 
@@ -113,7 +114,7 @@ class TFDSSource(UnlabeledSource):
     image_key: str = "image"
 
     def dataset(self, *, shuffle: bool = True, seed: int = 0, repeat: bool = False,
-                skip: int = 0, num_shards: int = 1, shard_index: int = 0):
+                window: StreamWindow = WHOLE_STREAM):
         """As the base class; skipped examples are read but their images are not decoded."""
         import tensorflow as tf
         import tensorflow_datasets as tfds
@@ -134,7 +135,7 @@ class TFDSSource(UnlabeledSource):
             ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             ds = ds.repeat()
-        ds = skip_and_shard(ds, skip=skip, num_shards=num_shards, shard_index=shard_index)
+        ds = window.apply(ds)
         return self._finish(ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE))
 
 

@@ -36,12 +36,13 @@ def view_dataset(source, config: PretrainConfig, *, per_replica_batch: int,
     as long as no image was dropped as bad (``skip_bad_images``), which shifts the stream.
     """
     from medfound.data.micle import micle_pairs
+    from medfound.data.sources import StreamWindow
 
     aug = augment_config(config)
+    window = StreamWindow(skip=start_step * config.batch_size, num_shards=num_shards,
+                          shard_index=shard_index)
     pairs = micle_pairs(source, micle=config.micle, probability=config.micle_probability,
-                        seed=config.seed, shuffle=True, repeat=True,
-                        skip=start_step * config.batch_size, num_shards=num_shards,
-                        shard_index=shard_index)
+                        seed=config.seed, shuffle=True, repeat=True, window=window)
     first = start_step * config.batch_size // num_shards
 
     # Plain graph code (the augmentation ops branch with tf.cond): tracing it without AutoGraph's
