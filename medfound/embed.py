@@ -357,47 +357,84 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
     whether or not the run was interrupted (parts hold whole batches too). ``strategy`` (default:
     the one ``config.strategy`` names) spreads each batch over its devices.
     """
-    from medfound.data.images import SkippedFiles
+    out, fmt = _checked_output(config)
+    parts_dir, failures_file = sidecar_paths(out)
+    paths = list_inputs(config.input, path_column=config.path_column, root=config.root)
+    if embedder is None:
+        if strategy is None:
+            strategy = make_embed_strategy(config.strategy)
+        embedder = ModuleEmbedder(config.module, strategy=strategy)
+    image_size = _image_size(config, embedder)
+    manifest = {"inputs_sha256": _inputs_digest(paths), "num_inputs": len(paths),
+                "module_fingerprint": embedder.fingerprint, "image_size": image_size,
+                "format_version": PARTS_FORMAT_VERSION}
+    covered = open_parts(parts_dir, manifest)
+    # Parts and stopping points fall on batch-block boundaries (see ``_batches``).
+    block = config.batch_size
+    stop = len(paths) if config.max_images is None else min(
+        len(paths), -(-(covered + max(config.max_images, 0)) // block) * block)
+    dim = _probe_dim(embedder, image_size)
+    progress = make_progress(len(paths), verbose=bool(config.progress), unit_name="image")
+    progress.update(covered)
+    if covered < stop:
+        _embed_into_parts(embedder, paths, range(covered, stop), config=config,
+                          parts_dir=parts_dir, image_size=image_size, dim=dim, progress=progress)
 
+    failures = _saved_failures(parts_dir, paths)
+    result = dict(num_inputs=len(paths), processed=stop - covered, failures=failures,
+                  embedding_dim=dim, image_size=image_size, parts_dir=parts_dir)
+    if stop < len(paths):
+        embedded = sum(len(_read_part(f)["index"]) for _, _, f in part_files(parts_dir))
+        return EmbedResult(out=None, complete=False, num_embedded=embedded, failures_file=None,
+                           **result)
+    count = write_output(out, fmt, contiguous_parts(parts_dir, len(paths)), paths, dim,
+                         module=embedder.name, image_size=image_size)
+    write_failures(failures_file, failures)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return EmbedResult(out=out, complete=True, num_embedded=count, failures_file=failures_file,
+                       **result)
+
+
+def _checked_output(config: EmbedConfig) -> tuple[Path, str]:
+    """The output path and its format, refusing an existing file (without ``overwrite``), a
+    missing pyarrow for .parquet and batch or part sizes below 1."""
     out = Path(config.out)
     fmt = output_format(out)
     if fmt == "parquet":
         require_pyarrow()
     if config.batch_size < 1 or config.part_size < 1:
         raise EmbedError("batch_size and part_size must be at least 1")
-    parts_dir, failures_file = sidecar_paths(out)
     if out.exists() and not config.overwrite:
         raise EmbedError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
-    paths = list_inputs(config.input, path_column=config.path_column, root=config.root)
-    if embedder is None:
-        if strategy is None:
-            strategy = make_embed_strategy(config.strategy)
-        embedder = ModuleEmbedder(config.module, strategy=strategy)
+    return out, fmt
+
+
+def _image_size(config: EmbedConfig, embedder: ModuleEmbedder) -> int:
+    """The size images are resized to: the configured one, else the module's own."""
+    from medfound.models.configs import MIN_IMAGE_SIZE
+
     image_size = config.image_size or embedder.default_image_size
     if not image_size:
         raise EmbedError(f"{embedder.path}: module has no medfound metadata, so its input size "
                          "is unknown; pass image_size (--image-size)")
-    from medfound.models.configs import MIN_IMAGE_SIZE
-
     if image_size < MIN_IMAGE_SIZE:
         raise EmbedError(f"image size {image_size} is below the minimum of {MIN_IMAGE_SIZE}")
-    manifest = {"inputs_sha256": _inputs_digest(paths), "num_inputs": len(paths),
-                "module_fingerprint": embedder.fingerprint, "image_size": int(image_size),
-                "format_version": PARTS_FORMAT_VERSION}
-    covered = open_parts(parts_dir, manifest)
-    # Parts and stopping points fall on batch-block boundaries (see ``_batches``).
-    block = config.batch_size
-    part_size = -(-config.part_size // block) * block
-    stop = len(paths) if config.max_images is None else min(
-        len(paths), -(-(covered + max(config.max_images, 0)) // block) * block)
-    dim = _probe_dim(embedder, image_size)
-    progress = make_progress(len(paths), verbose=bool(config.progress), unit_name="image")
-    progress.update(covered)
+    return int(image_size)
+
+
+def _embed_into_parts(embedder: ModuleEmbedder, paths: list[str], span: range, *,
+                      config: EmbedConfig, parts_dir: Path, image_size: int, dim: int,
+                      progress) -> None:
+    """Embeds ``paths[span]`` batch by batch and writes them as parts of ``config.part_size``
+    inputs (rounded up to whole batches), each part listing its inputs that failed; the first
+    bad image raises unless ``config.skip_bad_images``."""
+    from medfound.data.images import SkippedFiles
+
     skipped = SkippedFiles()
     recorded: dict[str, str] = {}
-
-    part_start = covered
-    part_end = min(part_start + part_size, stop)
+    part_size = -(-config.part_size // config.batch_size) * config.batch_size
+    stop = span.stop
+    part_start, part_end = span.start, min(span.start + part_size, stop)
     indices: list[int] = []
     rows: list[np.ndarray] = []
 
@@ -414,35 +451,18 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
         rows.clear()
         progress.update(end)
 
-    if covered < stop:
-        for batch_indices, images in _batches(paths, covered, stop, image_size,
-                                              config.batch_size, skipped):
-            vectors = embedder(images).numpy()
-            for index, vector in zip(batch_indices, vectors):
-                while index >= part_end:
-                    flush(part_start, part_end)
-                    part_start, part_end = part_end, min(part_end + part_size, stop)
-                indices.append(index)
-                rows.append(vector)
-        while part_start < stop:
-            flush(part_start, part_end)
-            part_start, part_end = part_end, min(part_end + part_size, stop)
-
-    failures = _saved_failures(parts_dir, paths)
-    complete = stop == len(paths)
-    if not complete:
-        embedded = sum(len(_read_part(f)["index"]) for _, _, f in part_files(parts_dir))
-        return EmbedResult(out=None, complete=False, num_inputs=len(paths), num_embedded=embedded,
-                           processed=stop - covered, failures=failures, failures_file=None,
-                           embedding_dim=dim, image_size=int(image_size), parts_dir=parts_dir)
-    part_list = contiguous_parts(parts_dir, len(paths))
-    count = write_output(out, fmt, part_list, paths, dim, module=embedder.name,
-                         image_size=int(image_size))
-    write_failures(failures_file, failures)
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    return EmbedResult(out=out, complete=True, num_inputs=len(paths), num_embedded=count,
-                       processed=stop - covered, failures=failures, failures_file=failures_file,
-                       embedding_dim=dim, image_size=int(image_size), parts_dir=parts_dir)
+    for batch_indices, images in _batches(paths, span.start, stop, image_size,
+                                          config.batch_size, skipped):
+        vectors = embedder(images).numpy()
+        for index, vector in zip(batch_indices, vectors):
+            while index >= part_end:
+                flush(part_start, part_end)
+                part_start, part_end = part_end, min(part_end + part_size, stop)
+            indices.append(index)
+            rows.append(vector)
+    while part_start < stop:
+        flush(part_start, part_end)
+        part_start, part_end = part_end, min(part_end + part_size, stop)
 
 
 def _probe_dim(embedder: ModuleEmbedder, image_size: int) -> int:
