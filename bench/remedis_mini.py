@@ -247,8 +247,10 @@ def sweep(args, dataset: str, modules: dict, data: dict, out: Path, fractions, s
             runs = [dict(r, **_ci(r["run_dir"])) for r in result.runs]
             choice = {"chosen_lr": selection.chosen["learning_rate"],
                       "chosen_epochs": selection.chosen["epochs"],
+                      # A candidate whose run failed (a diverging rate) has an "error" and no
+                      # epochs: it is listed with what it has, and it lost the selection.
                       "tried": [{k: t[k] for k in ("learning_rate", "epochs", "val_auc",
-                                                   "best_epoch", "epochs_run")}
+                                                   "best_epoch", "epochs_run", "error") if k in t}
                                 for t in selection.tried]}
             results[f"{mode}/{init}"] = {"dataset": dataset, "mode": mode, "init": init,
                                          "module": module, "choice": choice, "runs": runs,

@@ -121,6 +121,22 @@ def test_pneumoniamnist_linear_probe_and_early_stopping(shared_data, tmp_path):
     assert stopped.metrics["val"]["mean_auc"] == pytest.approx(history[0]["val_mean_auc"], abs=1e-6)
 
 
+def test_full_finetune_at_a_large_rate_does_not_diverge(shared_data, tmp_path):
+    """The full-mode head reads the raw block4 embedding (squared norm ~2e5 here): without
+    the standardisation measured on the training images, SGD at 0.05 reached a loss of 1e9 in
+    the first epoch and every score saturated (validation AUC exactly 0.5)."""
+    from medfound.finetune.trainer import finetune
+
+    result = finetune(_config(tmp_path, shared_data / "pneumoniamnist.npz", mode="full",
+                              label_fraction=0.2, epochs=2, steps_per_epoch=10, batch_size=64,
+                              optimizer="sgd", learning_rate=0.05, patience=0, n_boot=20))
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[0] < 3.0 and losses[1] < losses[0], losses
+    assert result.metrics["val"]["mean_auc"] > 0.85, result.metrics["val"]
+    norm = result.model.get_layer("head").get_layer("feature_standardization")
+    assert norm.mean.shape[-1] == 1024 and float(np.max(np.abs(norm.mean))) > 1.0
+
+
 def test_breakhis_tiles_full_finetune_from_cli(shared_data, tmp_path):
     import medfound.cli.finetune as cli
     from medfound.resolve import load
