@@ -255,7 +255,8 @@ def pretrain_supervised(config: SupervisedConfig, *, verbose: bool = True) -> Su
             targets = tf.one_hot(batch_labels, num_classes)
             loss = tf.reduce_mean(keras.losses.categorical_crossentropy(
                 targets, logits, from_logits=True, label_smoothing=smoothing))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), batch_labels), tf.float32))
         return loss, correct
 

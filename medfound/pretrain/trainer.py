@@ -79,7 +79,9 @@ def make_train_step(strategy: tf.distribute.Strategy, nets: PretrainNetworks,
 
     def replica_step(batch):
         grads, metrics, updates = forward_backward(batch)
-        optimizer.apply_gradients(zip(grads, variables))
+        # BiT's final GroupNorm feeds only ``pre_logits``, which no objective reads: its
+        # variables get no gradient and are left out rather than handed over as None.
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
         return metrics, updates
 
     @tf.function
