@@ -11,7 +11,8 @@ IMPORT_NAMES = {"pillow": "PIL", "tensorflow-hub": "tensorflow_hub",
                 "tensorflow-datasets": "tensorflow_datasets", "absl-py": "absl"}
 # Runtime dependencies that nothing imports directly, each with the reason it is declared.
 NEEDED_UNIMPORTED = {"tensorboard": "tf.summary writes run logs through it",
-                     "importlib_resources": "TFDS 4.9 needs it to prepare builders"}
+                     "importlib_resources": "TFDS 4.9 needs it to prepare builders",
+                     "setuptools": "< 81 keeps pkg_resources, which tensorflow_hub imports"}
 
 
 def _setup_lists() -> tuple[list[str], dict[str, list[str]]]:
