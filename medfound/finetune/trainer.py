@@ -25,6 +25,7 @@ from medfound.finetune.linear_probe import embed_rows
 from medfound.finetune.losses import loss_for_task
 from medfound.finetune.model import (build_classifier, build_head, default_image_size,
                                      pooled_features)
+from medfound.optim.factory import apply_reached_gradients
 from medfound.resolve import load
 from medfound.utils.files import atomic_path
 from medfound.utils.replicas import split_over_replicas
@@ -244,8 +245,7 @@ def _linear_training(config: FinetuneConfig, backbone: keras.Model, splits: dict
     embed_fn = split_over_replicas(embedding_function(backbone), strategy)
     feats = {name: embed_dataset(backbone, ds, size, config.batch_size, config.center_crop, forward=embed_fn)
              for name, ds in splits.items()}
-    mean, var = feats["train"].mean(0), feats["train"].var(0) + 1e-6
-    head = build_head(train.num_classes, mean, var)
+    head = build_head(train.num_classes, *_standardisation(feats["train"]))
     head.build((None, feats["train"].shape[1]))
 
     def forward(inputs, training):
@@ -275,6 +275,12 @@ def _feature_statistics(config: FinetuneConfig, backbone: keras.Model, train, si
     embed_fn = split_over_replicas(embedding_function(backbone), strategy)
     feats = embed_dataset(backbone, train.subset(rows), size, config.batch_size,
                           config.center_crop, forward=embed_fn)
+    return _standardisation(feats)
+
+
+def _standardisation(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and variance (plus 1e-6, so a constant feature divides by 1e-3) that
+    both heads standardise their input with."""
     return feats.mean(0), feats.var(0) + 1e-6
 
 
@@ -331,10 +337,7 @@ def _train_step_function(training: _Training, optimizer, loss_fn, strategy: tf.d
             # Gradients are summed over replicas: scale so the sum is the mean over them.
             scaled = loss / replicas
         grads = tape.gradient(scaled, training.variables)
-        # Variables the loss does not reach (BiT's final GroupNorm, which only ``pre_logits``
-        # reads) get no gradient: left out, not handed to the optimizer as None.
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, training.variables)
-                                   if g is not None])
+        apply_reached_gradients(optimizer, grads, training.variables)
         return scaled
 
     @tf.function(reduce_retracing=True)

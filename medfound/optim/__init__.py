@@ -10,6 +10,7 @@ from medfound.utils.lazy import lazy_attributes
 
 _API = {
     "make_optimizer": "medfound.optim.factory",
+    "apply_reached_gradients": "medfound.optim.factory",
     "DEFAULT_EXCLUDE": "medfound.optim.lars",
     "LARS": "medfound.optim.lars",
     "WarmupCosineDecay": "medfound.optim.schedules",

@@ -45,3 +45,10 @@ def make_optimizer(name: str, learning_rate: float, total_steps: int, *, warmup_
     if loss_scale:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def apply_reached_gradients(optimizer, grads, variables) -> None:
+    """``optimizer.apply_gradients`` for the variables the loss reaches. BiT's final GroupNorm
+    feeds only ``pre_logits``, which no objective or head reads: its variables get None
+    gradients, which are left out rather than handed to Keras (which warns at every run)."""
+    optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])

@@ -222,7 +222,7 @@ def pretrain_supervised(config: SupervisedConfig, *, verbose: bool = True) -> Su
     import tensorflow as tf
 
     from medfound.models.bit import build_backbone
-    from medfound.optim.factory import make_optimizer
+    from medfound.optim.factory import apply_reached_gradients, make_optimizer
     from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
     from medfound.version import __version__
 
@@ -256,7 +256,7 @@ def pretrain_supervised(config: SupervisedConfig, *, verbose: bool = True) -> Su
             loss = tf.reduce_mean(keras.losses.categorical_crossentropy(
                 targets, logits, from_logits=True, label_smoothing=smoothing))
         grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        apply_reached_gradients(optimizer, grads, variables)
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), batch_labels), tf.float32))
         return loss, correct
 

@@ -21,6 +21,7 @@ import tensorflow as tf
 from medfound.models.bit import BiTBackbone
 from medfound.errors import TrainingDivergedError
 from medfound.interrupts import interrupt_between_steps
+from medfound.optim.factory import apply_reached_gradients
 from medfound.pretrain import runfolder
 from medfound.pretrain.checkpoints import make_checkpoint, restore
 from medfound.pretrain.config import PretrainConfig
@@ -79,9 +80,7 @@ def make_train_step(strategy: tf.distribute.Strategy, nets: PretrainNetworks,
 
     def replica_step(batch):
         grads, metrics, updates = forward_backward(batch)
-        # BiT's final GroupNorm feeds only ``pre_logits``, which no objective reads: its
-        # variables get no gradient and are left out rather than handed over as None.
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        apply_reached_gradients(optimizer, grads, variables)
         return metrics, updates
 
     @tf.function
