@@ -40,7 +40,7 @@ def make_release(modules: list[tuple[str | None, Path]], out: Path,
     line has no such option.
     """
     from medfound.export.exporter import export_module
-    from medfound.export.metadata import read_metadata
+    from medfound.formats.metadata import read_metadata
     from medfound.registry import HUB_MODULES
     from medfound.utils.files import atomic_path
 

@@ -25,7 +25,7 @@ _API = {
     "parse_spec": "medfound.resolve",
     "BackboneSpec": "medfound.resolve",
     "BackboneError": "medfound.resolve",
-    "ModuleInfo": "medfound.export.module_info",
+    "ModuleInfo": "medfound.formats.module_info",
     "export_module": "medfound.export.exporter",
     "HUB_MODULES": "medfound.registry",
     "HubModuleSpec": "medfound.registry",

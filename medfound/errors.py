@@ -26,3 +26,7 @@ class RunLockedError(UserError):
 
 class TrainingDivergedError(UserError):
     """A non-finite loss or weight: the run stopped, its last finite checkpoint kept."""
+
+
+class BackboneError(UserError):
+    """A backbone spec that names nothing loadable, or a file that does not fit what it claims."""

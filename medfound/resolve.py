@@ -21,17 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from pathlib import Path
 
-from medfound.errors import UserError
+from medfound.errors import BackboneError
 
 BIT_INITS = ("bit-s", "bit-m")
-_BIT_FILE = re.compile(r"BiT-([SM])-(R\d+x\d+)", re.IGNORECASE)
-
-
-class BackboneError(UserError):
-    """A backbone spec that names nothing loadable, or a file that does not fit what it claims."""
+__all__ = ["BackboneError", "BackboneSpec", "load", "parse_spec", "spec_problem"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +89,7 @@ def spec_problem(text: str | os.PathLike, what: str = "module") -> str | None:
     if parsed.kind == "random" or Path(parsed.path).exists():
         return None
     if is_module_name(parsed.path):
-        from medfound.export.loader import find_module
+        from medfound.formats.locate import find_module
 
         try:
             find_module(parsed.path)
@@ -148,7 +143,7 @@ def _agree(spec: str, what: str, given: str | None, stated: str | None) -> str |
 
 
 def _random(arch: str, units, width, spec: str):
-    from medfound.export.module_info import ModuleInfo
+    from medfound.formats.module_info import ModuleInfo
     from medfound.models.bit import build_backbone
 
     model = build_backbone(arch, units=units, width=width)
@@ -159,28 +154,7 @@ def _random(arch: str, units, width, spec: str):
 
 def _load_path(parsed: BackboneSpec, arch: str | None, init: str | None, search_path,
                expected_sha256):
-    from medfound.export.loader import is_keras_folder, load_saved_model, resolve_path
-    from medfound.runinfo import RUN_FILE
-
-    given = Path(parsed.path)
-    if given.is_dir() and (given / RUN_FILE).is_file():
-        model = _load_run(given)
-    elif given.is_file() and given.suffix == ".npz":
-        model = _load_npz(given, init)
-    elif given.is_file() and given.name.endswith(".weights.h5"):
-        model = _load_weights_file(given, arch, init, parsed.text)
-    else:
-        try:
-            path = resolve_path(parsed.path, search_path, expected_sha256)
-        except ValueError as err:
-            if type(err) is not ValueError:  # an unsafe or altered archive keeps its own type
-                raise
-            raise BackboneError(f"{err} (nor a run folder, BiT .npz or .weights.h5)") from None
-        if (path.is_file() and path.suffix == ".keras") or is_keras_folder(path):
-            model = _load_keras(path)
-        else:
-            model = load_saved_model(path)
-            model.source.sha256 = _folder_fingerprint(path)
+    model = _read(parsed, arch, init, search_path, expected_sha256)
     source = model.source
     source.spec = parsed.text
     _agree(parsed.text, "architecture", arch, source.arch)
@@ -191,135 +165,51 @@ def _load_path(parsed: BackboneSpec, arch: str | None, init: str | None, search_
     return model
 
 
+def _read(parsed: BackboneSpec, arch: str | None, init: str | None, search_path,
+          expected_sha256):
+    """The reader (``medfound.formats``) for the file or folder a path spec names."""
+    from medfound.formats import bit_npz, keras_file, run_folder, timm_folder
+    from medfound.formats.locate import resolve_path
+    from medfound.runinfo import RUN_FILE
+
+    given = Path(parsed.path)
+    if given.is_dir() and (given / RUN_FILE).is_file():
+        return run_folder.load_run(given)
+    if given.is_file() and given.suffix == ".npz":
+        return bit_npz.load_npz(given, init)
+    if given.is_file() and given.name.endswith(".weights.h5"):
+        return keras_file.load_weights_file(given, arch, init, parsed.text)
+    try:
+        path = resolve_path(parsed.path, search_path, expected_sha256)
+    except ValueError as err:
+        if type(err) is not ValueError:  # an unsafe or altered archive keeps its own type
+            raise
+        raise BackboneError(f"{err} (nor a run folder, BiT .npz or .weights.h5)") from None
+    if (path.is_file() and path.suffix == ".keras") or keras_file.is_keras_folder(path):
+        return keras_file.load_keras(path)
+    if timm_folder.is_timm_folder(path):
+        return timm_folder.load_timm_folder(path)
+    return _load_saved_model(path)
+
+
+def _load_saved_model(path: Path):
+    """A SavedModel folder, read through TensorFlow (on any Keras backend, when installed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise BackboneError(f"{path}: a SavedModel needs TensorFlow to read; convert it once where "
+                            "TensorFlow is installed (medfound export PATH --format keras or "
+                            "--format timm) and load the converted file here")
+    from medfound.formats.savedmodel import load_saved_model
+
+    model = load_saved_model(path)
+    model.source.sha256 = _folder_fingerprint(path)
+    return model
+
+
 def _folder_fingerprint(path: Path) -> str:
     """A SavedModel's identity: the SHA-256 of its fingerprint.pb (or of saved_model.pb)."""
     from medfound.utils.files import sha256_file
 
     marker = path / "fingerprint.pb"
     return sha256_file(marker if marker.is_file() else path / "saved_model.pb")
-
-
-def _load_run(path: Path):
-    """A pretraining run folder: ``run.json`` says the architecture, the weights file holds it."""
-    from medfound.export.module_info import ModuleInfo
-    from medfound.models.bit import build_backbone
-    from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
-    from medfound.utils.files import sha256_file
-
-    run = RunInfo.load(path)
-    weights = path / BACKBONE_WEIGHTS
-    if not weights.is_file():
-        raise BackboneError(f"{weights}: missing; the run folder has no backbone weights")
-    model = build_backbone(run.arch, units=run.units, width=run.width)
-    load_weights_h5(model, weights)
-    model.source = ModuleInfo.of_backbone(model, path=str(path), format="run", init=run.init,
-                                          modality=run.modality, sha256=sha256_file(weights),
-                                          run=run)
-    return model
-
-
-def _load_npz(path: Path, init: str | None):
-    """A BiT ``.npz``: the architecture and BiT-S/M from the file name or else its arrays."""
-    from medfound.export.module_info import ModuleInfo
-    from medfound.models.bit import build_backbone
-    from medfound.models.bit_weights import assign_bit_arrays, read_checkpoint
-    from medfound.utils.files import sha256_file
-
-    match = _BIT_FILE.search(path.name)
-    file_init = f"bit-{match.group(1).lower()}" if match else None
-    if init and file_init and init != file_init:
-        raise BackboneError(f"{path}: you gave initialisation {init!r} but the file name says "
-                            f"{file_init!r}")
-    arrays = read_checkpoint(path)
-    units, width = arch_of_arrays(arrays, path)
-    arch = _table_name(units, width)
-    model = build_backbone(arch, units=None if arch else units, width=None if arch else width)
-    if match and arch and match.group(2).lower() != arch:
-        raise BackboneError(f"{path}: named {match.group(2)} but its arrays are a ResNetV2 with "
-                            f"units {list(units)} and width {width:g}; the file is mislabeled")
-    assign_bit_arrays(model, arrays, str(path))
-    model.source = ModuleInfo.of_backbone(model, path=str(path), format="bit-npz",
-                                          init=init or file_init, sha256=sha256_file(path))
-    return model
-
-
-def arch_of_arrays(arrays: dict, source: os.PathLike | str) -> tuple[tuple[int, ...], float]:
-    """(units per block, width) of a BiT checkpoint's arrays ({'resnet/block1/...': array})."""
-    from medfound.export.module_info import ROOT_KERNEL
-    from medfound.models.bit_graph import units_per_block
-
-    names = [k.split("/", 1)[1] if k.startswith("resnet/") else k for k in arrays]
-    root = arrays.get(f"resnet/{ROOT_KERNEL}", arrays.get(ROOT_KERNEL))
-    units = units_per_block(names)
-    if root is None or len(units) != 4:
-        raise BackboneError(f"{source}: not a BiT ResNetV2 checkpoint (no {ROOT_KERNEL} and four "
-                            "blocks of units)")
-    return units, root.shape[-1] / 64
-
-
-def _table_name(units, width) -> str | None:
-    from medfound.models.configs import ARCHITECTURES
-
-    for spec in ARCHITECTURES.values():
-        if spec.units == tuple(units) and float(spec.width) == float(width):
-            return spec.name
-    return None
-
-
-def _load_weights_file(path: Path, arch: str | None, init: str | None, spec: str):
-    """A bare Keras ``.weights.h5``: it does not say its architecture, so the spec must."""
-    from medfound.export.module_info import ModuleInfo
-    from medfound.models.bit import build_backbone
-    from medfound.utils.files import sha256_file
-
-    if not arch:
-        raise BackboneError(f"{path}: a bare .weights.h5 does not say its architecture; give it "
-                            f"as ARCH:{spec} (e.g. r50x1:{spec}) or pass --arch")
-    model = build_backbone(arch)
-    load_weights_h5(model, path)
-    model.source = ModuleInfo.of_backbone(model, path=str(path), format="weights",
-                                          init=init or "random", sha256=sha256_file(path))
-    return model
-
-
-def load_weights_h5(model, weights: Path) -> None:
-    """Loads Keras weights, treating Keras' 'skipping ... keep fresh weights' warnings as errors."""
-    import warnings
-
-    problem = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(str(weights))
-        except (ValueError, OSError, KeyError) as err:
-            problem = err
-    skipped = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)
-               or "Skipping" in str(w.message)]
-    if problem is not None or skipped:
-        detail = problem if problem is not None else \
-            f"{len(skipped)} layer group(s) skipped: {skipped[0]}"
-        raise BackboneError(f"{weights}: does not fit a {model.spec.name} backbone (units "
-                            f"{model.spec.units}, width {model.spec.width}): {detail}")
-
-
-def _load_keras(path: Path):
-    """A ``.keras`` backbone (file or folder form), with the module metadata it carries."""
-    import keras
-
-    from medfound.export.metadata import read_metadata
-    from medfound.export.module_info import ModuleInfo
-    from medfound.models.bit import BiTBackbone
-    from medfound.utils.files import sha256_file
-
-    model = keras.saving.load_model(str(path))
-    if not isinstance(model, BiTBackbone):
-        raise BackboneError(f"{path}: a Keras {type(model).__name__}, not a medfound BiT "
-                            "backbone (export one with medfound export --format keras)")
-    try:
-        meta = read_metadata(path)
-    except (FileNotFoundError, ValueError, OSError, KeyError):
-        meta = None
-    model.source = ModuleInfo.of_backbone(
-        model, path=str(path), format="keras", metadata=meta,
-        sha256=sha256_file(path if path.is_file() else path / "model.weights.h5"))
-    return model

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from medfound.export.metadata import METADATA_FILE, ModuleMetadata
+from medfound.formats.metadata import METADATA_FILE, ModuleMetadata
 from medfound.models.bit import BiTBackbone
 from medfound.models.inference import fold
 

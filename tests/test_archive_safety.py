@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from medfound.export.archive import UnsafeArchiveError, check_archive, read_member, safe_extract
+from medfound.formats.archive import UnsafeArchiveError, check_archive, read_member, safe_extract
 from medfound.resolve import load
 
 MiB = 1 << 20

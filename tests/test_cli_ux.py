@@ -15,7 +15,7 @@ from PIL import Image
 from medfound.cli.info import describe
 from medfound.cli.main import build_parser, main
 from medfound.cli.quiet import filter_startup_noise
-from medfound.export.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
+from medfound.formats.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
 from medfound.models.configs import ARCHITECTURES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from medfound.export.exporter import export_module
 from medfound.resolve import load
-from medfound.export.metadata import read_metadata
+from medfound.formats.metadata import read_metadata
 from medfound.models.bit import BiTBackbone, build_backbone
 from tests.tiny_runs import export_tiny_module
 
@@ -132,7 +132,7 @@ class Foreign(tf.Module):
 def test_load_refuses_a_foreign_savedmodel_and_wrap_takes_it(tmp_path):
     import keras
 
-    from medfound.export.loader import wrap_saved_model
+    from medfound.formats.savedmodel import wrap_saved_model
 
     foreign = Foreign()
     tf.saved_model.save(foreign, str(tmp_path / "foreign"))

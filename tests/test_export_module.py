@@ -11,7 +11,7 @@ from medfound.cli.main import main
 from medfound.cli import export as export_cli
 from medfound.cli import info as info_cli
 from medfound.export.exporter import ExportError, ExportOptions, export_module, resolve_spec
-from medfound.export.metadata import METADATA_ASSET, read_metadata
+from medfound.formats.metadata import METADATA_ASSET, read_metadata
 from medfound.models.bit import build_backbone
 from medfound.runinfo import RunInfo
 from tests.tiny_runs import write_tiny_run
@@ -62,7 +62,7 @@ def test_savedmodel_layout_and_no_temporaries(exported):
 def test_hub_load_returns_the_raw_block4_map_like_the_physionet_files(exported):
     import tensorflow_hub as hub
 
-    from medfound.models.bit_graph import variable_names
+    from medfound.models.bit_names import variable_names
 
     backbone, out = exported
     module = hub.load(str(out))
@@ -224,7 +224,7 @@ def test_custom_names_for_users_own_modules(tmp_path):
     big = RunInfo(arch="r50x1", modality="cxr", init="random")
     assert resolve_spec(big, build_backbone("r50x1"), ExportOptions(name="cxr-r50x1-scratch")).init \
         == "random"
-    from medfound.export.metadata import ModuleMetadata
+    from medfound.formats.metadata import ModuleMetadata
 
     custom = ModuleMetadata(name="cxr-r50x1-scratch", arch="r50x1", modality="cxr",
                             input_size=448, embedding_dim=2048, init="random")

@@ -46,7 +46,7 @@ def test_direct_graph_is_nchw_without_checks_and_matches_the_backbone(tmp_path, 
     """Both GroupNorm forms compute the backbone's map; the graph has one transpose in and one
     out (no per-layer layout changes), no assert-like ops, and says in its metadata that it does
     not check its input."""
-    from medfound.export.metadata import ModuleMetadata
+    from medfound.formats.metadata import ModuleMetadata
     from medfound.export.onnx_export import INPUT_CHECK_NOTE, write_onnx
     from medfound.models.bit import build_backbone, module_form
 

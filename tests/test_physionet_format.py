@@ -11,7 +11,7 @@ import tensorflow as tf
 from medfound.cli.main import main
 from medfound.export.exporter import export_module
 from medfound.resolve import load
-from medfound.export.module_info import describe
+from medfound.formats.module_info import describe
 from medfound.models.bit import BiTBackbone
 from medfound.models.configs import get_arch
 from tests.bit_reference import bit_random_checkpoint
@@ -256,7 +256,7 @@ def test_clients_get_equal_numbers_from_both_files(small_files):
 def test_tfsmlayer_fine_tunes_the_fixture(small_files):
     import keras
 
-    from medfound.models.bit_graph import variable_names
+    from medfound.models.bit_names import variable_names
 
     _, physionet, _ = small_files
     layer = keras.layers.TFSMLayer(str(physionet), call_endpoint="serving_default",

@@ -159,7 +159,7 @@ def test_micle_pairs_train_every_method(method, patients_csv, tmp_path):
 
 def test_exported_module_records_the_method(patients_csv, tmp_path):
     from medfound.export.exporter import export_module
-    from medfound.export.metadata import read_metadata
+    from medfound.formats.metadata import read_metadata
 
     result = pretrain(_config(tmp_path / "run", "barlow", steps=1, micle=True, data=patients_csv),
                       verbose=False)

@@ -19,9 +19,9 @@ import tensorflow as tf
 from medfound.cli.main import main
 from medfound.cli import publish as publish_cli
 from medfound.cli import verify as verify_cli
-from medfound.export.archive import UnsafeArchiveError, safe_extract
+from medfound.formats.archive import UnsafeArchiveError, safe_extract
 from medfound.resolve import load
-from medfound.export.metadata import read_metadata
+from medfound.formats.metadata import read_metadata
 from medfound.export.publish import PublishError, probe_image, publish
 from medfound.export.verify import VerifyError, verify
 from medfound.models.bit import BiTBackbone
@@ -220,7 +220,7 @@ def _rewrite_sums(folder, changed):
 def test_verify_cross_checks_the_card_and_the_modules_own_metadata(release, tmp_path):
     """A replaced tarball with manifest and sums updated to match still fails: the card beside
     it states the old hash, and the module's own metadata disagrees with the manifest's."""
-    from medfound.export.archive import pack_module
+    from medfound.export.pack import pack_module
 
     copy = tmp_path / "release"
     shutil.copytree(release, copy, ignore=shutil.ignore_patterns(NAME))

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_hub as hub
 
 from medfound.cli.main import main
-from medfound.export.metadata import read_metadata
+from medfound.formats.metadata import read_metadata
 
 
 def test_quickstart_demo_chain(tmp_path, capsys):

@@ -34,7 +34,7 @@ def cifar_subset(source: Path, path: Path, n_train: int = 256, n_test: int = 64)
 
 @pytest.mark.slow
 def test_remedis_mini_reports_four_inits_in_and_out_of_distribution(tmp_path, shared_data):
-    from medfound.export.metadata import read_metadata
+    from medfound.formats.metadata import read_metadata
 
     out = tmp_path / "remedis_mini"
     cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz")

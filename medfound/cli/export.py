@@ -5,6 +5,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from medfound.export.exporter import FORMATS  # no TensorFlow at import
+
     parser = subparsers.add_parser(
         "export", help="export a pretraining run or checkpoint as a REMEDIS hub module",
         description="Writes a TF2 SavedModel usable as hub.load(path)(images) (or a .keras / "
@@ -18,9 +20,10 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True,
                         help="SavedModel folder to write; for keras/onnx a file or a folder")
     parser.add_argument("--format", dest="fmt", default="saved_model",
-                        choices=("saved_model", "keras", "onnx"),
+                        choices=FORMATS,
                         help="saved_model: TF2 hub module (hub.load); keras: native .keras "
-                             "backbone; onnx: ONNX graph (default: %(default)s)")
+                             "backbone (any Keras 3 backend); onnx: ONNX graph; timm: folder for "
+                             "timm.create_model('local-dir:DIR') (default: %(default)s)")
     parser.add_argument("--fold", action="store_true",
                         help="write the faster inference form (kernels standardised once; not "
                              "fine-tunable through the module; recorded in its metadata)")

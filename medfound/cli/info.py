@@ -18,14 +18,14 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medfound.export.metadata import METADATA_ASSET, read_metadata
+    from medfound.formats.metadata import METADATA_ASSET, read_metadata
 
     # ValueError, FileNotFoundError (UnknownModuleFormat is a ValueError): one line from cli.main.
     path = Path(args.path)
     if path.is_dir() and (path / "saved_model.pb").is_file() \
             and not (path / METADATA_ASSET).is_file():
         # A PhysioNet REMEDIS file or BiT folder: described from its variables.
-        from medfound.export.module_info import describe as describe_saved_model
+        from medfound.formats.module_info import describe as describe_saved_model
 
         info = describe_saved_model(path)
         if args.json:

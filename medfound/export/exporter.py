@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from medfound.export.metadata import METADATA_ASSET, METADATA_FILE, ModuleMetadata
+from medfound.formats.metadata import METADATA_ASSET, METADATA_FILE, ModuleMetadata
 from medfound.models.configs import get_arch
 from medfound.registry import (HUB_MODULES, INIT_DATA, HubModuleSpec, check_custom_name,
                                get_module_spec, module_name)
@@ -20,7 +20,7 @@ from medfound.runinfo import RunInfo
 from medfound.utils.files import atomic_path
 from medfound.version import __version__
 
-FORMATS = ("saved_model", "keras", "onnx")
+FORMATS = ("saved_model", "keras", "onnx", "timm")
 
 
 class ExportError(ValueError):
@@ -238,7 +238,7 @@ def default_output(out: str | os.PathLike, name: str, fmt: str) -> Path:
     """Where a format is written: ``out`` itself for a SavedModel; for keras/onnx, ``out`` if it
     has the suffix, else ``out/<name>.<ext>``."""
     out = Path(out)
-    if fmt == "saved_model":
+    if fmt in ("saved_model", "timm"):
         return out
     ext = {"keras": ".keras", "onnx": ".onnx"}[fmt]
     return out if out.name.endswith(ext) else out / f"{name}{ext}"
@@ -247,7 +247,10 @@ def default_output(out: str | os.PathLike, name: str, fmt: str) -> Path:
 def check_target(target: Path) -> None:
     """Refuses to replace anything but an earlier module: a SavedModel folder is replaced whole,
     so an existing folder that is not one (``--out ~/``) must never be taken for it."""
-    if target.is_dir() and any(target.iterdir()) and not (target / "saved_model.pb").is_file():
+    from medfound.formats.timm_folder import is_timm_folder
+
+    if target.is_dir() and any(target.iterdir()) and not (target / "saved_model.pb").is_file() \
+            and not is_timm_folder(target):
         raise ExportError(f"{target}: exists and is not a SavedModel folder; refusing to replace "
                           f"it (give a new path, e.g. {target}/<module name>)")
     if target.exists() and not target.is_dir() and target.suffix not in (".keras", ".onnx"):
@@ -265,7 +268,8 @@ def export_module(checkpoint, out: str | os.PathLike, *,
     (what it records in ``source``, or else the options, says how it was made).
     ``fmt`` is 'saved_model' (the TF-Hub folder; ``fold`` writes the faster, not fine-tunable
     inference form), 'keras' (a ``.keras`` file of the native backbone) or 'onnx' (through
-    tf2onnx; output 0 is the block4 map). Raises ``ExportError`` when the name and the checkpoint
+    tf2onnx; output 0 is the block4 map) or 'timm' (a folder ``timm.create_model("local-dir:...")``
+    loads). Raises ``ExportError`` when the name and the checkpoint
     disagree.
     """
     if fmt not in FORMATS:
@@ -284,6 +288,13 @@ def export_module(checkpoint, out: str | os.PathLike, *,
         return write_saved_model(backbone, metadata, target, fold=fold)
     if fmt == "keras":
         return write_keras(backbone, metadata, target)
+    if fmt == "timm":
+        from medfound.export.timm_export import TimmExportError, write_timm
+
+        try:
+            return write_timm(backbone, metadata, target)
+        except TimmExportError as err:
+            raise ExportError(str(err)) from None
     from medfound.export.onnx_export import write_onnx
 
     return write_onnx(backbone, metadata, target)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from medfound.models.bit_graph import forward, named_values, variable_names
+from medfound.export.hub_graph import forward
+from medfound.models.bit_names import named_values, variable_names
 from medfound.models.configs import MIN_IMAGE_SIZE
 from medfound.models.input_check import ABOVE_ADVICE, BELOW_ADVICE, HIGH_LIMIT, LOW_LIMIT
 

@@ -22,7 +22,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from medfound.export.metadata import METADATA_FILE, ModuleMetadata, read_metadata
+from medfound.formats.metadata import METADATA_FILE, ModuleMetadata, read_metadata
 from medfound.utils.files import atomic_path, sha256_file
 from medfound.version import __version__
 

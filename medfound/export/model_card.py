@@ -1,7 +1,7 @@
 """Per-module model cards, generated from a module's metadata and the release's MODEL_CARD.md."""
 from __future__ import annotations
 
-from medfound.export.metadata import ModuleMetadata
+from medfound.formats.metadata import ModuleMetadata
 
 
 def _row(key: str, value) -> str:

@@ -5,7 +5,7 @@ The graph takes ``images`` (B, H, W, 3) float32 in [0, 1] and returns, in this o
 clients reading output 0 get it) and ``embedding`` (its spatial mean).
 
 The graph is built node by node with ``onnx.helper`` from the folded (pre-standardised) kernels,
-mirroring ``medfound.models.bit_graph.forward``, rather than converted from a TensorFlow trace:
+mirroring ``medfound.export.hub_graph.forward``, rather than converted from a TensorFlow trace:
 tf2onnx turned each NHWC GroupNorm into ~20 nodes with transposes around it (ORT ran that slower
 than the SavedModel) and took minutes per export. Here the whole network runs in NCHW, with one
 ``Transpose`` at the input and one at the map output; every GroupNorm is
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.export.metadata import ModuleMetadata
+from medfound.formats.metadata import ModuleMetadata
 from medfound.utils.files import atomic_path
 
 OPSET = 17
@@ -112,11 +112,11 @@ def build_graph(values: dict[str, np.ndarray], units: tuple[int, ...], *,
                 input_scaling: str = "bit", group_norm: str = "instance_norm"):
     """The ONNX ``ModelProto`` of a folded BiT backbone from its ``{BiT path: value}``.
 
-    ``values`` are ``bit_graph.named_values(backbone, fold=True)`` (kernels HWIO, standardised).
+    ``values`` are ``bit_names.named_values(backbone, fold=True)`` (kernels HWIO, standardised).
     """
     from onnx import TensorProto, helper
 
-    from medfound.models.bit_graph import ROOT_KERNEL
+    from medfound.models.bit_names import ROOT_KERNEL
     from medfound.models.configs import BLOCK_STRIDES, GROUPS
     from medfound.models.layers import GN_EPSILON
 
@@ -183,7 +183,7 @@ def write_onnx(backbone, metadata: ModuleMetadata, out: str | os.PathLike, *,
     the graph does not check its input."""
     onnx = _require_onnx()
     from medfound.models.bit import module_form
-    from medfound.models.bit_graph import named_values
+    from medfound.models.bit_names import named_values
 
     backbone = module_form(backbone)
     model = build_graph(named_values(backbone, fold=True), tuple(backbone.spec.units),

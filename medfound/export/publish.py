@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.export.archive import pack_module
-from medfound.export.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
+from medfound.export.pack import pack_module
+from medfound.formats.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
 from medfound.export.model_card import render_module_card
 from medfound.registry import HUB_MODULES, is_module_name
 from medfound.utils.files import atomic_path, sha256_file

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.export.archive import UnsafeArchiveError, safe_extract
-from medfound.export.metadata import read_metadata
+from medfound.formats.archive import UnsafeArchiveError, safe_extract
+from medfound.formats.metadata import read_metadata
 from medfound.export.publish import MANIFEST, MANIFEST_FORMAT, SUMS, probe_embedding
 from medfound.export.signing import SIGNATURE_SUFFIX, SigningError, verify_file
 from medfound.utils.files import sha256_file

@@ -42,8 +42,8 @@ def pretraining_of(module: str) -> str:
         return "none (random init)"
     if spec.init or str(spec.path).endswith(".npz"):
         return "none (BiT)"
-    from medfound.export.loader import find_module
-    from medfound.export.metadata import read_metadata
+    from medfound.formats.locate import find_module
+    from medfound.formats.metadata import read_metadata
 
     path = Path(spec.path)
     try:

@@ -8,6 +8,8 @@ ROOT_FILTERS = 64  # Stem width before the width factor.
 BLOCK_FILTERS = (64, 128, 256, 512)  # Bottleneck widths of the four blocks (x4 at the output).
 BLOCK_STRIDES = (1, 2, 2, 2)
 MIN_IMAGE_SIZE = 32  # Below this the last block's feature map would be empty.
+# The stem kernel's BiT path: every BiT checkpoint and module has it.
+ROOT_KERNEL = "root_block/standardized_conv2d/kernel"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,7 +73,7 @@ def group_norm_nhwc(inputs, gamma, beta, groups: int = GROUPS, epsilon: float = 
     """GroupNorm of an NHWC map from per-channel means (float32 statistics, float32 result).
 
     The one implementation of the maths: the Keras layer above and the exported hub graph
-    (``models/bit_graph.py``) both call it, so they cannot drift apart.
+    (``export/hub_graph.py``) both call it, so they cannot drift apart.
     """
     channels = inputs.shape[-1]
     per_group = channels // groups

@@ -1,6 +1,9 @@
-"""SavedModel folders, module archives and names as the native Keras 3 backbone.
+"""SavedModel folders (hub modules, PhysioNet files, BiT TF-Hub folders) as the native backbone.
 
-``medfound.load`` (``medfound.resolve``) sends every SavedModel it is given here: each format
+SavedModels need TensorFlow to read, whatever the Keras backend: with TensorFlow installed they
+load under ``KERAS_BACKEND=jax`` or ``torch`` too (their variables are read through it, the model
+is built on the current backend). ``medfound.load`` (``medfound.resolve``) sends every SavedModel
+it is given here: each format
 medfound knows (``describe`` says which one a folder is) comes back as the native
 ``BiTBackbone`` (weight standardisation in the graph, every weight trainable), with its weights
 matched by their BiT variable names. ``wrap_saved_model`` wraps any other image
@@ -8,110 +11,13 @@ SavedModel as a Keras model around its own variables.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from medfound.export.module_info import ModuleInfo, describe, saved_model_arrays
-from medfound.registry import HUB_MODULES, is_module_name
-
-MODULES_ENV = "MEDFOUND_MODULES"  # os.pathsep-separated folders searched for modules by name
-CACHE_ENV = "MEDFOUND_CACHE"  # where .tar.gz modules are unpacked (default ~/.cache/medfound)
-MANIFEST = "manifest.json"
-
-
-def default_search_path() -> list[Path]:
-    """Folders searched for a module given by name: $MEDFOUND_MODULES, then ~/.medfound/modules."""
-    folders = [Path(p) for p in os.environ.get(MODULES_ENV, "").split(os.pathsep) if p]
-    return folders + [Path.home() / ".medfound" / "modules"]
-
-
-def find_module(name: str, search_path: list[Path] | None = None) -> Path:
-    """The local folder or ``.tar.gz`` of module ``name``; nothing is downloaded."""
-    folders = default_search_path() if search_path is None else [Path(p) for p in search_path]
-    for folder in folders:
-        for candidate in (folder / name, folder / f"{name}.tar.gz"):
-            if candidate.exists():
-                return candidate
-    where = ", ".join(str(f) for f in folders)
-    raise FileNotFoundError(
-        f"module {name!r} not found in {where}; nothing is downloaded: put the module folder or "
-        f"{name}.tar.gz in one of them (or set ${MODULES_ENV}), or pass its path")
-
-
-def expected_archive_sha256(archive: Path) -> str | None:
-    """The SHA-256 that the ``manifest.json`` beside ``archive`` records for it (None: no manifest).
-
-    A manifest that exists but does not list the archive is an error: the file does not belong
-    to that release.
-    """
-    manifest = archive.parent / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        files = json.loads(manifest.read_text())["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{manifest}: not a medfound release manifest ({err})") from err
-    if archive.name not in files:
-        raise ValueError(f"{archive}: not listed in {manifest}; refusing to load an archive that "
-                         "does not belong to that release")
-    return files[archive.name]
-
-
-def unpack_cached(archive: str | os.PathLike, expected_sha256: str | None = None) -> Path:
-    """Checks and safely unpacks a module ``.tar.gz`` into the cache; returns the folder.
-
-    The hash is checked against ``expected_sha256`` or the release ``manifest.json`` beside the
-    archive before anything is read; the cache folder is named by the archive's hash.
-    """
-    from medfound.export.archive import UnsafeArchiveError, safe_extract
-    from medfound.utils.files import sha256_file
-
-    archive = Path(archive)
-    expected = expected_sha256 or expected_archive_sha256(archive)
-    actual = sha256_file(archive)
-    if expected is not None and actual != expected:
-        raise UnsafeArchiveError(f"{archive}: SHA-256 {actual} does not match the release manifest "
-                                 f"({expected}); the file is corrupt or was altered")
-    cache = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "medfound")) / "modules"
-    target = cache / actual[:32]
-    if not (target / "saved_model.pb").is_file():
-        safe_extract(archive, target, expected_sha256=actual)
-    return target
-
-
-def resolve_path(name_or_path: str | os.PathLike, search_path: list[Path] | None = None,
-                 expected_sha256: str | None = None) -> Path:
-    """The local folder or file a name, path or ``.tar.gz`` stands for (archives are unpacked).
-
-    ``expected_sha256`` checks an archive (else the release ``manifest.json`` beside it does).
-    """
-    path = Path(name_or_path)
-    if not path.exists():
-        if is_module_name(str(name_or_path)):
-            path = find_module(str(name_or_path), search_path)
-        else:
-            raise FileNotFoundError(f"{name_or_path}: no such file or folder, and not a module "
-                                    f"name (REMEDIS names: {', '.join(HUB_MODULES)})")
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-        path = unpack_cached(path, expected_sha256)
-    if path.is_file() and path.suffix == ".keras":
-        return path
-    if is_keras_folder(path):
-        return path  # a .keras file's folder form (the Hugging Face layout)
-    if not (path.is_dir() and (path / "saved_model.pb").is_file()):
-        raise ValueError(f"{path}: not a SavedModel folder, module .tar.gz or .keras file")
-    return path
-
-
-def is_keras_folder(path: Path) -> bool:
-    """Whether ``path`` is a Keras model saved as a folder (config.json, no SavedModel)."""
-    return path.is_dir() and (path / "config.json").is_file() \
-        and not (path / "saved_model.pb").exists()
-
+from medfound.formats.module_info import ModuleInfo, describe, saved_model_arrays
 
 def load_saved_model(path: str | os.PathLike):
     """The native backbone of a SavedModel folder of any known format (see ``describe``)."""
@@ -144,7 +50,7 @@ def _same_function(loaded, backbone) -> bool:
 
     probe = np.random.RandomState(0).rand(1, 64, 64, 3).astype("float32")
     theirs = np.asarray(loaded(tf.constant(probe)))
-    ours = backbone(probe, training=False)["feature_map"].numpy()
+    ours = keras.ops.convert_to_numpy(backbone(probe, training=False)["feature_map"])
     scale = float(np.abs(theirs).max()) or 1.0
     return theirs.shape == ours.shape and float(np.abs(theirs - ours).max()) <= 1e-4 * scale
 

@@ -4,48 +4,16 @@ This is the graph inside an exported hub module, built like big_transfer's ``bit
 (and so like the PhysioNet REMEDIS files): variables ``root_block/standardized_conv2d/kernel``,
 ``block1/unit01/a/group_norm/gamma`` ..., no final GroupNorm, weight standardisation computed in
 the graph (unless the kernels were folded), and the raw block4 map as output. The maths is the
-native Keras ``BiTBackbone``'s, through the same helper functions.
+native Keras ``BiTBackbone``'s, through the same helper functions. TensorFlow-only, so it
+lives with the writer; the names it uses come from ``medfound.models.bit_names``.
 """
 from __future__ import annotations
 
-import re
-
-import numpy as np
 import tensorflow as tf
 
-from medfound.models.configs import BLOCK_STRIDES, ArchSpec, GROUPS
+from medfound.models.bit_names import ROOT_KERNEL
+from medfound.models.configs import BLOCK_STRIDES, GROUPS
 from medfound.models.layers import GN_EPSILON, group_norm_nhwc, standardize_kernel
-
-ROOT_KERNEL = "root_block/standardized_conv2d/kernel"
-_UNIT = re.compile(r"^block(\d)/unit(\d\d)/")
-
-
-def variable_names(spec: ArchSpec) -> list[str]:
-    """The BiT paths of a module's variables, in the order the PhysioNet files list them."""
-    names = [ROOT_KERNEL]
-    for block, n_units in enumerate(spec.units):
-        for unit in range(n_units):
-            scope = f"block{block + 1}/unit{unit + 1:02d}"
-            names += [f"{scope}/a/group_norm/gamma", f"{scope}/a/group_norm/beta"]
-            if unit == 0:  # BiT always projects the shortcut in a block's first unit
-                names.append(f"{scope}/a/proj/standardized_conv2d/kernel")
-            names.append(f"{scope}/a/standardized_conv2d/kernel")
-            for part in ("b", "c"):
-                names += [f"{scope}/{part}/group_norm/gamma", f"{scope}/{part}/group_norm/beta",
-                          f"{scope}/{part}/standardized_conv2d/kernel"]
-    return names
-
-
-def units_per_block(names) -> tuple[int, ...]:
-    """Units per block, counted from BiT variable paths (``block3/unit36/...`` -> 36 in block 3)."""
-    counts: dict[int, int] = {}
-    for name in names:
-        match = _UNIT.match(name)
-        if match:
-            block, unit = int(match.group(1)), int(match.group(2))
-            counts[block] = max(counts.get(block, 0), unit)
-    return tuple(counts[b] for b in sorted(counts))
-
 
 def _conv(x, kernel, stride: int, standardize: bool):
     if standardize:
@@ -93,24 +61,3 @@ def forward(images: tf.Tensor, params: dict, units: tuple[int, ...], *, standard
             x = y + shortcut
         features[f"block{block + 1}"] = x
     return features
-
-
-def named_values(backbone, fold: bool = False) -> dict[str, np.ndarray]:
-    """{BiT path: value} of a native ``BiTBackbone``'s weights, without the final norm or head;
-    ``fold`` stores standardised kernels (the inference form)."""
-    from medfound.models.bit_weights import PREFIX, expected_keys
-
-    values = {}
-    wanted = set(variable_names(backbone.spec))
-    for key, weight in expected_keys(backbone).items():
-        name = key[len(PREFIX):]
-        if name not in wanted:
-            continue
-        value = weight.numpy()
-        if fold and name.endswith("standardized_conv2d/kernel"):
-            value = standardize_kernel(tf.constant(value)).numpy()
-        values[name] = value
-    missing = wanted - set(values)
-    if missing:
-        raise ValueError(f"backbone lacks BiT variables {sorted(missing)[:3]}")
-    return values

@@ -1,8 +1,8 @@
-"""Safe ``.tar.gz`` handling for hub modules: deterministic packing and tar-slip-proof unpacking.
+"""Reading hub-module ``.tar.gz`` archives safely: tar-slip-proof, bomb-bounded unpacking.
 
-Modules are packed in the TF-Hub compressed layout (the SavedModel's files at the archive root).
-Unpacking refuses absolute paths, ``..`` components, links, anything that is not a plain file or
-folder, and members a SavedModel never has; it bounds the unpacked size (an archive bomb: a few
+Modules are packed (``medfound.export.pack``) in the TF-Hub compressed layout (the SavedModel's
+files at the archive root). Unpacking refuses absolute paths, ``..`` components, links, anything
+that is not a plain file or folder, and members a SavedModel never has; it bounds the unpacked size (an archive bomb: a few
 MB of gzip that unpack to GBs of zeros) relative to the module's own variables and to the
 archive's size, and checks the archive's SHA-256 before reading a single member when an
 expected hash is given. All of this is decided from the archive's headers before anything is
@@ -10,7 +10,6 @@ written; a failed unpack leaves nothing behind.
 """
 from __future__ import annotations
 
-import gzip
 import os
 import posixpath
 import re
@@ -77,34 +76,6 @@ def check_module_members(members: list[tarfile.TarInfo], archive: Path) -> None:
             f"{archive}: would unpack {total / MiB:.0f} MiB from {packed / MiB:.1f} MiB "
             f"({total / max(packed, 1):.0f}x); module weights do not compress like that (an "
             "archive bomb?); refusing to unpack")
-
-
-def pack_module(module_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Packs a SavedModel folder as ``out`` (.tar.gz, files at the root), written atomically.
-
-    The archive is deterministic (sorted members, zero timestamps and owners), so the same
-    module always gives the same bytes and the same SHA-256.
-    """
-    module_dir, out = Path(module_dir), Path(out)
-    if not (module_dir / "saved_model.pb").is_file():
-        raise ValueError(f"{module_dir}: not a SavedModel folder (no saved_model.pb)")
-    files = sorted(p for p in module_dir.rglob("*"))
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in files:
-                if path.is_symlink():
-                    raise ValueError(f"{path}: refusing to pack a symbolic link")
-                info = tarfile.TarInfo(path.relative_to(module_dir).as_posix())
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                if path.is_dir():
-                    info.type, info.mode = tarfile.DIRTYPE, 0o755
-                    tar.addfile(info)
-                else:
-                    info.size, info.mode = path.stat().st_size, 0o644
-                    with open(path, "rb") as f:
-                        tar.addfile(info, f)
-    return out
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> str:

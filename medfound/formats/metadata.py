@@ -110,7 +110,7 @@ def read_metadata(path: str | os.PathLike) -> ModuleMetadata:
         except zipfile.BadZipFile as err:
             raise ValueError(f"{path}: not a readable .keras file ({err})") from err
     if path.name.endswith((".tar.gz", ".tgz")):
-        from medfound.export.archive import UnsafeArchiveError, read_member
+        from medfound.formats.archive import UnsafeArchiveError, read_member
 
         try:
             text = read_member(path, METADATA_ASSET).decode()

@@ -13,10 +13,10 @@ import dataclasses
 import re
 from pathlib import Path
 
-from medfound.export.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
+from medfound.formats.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
+from medfound.models.configs import ROOT_KERNEL
 from medfound.registry import HUB_MODULES
 
-ROOT_KERNEL = "root_block/standardized_conv2d/kernel"
 _TOP = re.compile(r"^(root_block|block\d+|group_norm|head)/")
 FORMATS = {
     "medfound": "medfound module (PhysioNet structure, with medfound metadata)",
@@ -28,6 +28,7 @@ FORMATS = {
     "run": "medfound pretraining run folder (run.json + backbone.weights.h5)",
     "keras": "native Keras 3 backbone (.keras)",
     "weights": "Keras weights of a BiT backbone (.weights.h5)",
+    "timm": "timm folder (config.json + model.safetensors of a resnetv2_*_bit)",
     "random": "randomly initialised backbone",
 }
 
@@ -134,7 +135,7 @@ def saved_model_arrays(path: str | Path) -> dict:
 
 def describe(path: str | Path) -> ModuleInfo:
     """What the SavedModel folder ``path`` is (raises ``UnknownModuleFormat`` if none known)."""
-    from medfound.models.bit_graph import units_per_block
+    from medfound.models.bit_names import units_per_block
 
     path = Path(path)
     if not (path / "saved_model.pb").is_file():
