@@ -4,13 +4,17 @@ Keras 3 BiT ResNetV2 backbones with exact BiT weight import, contrastive self-su
 pretraining on medical images, and TF-Hub modules that replace the PhysioNet REMEDIS release.
 
 The public names below are imported on first use, so ``import medfound`` (and the command line)
-does not pay for TensorFlow until a model is actually needed.
+does not pay for TensorFlow until a model is actually needed. Importing medfound registers its
+Keras classes for ``keras.saving.load_model`` on every backend (``medfound.registration``).
 """
 from __future__ import annotations
 
 import importlib
 
+from medfound.registration import register_when_keras_loads
 from medfound.version import __version__
+
+register_when_keras_loads()
 
 # Public name -> module that defines it: the one index of the package's API.
 _API = {
@@ -26,6 +30,9 @@ _API = {
     "BackboneSpec": "medfound.resolve",
     "BackboneError": "medfound.resolve",
     "ModuleInfo": "medfound.formats.module_info",
+    "InputContract": "medfound.contract",
+    "input_contract": "medfound.contract",
+    "classifier": "medfound.finetune.model",
     "export_module": "medfound.export.exporter",
     "HUB_MODULES": "medfound.registry",
     "HubModuleSpec": "medfound.registry",

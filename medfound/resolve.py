@@ -194,12 +194,12 @@ def _read(parsed: BackboneSpec, arch: str | None, init: str | None, search_path,
 
 def _load_saved_model(path: Path):
     """A SavedModel folder, read through TensorFlow (on any Keras backend, when installed)."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
         raise BackboneError(f"{path}: a SavedModel needs TensorFlow to read; convert it once where "
                             "TensorFlow is installed (medfound export PATH --format keras or "
-                            "--format timm) and load the converted file here")
+                            "--format timm) and load the converted file here") from None
     from medfound.formats.savedmodel import load_saved_model
 
     model = load_saved_model(path)

@@ -8,7 +8,9 @@
 * ``huggingface/<name>/``: one Hub repository folder per module: the native backbone in the
   folder form of a ``.keras`` file (``config.json``, ``metadata.json``, ``model.weights.h5``:
   what ``keras.saving.load_model('hf://owner/name')`` downloads and reads), the module metadata
-  and a ``README.md`` model card opening with the YAML block the Hub reads.
+  and a ``README.md`` model card opening with the YAML block the Hub reads; beside it
+  ``huggingface/<name>-timm/``, the same weights for ``timm.create_model('hf-hub:OWNER/NAME-timm')``
+  (``config.json``, ``model.safetensors``, card), for the sizes timm has.
 
 Both get a ``manifest.json`` (format, per-file SHA-256, module metadata, probe fingerprints)
 and ``SHA256SUMS`` with paths relative to the layout folder, so ``medfound verify`` checks them
@@ -122,6 +124,23 @@ def write_native_backbone(module_dir: Path, target: Path) -> None:
     keras_file.unlink()
 
 
+def write_timm_unit(module_dir: Path, meta: ModuleMetadata, layout_dir: Path) -> str | None:
+    """``<name>-timm/``: the same weights as a timm repository folder (``hf-hub:OWNER/NAME-timm``),
+    with the module metadata beside timm's files; None for a size timm has no model for."""
+    from medfound.export.timm_export import TimmExportError, timm_architecture, write_timm
+    from medfound.resolve import load
+
+    model = load(module_dir)
+    try:
+        timm_architecture(model)
+    except TimmExportError:
+        return None
+    unit = f"{meta.name}-timm"
+    write_timm(model, meta, layout_dir / unit)
+    (layout_dir / unit / METADATA_FILE).write_text(meta.to_json())
+    return unit
+
+
 def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
@@ -172,6 +191,8 @@ def publish_layout(release_dir: Path, layout: str, modules: list[tuple[Path, Mod
                 (tmp / unit / HF_CARD).write_text(hub_card(meta, card, license_id))
             entries[meta.name] = {"folder": unit.as_posix(), "metadata": json.loads(meta.to_json()),
                                   "probe": probe}
+            if layout == "huggingface" and (timm_unit := write_timm_unit(folder, meta, tmp)):
+                entries[meta.name]["timm_folder"] = timm_unit
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in _files_under(tmp)}
         manifest = {"format": LAYOUT_FORMAT, "format_version": 1, "layout": layout,
                     "medfound_version": __version__, "license": license_id,

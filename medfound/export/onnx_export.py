@@ -21,6 +21,7 @@ One detail keeps onnxruntime exact: its optimiser fuses a zero ``Pad`` into a fo
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -191,6 +192,7 @@ def write_onnx(backbone, metadata: ModuleMetadata, out: str | os.PathLike, *,
                         group_norm=group_norm)
     onnx.checker.check_model(model)
     for key, value in (("medfound_module", metadata.to_json()),
+                       ("medfound_input_contract", json.dumps(metadata.input_contract.to_dict())),
                        ("medfound_input_check", INPUT_CHECK_NOTE),
                        ("medfound_group_norm", group_norm)):
         entry = model.metadata_props.add()

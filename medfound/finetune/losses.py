@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-LOSS_TASKS = ("multilabel", "binary", "multiclass")
+from medfound.finetune.model import TASK_TYPES as LOSS_TASKS
 
 
 def masked_sigmoid_cross_entropy(labels, logits, mask=None) -> tf.Tensor:
@@ -37,9 +37,3 @@ def loss_for_task(task: str) -> Callable[..., tf.Tensor]:
     if task == "multiclass":
         return masked_softmax_cross_entropy
     raise ValueError(f"task must be one of {LOSS_TASKS}, got {task!r}")
-
-
-def output_activation(task: str) -> str:
-    """The activation that turns the head's logits into probabilities for a task type."""
-    loss_for_task(task)  # validates the task name
-    return "softmax" if task == "multiclass" else "sigmoid"

@@ -1,16 +1,24 @@
 """The fine-tuning model: a backbone (any spec ``medfound.load`` takes) plus a linear head.
 
 The saved classifier maps float images in [0, 1] to ``{"logits", "probabilities"}``, so it can be
-evaluated later without knowing how it was trained.
+evaluated later without knowing how it was trained. Written in ``keras.ops`` only, so the same
+classifier trains with ``model.fit`` on every Keras backend (TensorFlow, JAX, PyTorch).
 """
 from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from medfound.finetune.config import FALLBACK_IMAGE_SIZE, TASK_MODALITY
-from medfound.finetune.losses import output_activation
+
+TASK_TYPES = ("multilabel", "binary", "multiclass")  # the head's output types
+
+
+def output_activation(task: str) -> str:
+    """The activation that turns the head's logits into probabilities for a task type."""
+    if task not in TASK_TYPES:
+        raise ValueError(f"task must be one of {TASK_TYPES}, got {task!r}")
+    return "softmax" if task == "multiclass" else "sigmoid"
 
 
 def default_image_size(task: str, module_size: int | None, override: int | None = None) -> int:
@@ -25,7 +33,7 @@ def default_image_size(task: str, module_size: int | None, override: int | None 
     return MODALITIES[modality] if modality else FALLBACK_IMAGE_SIZE
 
 
-def pooled_features(outputs) -> tf.Tensor:
+def pooled_features(outputs):
     """The (B, D) embedding of a backbone's outputs: ``embedding`` of a dict (the average of the
     raw block4 map, as REMEDIS modules give it), or a pooled feature map."""
     if isinstance(outputs, dict):
@@ -66,3 +74,15 @@ def build_classifier(backbone: keras.Model, head: keras.Model, task: str, image_
     logits = head(features)
     probabilities = keras.layers.Activation(output_activation(task), name="probabilities")(logits)
     return keras.Model(inputs, {"logits": logits, "probabilities": probabilities}, name="classifier")
+
+
+def classifier(backbone: keras.Model, num_classes: int, task: str = "binary", *,
+               train_backbone: bool = False, image_size: int | None = None,
+               mean: np.ndarray | None = None, variance: np.ndarray | None = None) -> keras.Model:
+    """A backbone with a new linear head, ready for ``compile`` / ``fit`` on any Keras backend.
+
+    ``train_backbone=False`` is a linear probe (the backbone frozen, in inference mode);
+    ``True`` fine-tunes end to end. ``mean`` / ``variance`` standardise the embedding first.
+    """
+    backbone.trainable = bool(train_backbone)
+    return build_classifier(backbone, build_head(num_classes, mean, variance), task, image_size)

@@ -48,7 +48,18 @@ class ModuleMetadata:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        """The fields, plus the input contract they imply (``medfound.contract``), written out so
+        that readers without medfound see it; ``from_json`` recomputes rather than trusts it."""
+        data = dataclasses.asdict(self)
+        data["input_contract"] = self.input_contract.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @property
+    def input_contract(self):
+        """What the module's images must be (range, size, channels, colour, pathology mpp)."""
+        from medfound.contract import input_contract
+
+        return input_contract(self.modality, self.input_size, self.input_scaling)
 
     @classmethod
     def from_json(cls, text: str, source: str = "<metadata>") -> "ModuleMetadata":
