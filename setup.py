@@ -42,6 +42,8 @@ setup(
         # Whole-slide images (medfound.slides): a pure-Python OpenSlide-compatible reader of
         # pyramidal TIFF / SVS (tifffile + zarr + imagecodecs wheels, no system library).
         "tiffslide>=2.4,<4",
+        # `export --format timm` writes model.safetensors with NumPy alone (no PyTorch needed).
+        "safetensors>=0.4,<1",
     ],
     extras_require={
         "test": [
@@ -56,8 +58,14 @@ setup(
         "dicom": ["pydicom>=2.4,<4"],
         # Kept so that `pip install medfound[parquet]` still works; pyarrow is now a base dependency.
         "parquet": [],
-        # Benchmark-only baselines (bench/alternatives.py): timm's BiT in PyTorch. Never a runtime
-        # or CI dependency; the benchmark says in one line when they are missing.
+        # The same weights on other Keras 3 backends and in PyTorch (issue 23). Extras only: the
+        # runtime install stays TensorFlow; CI installs them all so nothing is skipped.
+        "torch": ["torch>=2.2"],
+        "jax": ["jax>=0.4.30"],
+        "timm": ["timm>=1.0.9", "torch>=2.2"],
+        # The tools encoders are benchmarked with, tested against medfound's embeddings.
+        "tools": ["kaiko-eva[vision]>=0.4,<0.5"],
+        # Benchmark-only baselines (bench/alternatives.py): timm's BiT in PyTorch.
         "bench": ["torch>=2.2", "timm>=1.0"],
         "notebooks": ["nbformat>=5.9,<6", "nbclient>=0.10,<1", "ipykernel>=6.29,<8"],
     },

@@ -89,3 +89,32 @@ def test_leaf_modules_load_without_finetune_or_cli():
     assert set(LEAF_MODULES) <= set(loaded)
     above = [m for m in loaded if _within(m, ("medfound.finetune", "medfound.cli", "medfound.pretrain"))]
     assert not above, f"importing {LEAF_MODULES} also loaded {above}"
+
+
+# Readers below the resolver, writers above it (issue 23): each arrow points one way.
+LAYERS_BELOW = {
+    "medfound.models": ("medfound.formats", "medfound.resolve", "medfound.export"),
+    "medfound.formats": ("medfound.resolve", "medfound.export"),
+    "medfound.resolve": ("medfound.export",),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS_BELOW))
+def test_readers_sit_below_the_resolver_and_writers_above(layer):
+    """models <- formats (readers) <- resolve <- export (writers): no module imports upwards,
+    not even lazily inside a function."""
+    root = PACKAGE.parent / Path(*layer.split("."))
+    paths = sorted(root.rglob("*.py")) if root.is_dir() else [root.with_suffix(".py")]
+    offenders = {}
+    for path in paths:
+        above = sorted(n for n in imported_modules(path) if _within(n, LAYERS_BELOW[layer]))
+        if above:
+            offenders[str(path.relative_to(PACKAGE.parent))] = above
+    assert paths and not offenders, f"{layer} imports a layer above it: {offenders}"
+
+
+def test_model_layers_hold_no_tensorflow():
+    """The Keras layers and the backbone use keras.ops only, so they run on every backend."""
+    for name in ("layers.py", "bit.py", "bit_names.py", "configs.py", "input_check.py"):
+        source = (PACKAGE / "models" / name).read_text()
+        assert "import tensorflow" not in source, f"medfound/models/{name} imports TensorFlow"

@@ -46,12 +46,13 @@ def timm_architecture(backbone) -> str:
     return name
 
 
-def timm_tensors(backbone) -> dict[str, np.ndarray]:
-    """{timm state-dict key: float32 array}: folded kernels (OIHW), GroupNorms, unit final norm."""
+def timm_tensors(backbone, fold: bool = True) -> dict[str, np.ndarray]:
+    """{timm state-dict key: float32 array}: folded kernels (OIHW), GroupNorms, unit final norm
+    (``fold=False`` keeps raw kernels: only to measure the epsilon difference, bench/)."""
     from medfound.models.bit_names import named_values
 
     tensors = {timm_key(name): to_timm(np.asarray(value, np.float32))
-               for name, value in named_values(backbone, fold=True).items()}
+               for name, value in named_values(backbone, fold=fold).items()}
     channels = backbone.embedding_dim
     tensors[FINAL_NORM[0]] = np.ones(channels, np.float32)
     tensors[FINAL_NORM[1]] = np.zeros(channels, np.float32)
@@ -69,13 +70,14 @@ def timm_config(backbone, metadata: ModuleMetadata) -> dict:
             METADATA_KEY: json.loads(metadata.to_json())}
 
 
-def write_timm(backbone, metadata: ModuleMetadata, out: str | os.PathLike) -> Path:
+def write_timm(backbone, metadata: ModuleMetadata, out: str | os.PathLike, *,
+               fold: bool = True) -> Path:
     """Writes the timm folder ``out`` (through a temporary sibling, renamed when complete)."""
     from safetensors.numpy import save_file
 
     out = Path(out)
     config = timm_config(backbone, metadata)
-    tensors = timm_tensors(backbone)
+    tensors = timm_tensors(backbone, fold=fold)
     with atomic_path(out) as tmp:
         tmp.mkdir()
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
