@@ -223,25 +223,15 @@ def _published_files(release_dir: Path) -> set[str]:
     return set(files if isinstance(files, dict) else ()) | {MANIFEST, SUMS, SUMS + ".sig"}
 
 
-MAX_MANIFEST_BYTES = 64 << 20  # a release of every REMEDIS module lists far less
-
-
 def read_manifest(path: Path, data: bytes | None = None):
-    """A release manifest parsed once, bounded in size and depth; PublishError naming the file
-    for one too large, too deeply nested or not JSON."""
+    """A release manifest parsed once, bounded in size and depth (medfound.utils.limits);
+    PublishError naming the file for one too large, too deeply nested or not JSON."""
+    from medfound.utils.limits import read_json
+
     try:
-        if data is None:
-            with open(path, "rb") as f:
-                data = f.read(MAX_MANIFEST_BYTES + 1)
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise PublishError(f"{path}: over {MAX_MANIFEST_BYTES >> 20} MiB; not a medfound "
-                               "release manifest")
-        return json.loads(data)
-    except RecursionError:
-        raise PublishError(f"{path}: JSON nested too deeply; not a medfound release manifest"
-                           ) from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise PublishError(f"{path}: not valid JSON ({err})") from None
+        return read_json(path, data, what="medfound release manifest")
+    except ValueError as err:
+        raise PublishError(str(err)) from None
 
 
 def _sign(sums: Path, sign_key) -> None:
