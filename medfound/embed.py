@@ -316,9 +316,11 @@ def _batches(paths: Sequence[str], start: int, stop: int, image_size: int, batch
     ds = tf.data.Dataset.from_tensor_slices({
         "path": tf.constant(list(paths[start:stop]), tf.string),
         "index": tf.range(start, stop, dtype=tf.int64)})
-    ds = map_decode(ds, path_key="path", skip_errors=True, on_error=on_error, deterministic=True)
-    ds = ds.map(lambda e: (e["index"], prepare_image(e["image"], image_size)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # The resize runs inside the decode budget (map_decode): a large image is never held whole
+    # outside the call that decoded it.
+    ds = map_decode(ds, path_key="path", skip_errors=True, on_error=on_error, deterministic=True,
+                    transform=lambda image: prepare_image(image, image_size))
+    ds = ds.map(lambda e: (e["index"], e["image"]))
     block, indices, images = None, [], []
     for index, image in ds.prefetch(batch_size).as_numpy_iterator():
         if indices and int(index) // batch_size != block:
@@ -629,6 +631,9 @@ def read_embeddings(file: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     file = Path(file)
     fmt = output_format(file)
     if fmt == "npz":
+        from medfound.utils.limits import check_zip
+
+        check_zip(file, ".npz")
         with np.load(file, allow_pickle=False) as data:
             return [str(p) for p in data["paths"]], data["embeddings"]
     if fmt == "h5":

@@ -5,7 +5,8 @@ Every compressed or nested format medfound opens is bounded before it is expande
 - module ``.tar.gz`` archives: ``medfound.export.archive`` (member list, sizes and ratio from
   the headers, with ``MAX_EXPANSION`` / ``EXPANSION_ALLOWANCE`` below);
 - ``.npz`` / ``.keras`` zips: ``check_zip`` (each member's declared size and the total against
-  the file's size, before ``np.load`` or Keras inflates anything);
+  the file's size, before ``np.load`` or Keras inflates anything; ``load_keras_file``);
+- HDF5 datasets (PCam): ``check_expansion`` of the declared shape against the file's size;
 - JSON records (manifests, metadata, run records): ``read_json`` (bytes read at most, nesting
   depth caught);
 - PNG / JPEG / ... pixels: ``medfound.data.images`` (a pixel limit per image and a decode budget
@@ -75,3 +76,25 @@ def read_json(path: str | os.PathLike, data: bytes | None = None, *,
         raise UserError(f"{path}: JSON nested too deeply; not a {what}") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not valid JSON; not a {what} ({err})") from None
+
+
+def load_keras_file(path: str | os.PathLike, error: type[Exception] = UserError, **kwargs):
+    """``keras.saving.load_model(path)``, bounded first (``check_zip``); a file Keras cannot
+    load (not a zip, a config naming an unknown or unsafe class such as ``os.system``, damaged
+    weights) is ``error`` naming the file and Keras' reason, not Keras' traceback or its
+    misleading 'File not found'."""
+    import zipfile
+
+    import keras
+
+    path = Path(path)
+    if path.is_file():
+        check_zip(path, ".keras file")
+    try:
+        return keras.saving.load_model(str(path), **kwargs)
+    except (TypeError, ValueError, KeyError, AttributeError, OSError, EOFError,
+            zipfile.BadZipFile) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # a storage problem, reported as one by the CLI
+        reason = str(err).split(". ")[0].splitlines()[0][:200] if str(err) else type(err).__name__
+        raise error(f"{path}: not a loadable .keras model ({reason})") from None
