@@ -183,7 +183,9 @@ def _load_path(parsed: BackboneSpec, arch: str | None, init: str | None, search_
             model.source.sha256 = _folder_fingerprint(path)
     source = model.source
     source.spec = parsed.text
-    _agree(parsed.text, "architecture", arch, source.arch)
+    if arch and source.arch and arch != source.arch:
+        raise BackboneError(f"{parsed.text}: you gave architecture {arch!r} but the file "
+                            f"records {source.arch!r}")
     if init and source.init and init != source.init:
         raise BackboneError(f"{parsed.text}: you gave initialisation {init!r} but the file "
                             f"records {source.init!r}")
@@ -311,7 +313,9 @@ def _load_keras(path: Path):
     from medfound.models.bit import BiTBackbone
     from medfound.utils.files import sha256_file
 
-    model = keras.saving.load_model(str(path))
+    from medfound.utils.limits import load_keras_file
+
+    model = load_keras_file(path, BackboneError)  # bounded; a foreign file is one line, not Keras'
     if not isinstance(model, BiTBackbone):
         raise BackboneError(f"{path}: a Keras {type(model).__name__}, not a medfound BiT "
                             "backbone (export one with medfound export --format keras)")
