@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from medfound.data.prepare import prepare_image  # the one image preparation; also medfound.embed's
 from medfound.utils.files import atomic_path
+from medfound.utils.ownership import remove_owned
 from medfound.utils.progress import make_progress
 
 OUTPUT_FORMATS = {".npz": "npz", ".h5": "h5", ".hdf5": "h5", ".parquet": "parquet"}
@@ -34,6 +34,7 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give th
 # Inference needs no gradient exchange, so one process drives all its devices; several hosts
 # would each embed and write the same rows (shard the input list instead, one run per host).
 STRATEGIES = ("default", "mirrored", "tpu")
+COMMAND = "medfound embed"  # who the outputs belong to (medfound.utils.ownership)
 
 
 class EmbedError(ValueError):
@@ -233,8 +234,15 @@ def open_parts(parts_dir: Path, manifest: dict, *, keys: Sequence[str] | None = 
                 f"{', '.join(changed)}; continue it with the same settings, or delete "
                 f"{parts_dir} to start over")
         for stale in parts_dir.glob(f"{TEMP_PREFIX}*"):
-            stale.unlink()
+            if stale.is_file() and not stale.is_symlink():
+                stale.unlink()
     else:
+        from medfound.utils.ownership import OwnershipError, check_folder
+
+        try:  # a folder of someone else's under the parts folder's name is never adopted
+            check_folder(parts_dir, COMMAND, ours=_is_parts_folder, flag="parts folder")
+        except OwnershipError as err:
+            raise error(str(err)) from None
         parts_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(manifest_file) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -308,9 +316,11 @@ def _batches(paths: Sequence[str], start: int, stop: int, image_size: int, batch
     ds = tf.data.Dataset.from_tensor_slices({
         "path": tf.constant(list(paths[start:stop]), tf.string),
         "index": tf.range(start, stop, dtype=tf.int64)})
-    ds = map_decode(ds, path_key="path", skip_errors=True, on_error=on_error, deterministic=True)
-    ds = ds.map(lambda e: (e["index"], prepare_image(e["image"], image_size)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # The resize runs inside the decode budget (map_decode): a large image is never held whole
+    # outside the call that decoded it.
+    ds = map_decode(ds, path_key="path", skip_errors=True, on_error=on_error, deterministic=True,
+                    transform=lambda image: prepare_image(image, image_size))
+    ds = ds.map(lambda e: (e["index"], e["image"]))
     block, indices, images = None, [], []
     for index, image in ds.prefetch(batch_size).as_numpy_iterator():
         if indices and int(index) // batch_size != block:
@@ -390,7 +400,7 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
     count = write_output(out, fmt, contiguous_parts(parts_dir, len(paths)), paths, dim,
                          module=embedder.name, image_size=image_size)
     write_failures(failures_file, failures)
-    shutil.rmtree(parts_dir, ignore_errors=True)
+    remove_owned(parts_dir, _PART_NAME, extra=(PARTS_MANIFEST,))
     return EmbedResult(out=out, complete=True, num_embedded=count, failures_file=failures_file,
                        **result)
 
@@ -404,9 +414,56 @@ def _checked_output(config: EmbedConfig) -> tuple[Path, str]:
         require_pyarrow()
     if config.batch_size < 1 or config.part_size < 1:
         raise EmbedError("batch_size and part_size must be at least 1")
-    if out.exists() and not config.overwrite:
-        raise EmbedError(f"{out}: exists; pass overwrite=True (--overwrite) to replace it")
+    check_outputs(out, overwrite=config.overwrite)
     return out, fmt
+
+
+def check_outputs(out: Path, *, overwrite: bool) -> None:
+    """Refuses, before anything is written, an output, failures CSV or parts folder that
+    exists and is not embed's own (medfound.utils.ownership); its own output and failures CSV
+    are replaced only with ``overwrite``, its own parts folder is continued."""
+    from medfound.utils.ownership import OwnershipError, check_file, check_folder
+
+    parts_dir, failures_file = sidecar_paths(out)
+    try:
+        check_file(out, COMMAND, ours=_is_embed_output, overwrite=overwrite)
+        check_file(failures_file, COMMAND, ours=_is_failures_csv, overwrite=overwrite,
+                   flag="failures list")
+        check_folder(parts_dir, COMMAND, ours=_is_parts_folder, finished=lambda _: False,
+                     flag="parts folder")
+    except OwnershipError as err:
+        raise EmbedError(str(err)) from None
+
+
+def _is_embed_output(path: Path) -> bool:
+    """Whether ``path`` is a file embed writes: paths and embeddings in its format."""
+    fmt = output_format(path)
+    if fmt == "npz":
+        with zipfile.ZipFile(path) as zf:
+            return {"paths.npy", "embeddings.npy"} <= set(zf.namelist())
+    if fmt == "h5":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return "paths" in f and "embeddings" in f and "module" in f.attrs
+    schema = require_pyarrow().read_schema(str(path))
+    return schema.names == ["path", "embedding"] and b"module" in (schema.metadata or {})
+
+
+def _is_failures_csv(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.readline(64).rstrip(b"\r\n") == b"path,problem"
+
+
+def _is_parts_folder(folder: Path) -> bool:
+    """A parts folder as ``open_parts`` makes it: its manifest records a format version."""
+    manifest = folder / PARTS_MANIFEST
+    try:
+        if manifest.is_symlink() or manifest.stat().st_size > 1 << 20:
+            return False
+        return "format_version" in json.loads(manifest.read_text())
+    except (OSError, ValueError, TypeError, RecursionError):
+        return False
 
 
 def _image_size(config: EmbedConfig, embedder: ModuleEmbedder) -> int:
@@ -574,6 +631,9 @@ def read_embeddings(file: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     file = Path(file)
     fmt = output_format(file)
     if fmt == "npz":
+        from medfound.utils.limits import check_zip
+
+        check_zip(file, ".npz")
         with np.load(file, allow_pickle=False) as data:
             return [str(p) for p in data["paths"]], data["embeddings"]
     if fmt == "h5":

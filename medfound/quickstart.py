@@ -117,7 +117,8 @@ def run_quickstart(config: QuickstartConfig, verbose: bool = True) -> dict:
                                              patient_column=patient_column), verbose=verbose)
     name = f"quickstart-{config.modality}-{config.arch}"
     say(f"[3/5] exporting hub module {name}")
-    module_dir = export_module(result.run_dir, out / "modules" / name, name=name)
+    # quickstart owns its --out folder: a resumed quickstart replaces its own earlier export
+    module_dir = export_module(result.run_dir, out / "modules" / name, name=name, overwrite=True)
     say("[4/5] hub.load and embeddings")
     module = hub.load(str(module_dir))
 

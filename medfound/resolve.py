@@ -157,7 +157,9 @@ def _load_path(parsed: BackboneSpec, arch: str | None, init: str | None, search_
     model = _read(parsed, arch, init, search_path, expected_sha256)
     source = model.source
     source.spec = parsed.text
-    _agree(parsed.text, "architecture", arch, source.arch)
+    if arch and source.arch and arch != source.arch:
+        raise BackboneError(f"{parsed.text}: you gave architecture {arch!r} but the file "
+                            f"records {source.arch!r}")
     if init and source.init and init != source.init:
         raise BackboneError(f"{parsed.text}: you gave initialisation {init!r} but the file "
                             f"records {source.init!r}")

@@ -125,7 +125,7 @@ def test_parts_of_a_different_run_are_refused_and_outputs_not_overwritten(
     run_embed(module_dir, image_folder, out, part_size=4, batch_size=2, max_images=4)
     with pytest.raises(EmbedError, match="different image_size"):
         run_embed(module_dir, image_folder, out, image_size=SIZE + 32)
-    with pytest.raises(EmbedError, match="exists; pass overwrite"):
+    with pytest.raises(EmbedError, match="pass --overwrite"):
         run_embed(module_dir, image_folder, full_run[1])
 
 

@@ -196,7 +196,7 @@ def test_export_never_replaces_a_folder_that_is_not_a_module(exported, tmp_path)
     precious = tmp_path / "home"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(ExportError, match="not a SavedModel folder"):
+    with pytest.raises(ExportError, match="was not written by medfound export"):
         export_module(exported[1].parent / "run", precious, name=NAME, allow_test_arch=True)
     assert (precious / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]

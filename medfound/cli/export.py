@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("--fold", action="store_true",
                         help="write the faster inference form (kernels standardised once; not "
                              "fine-tunable through the module; recorded in its metadata)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier export at --out (never a file or folder "
+                             "medfound did not write)")
     parser.add_argument("--arch", help="architecture of a bare .weights.h5 (or .npz)")
     parser.add_argument("--init", choices=("bit-s", "bit-m"),
                         help="BiT initialisation of a .npz/.weights.h5 whose run does not say")
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     # ExportError, FileNotFoundError, ValueError: one line from medfound.cli.main.
     path = export_module(args.checkpoint, args.out, name=args.name, fmt=args.fmt,
                          arch=args.arch, init=args.init, modality=args.modality,
-                         allow_test_arch=args.allow_test_arch, fold=args.fold)
+                         allow_test_arch=args.allow_test_arch, fold=args.fold,
+                         overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0

@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                         "its small head on one device; no multiworker, since each host would "
                         "decide early stopping on its own (default: %(default)s)")
     add_training_arguments(p, d, extra_tasks=SLIDE_TASK_CHOICES)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier finished fine-tuning run in --out (never a folder "
+                        "medfound did not write)")
     p.add_argument("--labels", help="slide tasks: CSV slide,label[,patient][,split] (default: "
                                     "<data>/labels.csv, else tumor_*/normal_* names)")
     p.add_argument("--slide-models", default="mean,attention",
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     config.validate()  # a ValueError naming every problem: one line from medfound.cli.main
     from medfound.finetune.trainer import finetune
 
-    result = finetune(config)
+    result = finetune(config, overwrite=args.overwrite)
     test = result.metrics["test"]
     auc = test["mean_auc"]
     low, high = test["mean_auc_ci95"]

@@ -110,6 +110,10 @@ def user_error_message(error: BaseException) -> str | None:
     message = storage_error(error)
     if message is not None:
         return message
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+        name = str(error.filename or "a path")
+        shown = name if len(name) <= 80 else f"{name[:60]}... ({len(name)} characters)"
+        return f"{shown}: file name too long; give an existing file, folder or module name"
     if isinstance(error, USER_ERRORS):
         return one_line(error)
     return None

@@ -32,6 +32,13 @@ logger = logging.getLogger("medfound.data")
 
 MIN_SIDE = 2
 DEFAULT_MAX_PIXELS = 1 << 27  # about 134 million pixels (11585 x 11585); a 3000 x 3000 radiograph is 9M
+# The decode budget (issue 25): PNG / JPEG images up to LARGE_PIXELS decode in parallel, at most
+# DECODE_BUDGET_PIXELS of them in flight together; larger ones (up to max_pixels) decode one at
+# a time, in a second, sequential map (where map_decode's ``transform``, e.g. the resize, runs
+# too, so a large image never leaves the call that decoded it). A pipeline then holds about
+# DECODE_BUDGET_PIXELS + max_pixels decoded pixels, not its parallelism times max_pixels.
+LARGE_PIXELS = 1 << 23  # about 8.4 million pixels (2896 x 2896)
+DECODE_BUDGET_PIXELS = 1 << 27
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 JPEG_SOI = b"\xff\xd8\xff"
@@ -293,14 +300,16 @@ def naming_bad_images(paths: Sequence[str | os.PathLike] | None, *, hint: str = 
 
 def make_decoder(*, skip_errors: bool = False, on_error: Callable[[str, str], None] | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS,
-                 defer_to: Callable[[str, str], None] | None = None):
+                 defer_to: Callable[[str, str], None] | None = None,
+                 large_pixels: int | None = None):
     """Builds a graph function path -> {"image", "path", "_ok"} for use inside ``Dataset.map``.
 
     Native PNG/JPEG ops decode files whose header checks pass (size limits, complete file); the
     rest go through ``read_image``. ``_ok`` is False only for files skipped with ``skip_errors``
     or, without it, handed to ``defer_to(path, problem)``: a consumer that raises the error itself
     from its own thread (an exception raised inside a parallel ``Dataset.map`` can hang the
-    iterator's teardown).
+    iterator's teardown). With ``large_pixels``, a PNG or JPEG above it is not decoded: its
+    ``_later`` is True, for ``map_decode``'s sequential second map to decode.
     """
     import tensorflow as tf
 
@@ -342,32 +351,58 @@ def make_decoder(*, skip_errors: bool = False, on_error: Callable[[str, str], No
         image = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
         return tf.cast(image, tf.float32) / 255.0, tf.constant(True)
 
+    def later(width, height):
+        if large_pixels is None:
+            return tf.constant(False)
+        return width * height > large_pixels
+
+    def deferred():
+        return tf.zeros([MIN_SIDE, MIN_SIDE, 3], tf.float32), tf.constant(True)
+
     def decode(path):
+        image, ok, _ = decode_or_defer(path)
+        return {"image": image, "path": path, "_ok": ok}
+
+    def decode_or_defer(path):
         data = tf.io.read_file(path)
         length = tf.strings.length(data)
         is_png = tf.logical_and(length > 45, tf.equal(tf.strings.substr(data, 0, 8), PNG_SIGNATURE))
         is_jpeg = tf.logical_and(length > 8, tf.equal(tf.strings.substr(data, 0, 3), JPEG_SOI))
 
+        def native(width, height, decoder):
+            return tf.cond(size_ok(width, height), lambda: tf.cond(
+                later(width, height), lambda: (*deferred(), True),
+                lambda: (*decoder(data), False)), lambda: (*fallback(path), False))
+
         def png_branch():
             complete = tf.equal(tf.strings.substr(data, length - 12, 12), PNG_IEND)
-            ok = tf.logical_and(complete, size_ok(be_uint32(data, 16), be_uint32(data, 20)))
-            return tf.cond(ok, lambda: decode_png(data), lambda: fallback(path))
+            return tf.cond(complete, lambda: native(be_uint32(data, 16), be_uint32(data, 20),
+                                                    decode_png),
+                           lambda: (*fallback(path), False))
 
         def jpeg_branch():
             complete = tf.equal(tf.strings.substr(data, length - 2, 2), JPEG_EOI)
 
             def checked():
                 shape = tf.cast(tf.io.extract_jpeg_shape(data), tf.int64)
-                return tf.cond(size_ok(shape[1], shape[0]), lambda: decode_jpeg(data),
-                               lambda: fallback(path))
-            return tf.cond(complete, checked, lambda: fallback(path))
+                return native(shape[1], shape[0], decode_jpeg)
+            return tf.cond(complete, checked, lambda: (*fallback(path), False))
 
-        image, ok = tf.cond(is_png, png_branch,
-                            lambda: tf.cond(is_jpeg, jpeg_branch, lambda: fallback(path)))
+        image, ok, wait = tf.cond(is_png, png_branch, lambda: tf.cond(
+            is_jpeg, jpeg_branch, lambda: (*fallback(path), False)))
         image.set_shape((None, None, 3))
-        return {"image": image, "path": path, "_ok": ok}
+        return image, ok, wait
 
+    decode.or_defer = decode_or_defer
     return decode
+
+
+def decode_calls(num_parallel_calls: int | None, large_pixels: int = LARGE_PIXELS) -> int:
+    """Parallel decodes of the first map: what was asked (default: the CPUs), at most
+    ``DECODE_BUDGET_PIXELS // large_pixels`` so that the images in flight stay in the budget."""
+    wanted = num_parallel_calls if num_parallel_calls and num_parallel_calls > 0 \
+        else (os.cpu_count() or 1)
+    return max(1, min(wanted, DECODE_BUDGET_PIXELS // large_pixels))
 
 
 def image_dataset(paths: Sequence[str | os.PathLike] | "tf.data.Dataset", *,
@@ -396,31 +431,44 @@ def image_dataset(paths: Sequence[str | os.PathLike] | "tf.data.Dataset", *,
 def map_decode(ds, *, path_key: str | None = None, num_parallel_calls: int | None = None,
                skip_errors: bool = False, on_error: Callable[[str, str], None] | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS, deterministic: bool | None = None,
-               output_key: str = "image", defer_to: Callable[[str, str], None] | None = None):
+               output_key: str = "image", defer_to: Callable[[str, str], None] | None = None,
+               transform: Callable | None = None):
     """Decodes a dataset of paths (or of dicts whose ``path_key`` holds a path) into images.
 
     Elements that are dicts keep their other keys; the decoded image is added under ``output_key``.
     This is the building block behind ``image_dataset`` and the unlabeled and MICLe pipelines.
     ``defer_to`` (see ``make_decoder``) drops a file the Python decoder refused and reports it
     there, for the consumer to raise, instead of raising inside the parallel map.
+
+    Memory is bounded by the decode budget (``LARGE_PIXELS``, ``DECODE_BUDGET_PIXELS``): large
+    images decode one at a time in a second map, where ``transform`` (image -> image, e.g. a
+    resize) is applied to every image, so a large one never leaves the call that decoded it.
     """
     import tensorflow as tf
 
     decode = make_decoder(skip_errors=skip_errors, on_error=on_error, max_pixels=max_pixels,
-                          defer_to=defer_to)
-    calls = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+                          defer_to=defer_to, large_pixels=LARGE_PIXELS)
+    calls = decode_calls(num_parallel_calls)
 
-    def fn(element):
-        if path_key is None:
-            out = decode(element)
-            return {output_key: out["image"], "path": out["path"], "_ok": out["_ok"]}
-        out = dict(element)
-        decoded = decode(element[path_key])
-        out[output_key] = decoded["image"]
-        out["_ok"] = decoded["_ok"]
+    def first(element):
+        path = element if path_key is None else element[path_key]
+        out = {"path": path} if path_key is None else dict(element)
+        out[output_key], out["_ok"], out["_later"] = decode.or_defer(path)
         return out
 
-    ds = ds.map(fn, num_parallel_calls=calls, deterministic=deterministic)
+    def second(element):  # sequential: one large image decoded at a time
+        out = dict(element)
+        path = out["path"] if path_key is None else out[path_key]
+        out[output_key], out["_ok"] = tf.cond(
+            out.pop("_later"), lambda: _decode_large(path, max_pixels, skip_errors, on_error,
+                                                     defer_to),
+            lambda: (out[output_key], out["_ok"]))
+        if transform is not None:
+            out[output_key] = transform(out[output_key])
+        return out
+
+    ds = ds.map(first, num_parallel_calls=calls, deterministic=deterministic)
+    ds = ds.map(second)
     if defer_to is not None and not skip_errors:
         ds = ds.filter(lambda e: e["_ok"])  # the consumer raises what defer_to received
     if skip_errors:
@@ -429,6 +477,13 @@ def map_decode(ds, *, path_key: str | None = None, num_parallel_calls: int | Non
         # come from native ops without a file name; TensorFlow logs them as it drops them.
         ds = ds.ignore_errors(log_warning=True)
     return ds.map(lambda e: {k: v for k, v in e.items() if k != "_ok"})
+
+
+def _decode_large(path, max_pixels, skip_errors, on_error, defer_to):
+    """An image above LARGE_PIXELS, decoded natively (header checks already passed)."""
+    out = make_decoder(skip_errors=skip_errors, on_error=on_error, max_pixels=max_pixels,
+                       defer_to=defer_to)(path)
+    return out["image"], out["_ok"]
 
 
 def list_image_files(folder: str | os.PathLike, *, include_dicom: bool = True) -> list[Path]:

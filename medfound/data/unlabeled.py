@@ -268,6 +268,9 @@ def _npz_member(npz_path: str, key: str) -> np.ndarray:
                 offset = f.tell()
             return np.memmap(npz_path, dtype=dtype, mode="r", offset=offset, shape=shape,
                              order="F" if fortran else "C")
+    from medfound.utils.limits import check_zip
+
+    check_zip(npz_path, ".npz")  # a compressed member is inflated whole: bounded first
     with np.load(npz_path, allow_pickle=False) as data:
         return data[key]
 

@@ -244,23 +244,71 @@ def default_output(out: str | os.PathLike, name: str, fmt: str) -> Path:
     return out if out.name.endswith(ext) else out / f"{name}{ext}"
 
 
-def check_target(target: Path) -> None:
-    """Refuses to replace anything but an earlier module: a SavedModel folder is replaced whole,
-    so an existing folder that is not one (``--out ~/``) must never be taken for it."""
-    from medfound.formats.timm_folder import is_timm_folder
+COMMAND = "medfound export"  # who the outputs belong to (medfound.utils.ownership)
 
-    if target.is_dir() and any(target.iterdir()) and not (target / "saved_model.pb").is_file() \
-            and not is_timm_folder(target):
-        raise ExportError(f"{target}: exists and is not a SavedModel folder; refusing to replace "
-                          f"it (give a new path, e.g. {target}/<module name>)")
-    if target.exists() and not target.is_dir() and target.suffix not in (".keras", ".onnx"):
-        raise ExportError(f"{target}: exists and is a file; refusing to replace it")
+
+def check_target(target: Path, fmt: str = "saved_model", overwrite: bool = False) -> None:
+    """Refuses a target that is not new (medfound.utils.ownership): only a module medfound
+    exported (nothing else in its folder) or a .keras / .onnx file it wrote is replaced, and only
+    with ``overwrite``; the user's files are never replaced."""
+    from medfound.utils.ownership import OwnershipError, check_file, check_folder
+
+    try:
+        if fmt == "saved_model":
+            check_folder(target, COMMAND, overwrite=overwrite, ours=_is_exported_module)
+        elif fmt == "timm":
+            check_folder(target, COMMAND, overwrite=overwrite, ours=_is_timm_export)
+        else:
+            check_file(target, COMMAND, overwrite=overwrite,
+                       ours=_is_keras_export if fmt == "keras" else _is_onnx_export)
+    except OwnershipError as err:
+        raise ExportError(str(err)) from None
+
+
+def _is_exported_module(folder: Path) -> bool:
+    """A SavedModel folder export wrote: its metadata asset, and no file a SavedModel lacks."""
+    from medfound.formats.archive import MODULE_MEMBERS
+
+    if not ((folder / "saved_model.pb").is_file() and (folder / METADATA_ASSET).is_file()):
+        return False
+    return all(MODULE_MEMBERS.fullmatch(p.relative_to(folder).as_posix()) and not p.is_symlink()
+               for p in folder.rglob("*"))
+
+
+def _is_timm_export(folder: Path) -> bool:
+    """A timm folder export wrote: its config carries medfound's metadata, nothing else beside."""
+    import json
+
+    from medfound.export.timm_export import CARD
+    from medfound.formats.timm_folder import CONFIG, METADATA_KEY, WEIGHTS
+
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and METADATA_KEY in config and \
+        {p.name for p in folder.iterdir()} <= {CONFIG, WEIGHTS, CARD}
+
+
+def _is_keras_export(path: Path) -> bool:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return METADATA_FILE in zf.namelist()
+
+
+def _is_onnx_export(path: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(prop.key == "medfound_module" for prop in model.metadata_props)
 
 
 def export_module(checkpoint, out: str | os.PathLike, *,
                   name: str | None = None, fmt: str = "saved_model", arch: str | None = None,
                   init: str | None = None, modality: str | None = None,
-                  allow_test_arch: bool = False, fold: bool = False) -> Path:
+                  allow_test_arch: bool = False, fold: bool = False,
+                  overwrite: bool = False) -> Path:
     """Exports ``checkpoint`` as the REMEDIS module ``name`` to ``out``; returns the written path.
 
     ``checkpoint`` is any backbone spec ``medfound.load`` takes (a run folder, a BiT ``.npz``,
@@ -269,8 +317,8 @@ def export_module(checkpoint, out: str | os.PathLike, *,
     ``fmt`` is 'saved_model' (the TF-Hub folder; ``fold`` writes the faster, not fine-tunable
     inference form), 'keras' (a ``.keras`` file of the native backbone) or 'onnx' (through
     tf2onnx; output 0 is the block4 map) or 'timm' (a folder ``timm.create_model("local-dir:...")``
-    loads). Raises ``ExportError`` when the name and the checkpoint
-    disagree.
+    loads). Raises ``ExportError`` when the name and the checkpoint disagree, or when ``out``
+    exists and is not an earlier export (``overwrite`` replaces one).
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -283,7 +331,7 @@ def export_module(checkpoint, out: str | os.PathLike, *,
     spec = resolve_spec(run, backbone, options)
     metadata = build_metadata(spec, run, backbone)
     target = default_output(out, spec.name, fmt)
-    check_target(target)
+    check_target(target, fmt, overwrite)
     if fmt == "saved_model":
         return write_saved_model(backbone, metadata, target, fold=fold)
     if fmt == "keras":

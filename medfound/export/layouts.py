@@ -150,9 +150,11 @@ def _replaceable(out: Path) -> None:
     if not out.exists():
         return
     manifest = out / "manifest.json"
+    from medfound.utils.limits import read_json
+
     try:
-        ok = json.loads(manifest.read_text()).get("format") == LAYOUT_FORMAT
-    except (OSError, ValueError, AttributeError):
+        ok = read_json(manifest, what="layout manifest").get("format") == LAYOUT_FORMAT
+    except (OSError, ValueError, AttributeError):  # too large, too deep, not JSON: not ours
         ok = False
     if not ok:
         raise ValueError(f"{out}: exists and is not a layout medfound published; move it away")

@@ -121,6 +121,13 @@ def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | N
         raise PublishError(f"{release_dir}: not a folder")
     card_source = find_release_card(release_dir, model_card)
     release_card = card_source.read_text()
+    if sign_key is not None:  # found before anything is rewritten, not after
+        from medfound.export.signing import SigningError, check_can_sign
+
+        try:
+            check_can_sign(sign_key)
+        except SigningError as err:
+            raise PublishError(str(err)) from None
     if layout != "folder":
         units = []
         for folder in module_folders(release_dir):
@@ -148,6 +155,10 @@ def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | N
         return manifest
     files: dict[str, str] = {}
     modules: dict[str, dict] = {}
+    release_card_path = release_dir / RELEASE_CARD
+    copy_card = card_source.resolve() != release_card_path.resolve()
+    check_release_targets(release_dir, module_folders(release_dir), copy_card,
+                          signing=sign_key is not None)
     for folder in module_folders(release_dir):
         meta = _checked_metadata(folder, allow_test_modules)
         archive = pack_module(folder, release_dir / f"{meta.name}.tar.gz")
@@ -161,8 +172,7 @@ def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | N
         files[card.name] = sha256_file(card)
         modules[meta.name] = {"archive": archive.name, "card": card.name, "sha256": digest,
                               "metadata": json.loads(meta.to_json()), "probe": probe}
-    release_card_path = release_dir / RELEASE_CARD
-    if card_source.resolve() != release_card_path.resolve():
+    if copy_card:
         with atomic_path(release_card_path) as tmp:
             shutil.copyfile(card_source, tmp)
     files[RELEASE_CARD] = sha256_file(release_card_path)
@@ -173,6 +183,55 @@ def publish(release_dir: str | os.PathLike, *, model_card: str | os.PathLike | N
     write_text(release_dir / SUMS, "".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
     _sign(release_dir / SUMS, sign_key)
     return manifest
+
+
+def check_release_targets(release_dir: Path, folders: list[Path], copy_card: bool,
+                          signing: bool) -> None:
+    """Refuses, before anything is written, a release file publish would replace that it
+    cannot prove it wrote: ours are the files an earlier medfound manifest lists (and the
+    manifest, sums and signature beside it) and module archives of the module's own name."""
+    from medfound.formats.archive import UnsafeArchiveError, check_archive
+
+    owned = _published_files(release_dir)
+    targets = [name for folder in folders for name in (f"{folder.name}.tar.gz", f"{folder.name}.md")]
+    targets += [RELEASE_CARD] * copy_card + [MANIFEST, SUMS] + [SUMS + ".sig"] * signing
+    for name in targets:
+        path = release_dir / name
+        if not (path.exists() or path.is_symlink()) or (name in owned and path.is_file()
+                                                         and not path.is_symlink()):
+            continue
+        if name.endswith(".tar.gz") and path.is_file() and not path.is_symlink():
+            try:  # an archive a killed publish wrote before its manifest
+                check_archive(path)
+                continue
+            except UnsafeArchiveError:
+                pass
+        raise PublishError(f"{path}: exists and was not written by medfound publish; refusing "
+                           "to replace it (move it away, or publish from another folder)")
+
+
+def _published_files(release_dir: Path) -> set[str]:
+    """The file names an earlier publish wrote here, from its manifest (empty if none)."""
+    path = release_dir / MANIFEST
+    if not path.exists():
+        return set()
+    manifest = read_manifest(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise PublishError(f"{path}: exists and is not a medfound release manifest; refusing "
+                           "to replace it (move it away)")
+    files = manifest.get("files")
+    return set(files if isinstance(files, dict) else ()) | {MANIFEST, SUMS, SUMS + ".sig"}
+
+
+def read_manifest(path: Path, data: bytes | None = None):
+    """A release manifest parsed once, bounded in size and depth (medfound.utils.limits);
+    PublishError naming the file for one too large, too deeply nested or not JSON."""
+    from medfound.utils.limits import read_json
+
+    try:
+        return read_json(path, data, what="medfound release manifest")
+    except ValueError as err:
+        raise PublishError(str(err)) from None
 
 
 def _sign(sums: Path, sign_key) -> None:

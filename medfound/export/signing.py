@@ -37,14 +37,32 @@ def signature_path(signed: Path) -> Path:
     return signed.with_name(signed.name + SIGNATURE_SUFFIX)
 
 
+def check_can_sign(private_key: str | os.PathLike) -> None:
+    """Signs a few fixed bytes with ``private_key`` and throws the signature away: a missing
+    ssh-keygen, a key that is not a readable file or that ssh-keygen cannot use is found before
+    a release is rewritten (publish calls this before touching disk)."""
+    private_key = Path(private_key)
+    try:
+        with open(private_key, "rb") as f:
+            f.read(1)
+    except OSError as err:
+        raise SigningError(f"{private_key}: not a readable private key file "
+                           f"({err.strerror or err})") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        trial = Path(scratch) / "trial"
+        trial.write_bytes(b"medfound signing check\n")
+        sign_file(trial, private_key)
+
+
 def sign_file(signed: str | os.PathLike, private_key: str | os.PathLike) -> Path:
     """Writes ``<signed>.sig``, a detached SSH signature of ``signed`` by ``private_key``."""
     signed, private_key = Path(signed), Path(private_key)
     if not private_key.is_file():
         raise SigningError(f"{private_key}: no such private key file")
+    tool = _ssh_keygen()
     with open(signed, "rb") as data:
-        done = subprocess.run([_ssh_keygen(), "-Y", "sign", "-f", str(private_key),
-                               "-n", NAMESPACE], stdin=data, capture_output=True)
+        done = subprocess.run([tool, "-Y", "sign", "-f", str(private_key), "-n", NAMESPACE],
+                              stdin=data, capture_output=True)
     if done.returncode != 0 or not done.stdout.startswith(b"-----BEGIN SSH SIGNATURE-----"):
         reason = done.stderr.decode(errors="replace").strip().splitlines()
         raise SigningError(f"{private_key}: ssh-keygen could not sign {signed.name} "

@@ -131,7 +131,9 @@ def _load_classifier(model_path: Path):
     import medfound.finetune.model  # noqa: F401  (registers the classifier's layers for loading)
     import medfound.models.bit  # noqa: F401
 
-    classifier = keras.saving.load_model(str(model_path), compile=False)
+    from medfound.utils.limits import load_keras_file
+
+    classifier = load_keras_file(model_path, ValueError, compile=False)
     if not isinstance(classifier.output, dict) or "logits" not in classifier.output:
         raise ValueError(f"{model_path}: not a medfound fine-tuned classifier (outputs must include 'logits')")
     return classifier

@@ -113,6 +113,12 @@ def label_efficiency(base: FinetuneConfig, modules: Sequence[str],
                                          "std": float(np.nanstd(scores)) if np.isfinite(scores).any()
                                          else float("nan"),
                                          "n": int(np.isfinite(scores).sum())}
+    if not any(np.isfinite(r["test_mean_auc"]) for r in runs):
+        from medfound.errors import UserError
+
+        raise UserError(f"{base.data}: every run's test AUC is undefined (no class has both "
+                        "labels in the test split), so label efficiency cannot be measured; "
+                        f"the runs are kept in {out / 'runs'}")
     target = summary[baseline][1.0]["mean"]
     matched = {m: fraction_to_match({f: v["mean"] for f, v in summary[m].items()}, target)
                for m in modules}

@@ -30,6 +30,7 @@ from medfound.resolve import load
 from medfound.utils.files import atomic_path
 from medfound.utils.replicas import split_over_replicas
 
+COMMAND = "medfound finetune"  # who the run folder belongs to (medfound.utils.ownership)
 MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "model.weights.h5"  # written instead when the backbone cannot be serialised (foreign SavedModel)
 
@@ -405,8 +406,9 @@ def _write_run(config: FinetuneConfig, classifier: keras.Model, run_info: dict, 
     two plots; returns the model file's path."""
     from medfound.evaluation.plots import plot_roc_curves
 
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from medfound.utils.ownership import claim_folder
+
+    out = claim_folder(config.out_dir, COMMAND)
     model_path = save_classifier(classifier, out)
     run_info = {**run_info, "model_file": model_path.name,
                 "splits": {name: ds.describe() for name, ds in splits.items()}}
@@ -421,8 +423,28 @@ def _write_run(config: FinetuneConfig, classifier: keras.Model, run_info: dict, 
     return model_path
 
 
-def finetune(config: FinetuneConfig, *,
-             strategy: tf.distribute.Strategy | None = None) -> FinetuneResult:
+def check_out_dir(out: Path, overwrite: bool = False) -> None:
+    """Refuses an --out that is not new, empty or a fine-tuning run (medfound.utils.ownership):
+    a finished run is replaced only with ``overwrite``, an unfinished one (killed) is redone."""
+    from medfound.utils.ownership import check_folder
+
+    check_folder(out, COMMAND, overwrite=overwrite, ours=_is_unmarked_run,
+                 finished=lambda folder: (folder / "metrics.json").exists())
+
+
+def _is_unmarked_run(folder: Path) -> bool:
+    """A run written before the ownership marker: a fine-tuning config.json beside its model."""
+    if not ((folder / MODEL_FILE).is_file() or (folder / WEIGHTS_FILE).is_file()):
+        return False
+    try:
+        FinetuneConfig.load(folder / "config.json")
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    return True
+
+
+def finetune(config: FinetuneConfig, *, strategy: tf.distribute.Strategy | None = None,
+             overwrite: bool = False) -> FinetuneResult:
     """Fine-tunes ``config.module`` on ``config.task`` and writes model, config, metrics, history and plots.
 
     ``strategy`` (default: the one ``config.strategy`` names) spreads the work over devices: the
@@ -433,6 +455,7 @@ def finetune(config: FinetuneConfig, *,
     config.validate()
     started = time.time()
     out = Path(config.out_dir)
+    check_out_dir(out, overwrite)  # before any work: a user's folder is never written into
     train, val, test = _task_splits(config)
     splits = {"train": train, "val": val, "test": test}
     task_type, num_classes, class_names = train.task, train.num_classes, train.class_names

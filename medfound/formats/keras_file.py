@@ -19,14 +19,14 @@ def is_keras_folder(path: Path) -> bool:
 
 def load_keras(path: Path):
     """A ``.keras`` backbone (file or folder form), with the module metadata it carries."""
-    import keras
-
     from medfound.formats.metadata import read_metadata
     from medfound.formats.module_info import ModuleInfo
     from medfound.models.bit import BiTBackbone
     from medfound.utils.files import sha256_file
+    from medfound.utils.limits import load_keras_file
 
-    model = keras.saving.load_model(str(path))
+    model = load_keras_file(path, BackboneError)  # bounded; a foreign file is one line, not Keras'
+
     if not isinstance(model, BiTBackbone):
         raise BackboneError(f"{path}: a Keras {type(model).__name__}, not a medfound BiT "
                             "backbone (export one with medfound export --format keras)")

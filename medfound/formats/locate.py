@@ -5,7 +5,6 @@ No TensorFlow here: locating a file is the same on every Keras backend.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -46,10 +45,12 @@ def expected_archive_sha256(archive: Path) -> str | None:
     manifest = archive.parent / MANIFEST
     if not manifest.is_file():
         return None
-    try:
-        files = json.loads(manifest.read_text())["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{manifest}: not a medfound release manifest ({err})") from err
+    from medfound.utils.limits import read_json
+
+    files = read_json(manifest, what="medfound release manifest")  # bounded, parsed once
+    files = files.get("files") if isinstance(files, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError(f"{manifest}: not a medfound release manifest (no 'files' mapping)")
     if archive.name not in files:
         raise ValueError(f"{archive}: not listed in {manifest}; refusing to load an archive that "
                          "does not belong to that release")

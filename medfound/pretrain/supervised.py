@@ -99,7 +99,7 @@ class SupervisedConfig:
             problems.add(f"{path}: labeled image .npz not found")
         else:
             try:
-                with np.load(path) as data:
+                with np.load(path, allow_pickle=False) as data:
                     names = set(data.files)
             except (OSError, ValueError) as err:
                 names = set()
@@ -135,7 +135,10 @@ class SupervisedResult:
 
 def read_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, C) uint8 and labels (N,) int64 of one split, or a one-line error."""
-    with np.load(path) as data:
+    from medfound.utils.limits import check_zip
+
+    check_zip(path, ".npz")  # bounded before a member is inflated
+    with np.load(path, allow_pickle=False) as data:
         images, labels = data[f"{split}_images"], np.asarray(data[f"{split}_labels"])
     if images.ndim == 3:
         images = images[..., None]
@@ -154,7 +157,7 @@ def read_split(path: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndar
 
 def class_names_of(path: str | os.PathLike, num_classes: int) -> list[str]:
     """The file's ``classes`` array when it has one, else '0', '1', ..."""
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         if "classes" in data.files and len(data["classes"]) == num_classes:
             return [str(c) for c in data["classes"]]
     return [str(i) for i in range(num_classes)]

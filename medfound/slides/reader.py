@@ -91,6 +91,7 @@ class Slide:
     def read_region(self, location: tuple[int, int], level: int,
                     size: tuple[int, int]) -> np.ndarray:
         """RGB uint8 (h, w, 3) of ``size`` (w, h) at ``level``, top-left at level-0 ``location``."""
+        _quiet_zarr_futures()
         try:
             region = self._slide.read_region(tuple(int(v) for v in location), int(level),
                                              tuple(int(v) for v in size), as_array=True)
@@ -182,3 +183,21 @@ def open_slide(path: str | os.PathLike, *, base_mpp: float | None = None) -> Sli
         value = handle.properties.get(tiffslide.PROPERTY_NAME_MPP_X)
         mpp = float(value) if value not in (None, "", 0) else None
     return Slide(path, handle, mpp)
+
+
+class _UnretrievedFutureFilter:
+    """Drops asyncio's 'exception was never retrieved' reports: zarr decodes a region's tiles
+    in concurrent futures, and when one tile is corrupt the others' errors (already reported as
+    one SlideError by ``read_region``) were logged later as tracebacks flooding stderr."""
+
+    def filter(self, record) -> bool:
+        return "exception was never retrieved" not in str(record.msg)
+
+
+def _quiet_zarr_futures() -> None:
+    import logging
+
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _UnretrievedFutureFilter) for f in logger.filters):
+        logger.addFilter(_UnretrievedFutureFilter())
+

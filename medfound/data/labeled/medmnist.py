@@ -32,7 +32,10 @@ def load_medmnist(path: str | os.PathLike, split: str = "train", task: str | Non
     if split not in MEDMNIST_SPLITS:
         raise ValueError(f"unknown MedMNIST split {split!r}; use one of {sorted(MEDMNIST_SPLITS)}")
     name = MEDMNIST_SPLITS[split]
+    from medfound.utils.limits import check_zip
+
     try:
+        check_zip(path, ".npz")  # bounded before a member is inflated
         with np.load(path, allow_pickle=False) as data:
             keys = set(data.files)
             if f"{name}_images" not in keys or f"{name}_labels" not in keys:

@@ -36,6 +36,13 @@ class H5Source:
                 self.shape, self.dtype = tuple(f[key].shape), f[key].dtype
         except OSError as exc:
             raise DatasetFormatError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        from medfound.utils.limits import check_expansion
+
+        try:  # h5 chunks may be compressed: the declared size is bounded by the file's
+            check_expansion(self.path, int(np.prod(self.shape)) * self.dtype.itemsize,
+                            what="HDF5 dataset")
+        except ValueError as exc:
+            raise DatasetFormatError(str(exc)) from None
 
     def __len__(self) -> int:
         return int(self.shape[0])
