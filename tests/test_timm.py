@@ -141,3 +141,27 @@ def test_a_size_timm_lacks_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "timm has no architecture for tiny" in err and "\n" not in err
     assert not (tmp_path / "t").exists()
+
+
+def test_huggingface_layout_offers_the_timm_folder(files, tmp_path):
+    """publish --layout huggingface writes <name>-timm/ beside the Keras folder; verify checks and
+    probes it; timm loads it as it would from hf-hub:OWNER/NAME-timm after an upload."""
+    from tests.test_publish import make_release
+
+    module, _ = files["cxr-50x1-remedis-m"]
+    release = tmp_path / "release"
+    make_release([(module.name, module)], release)
+    assert main(["publish", str(release), "--layout", "huggingface"]) == 0
+    layout = release / "huggingface"
+    manifest = json.loads((layout / "manifest.json").read_text())
+    unit = layout / manifest["modules"][module.name]["timm_folder"]
+    assert unit.name == f"{module.name}-timm" and (unit / "model.safetensors").is_file()
+    assert main(["verify", str(layout)]) == 0
+    images = uint8_images(1, 448, seed=4)
+    got = run_torch("timm", unit, images, tmp_path)
+    assert relative_error(got["block4"], module_map(module, images)) < TOLERANCE
+    weights = unit / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # one flipped byte in the weights
+    weights.write_bytes(bytes(data))
+    assert main(["verify", str(layout)]) == 2

@@ -156,10 +156,9 @@ def check_hashes(release_dir: Path, problems: list[str], manifest_format: str = 
 
 
 def check_metadata_agrees(where: str, meta, recorded, problems: list[str]) -> None:
-    """The module's own metadata must be the manifest's, field by field."""
-    import dataclasses
-
-    own = dataclasses.asdict(meta)
+    """The module's own metadata must be the manifest's, field by field (the input contract
+    it implies included)."""
+    own = json.loads(meta.to_json())
     recorded = recorded if isinstance(recorded, dict) else {}
     differ = sorted(k for k in set(own) | set(recorded) if own.get(k) != recorded.get(k))
     if differ:
@@ -287,7 +286,29 @@ def check_unit(release_dir: Path, layout: str, name: str, entry: dict, manifest:
                                 f", expected {name!r}/{KAGGLE_FRAMEWORK!r}")
         except (OSError, ValueError, AttributeError, RecursionError) as err:
             problems.append(f"{unit}/model-instance-metadata.json: unreadable ({err})")
+    if layout == "huggingface" and entry.get("timm_folder") is not None:
+        check_timm_unit(release_dir, name, entry, manifest, good, problems)
     return len(problems) == before
+
+
+def check_timm_unit(release_dir: Path, name: str, entry: dict, manifest: dict, good: set[str],
+                    problems: list[str]) -> None:
+    """The timm folder beside a Hugging Face unit: every file listed and intact, its metadata
+    agreeing with the manifest's."""
+    from medfound.export.layouts import layout_module_metadata
+
+    unit = _plain_name(release_dir, entry["timm_folder"], f"module {name} timm folder",
+                       nested=True)
+    own = [n for n in manifest["files"] if n.startswith(f"{unit}/")]
+    if not own or not all(n in good for n in own):
+        problems.append(f"{unit}/: the timm folder of {name} has no intact listed files")
+        return
+    try:
+        meta = layout_module_metadata(release_dir / unit, "huggingface")
+    except (OSError, ValueError) as err:
+        problems.append(f"{unit}/: {err}")
+        return
+    check_metadata_agrees(f"{unit}/", meta, entry.get("metadata"), problems)
 
 
 def check_layout(release_dir: Path, layout: str, problems: list[str],
@@ -309,9 +330,10 @@ def check_layout(release_dir: Path, layout: str, problems: list[str],
     if problems:
         return {name: "not loaded (checks failed)" for name, _ in modules}
     for name, entry in modules:
-        folder = release_dir / entry["folder"]
-        check_probe(f"{entry['folder']}/", entry, problems,
-                    lambda size: layout_probe(folder, layout, size))
+        for unit in filter(None, (entry["folder"], entry.get("timm_folder"))):
+            folder = release_dir / unit  # the timm folder loads through medfound's timm reader
+            check_probe(f"{unit}/", entry, problems,
+                        lambda size, folder=folder: layout_probe(folder, layout, size))
     return {name: "ok" if ok else "failed" for name, ok in passed.items()}
 
 
