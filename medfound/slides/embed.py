@@ -48,6 +48,8 @@ class SlideEmbedConfig:
     batch_size: int = 32
     flush_every: int = 256  # tiles per saved part (the unit of resumption)
     annotations: str | None = None  # folder of <slide stem>.xml (ASAP); adds 'tumor_fraction'
+    path_column: str | None = None  # CSV input: the column naming the slides (default: guessed)
+    root: str | None = None  # CSV input: the folder its paths are relative to (default: its own)
     base_mpp: float | None = None  # level-0 um/px for files that do not record it
     max_tiles: int | None = None  # stop (resumably) after this many tiles in this call
     progress: bool = True
@@ -70,26 +72,33 @@ class SlideEmbedResult:
         return "\n".join(lines)
 
 
-def list_slides(source: str | os.PathLike) -> list[Path]:
-    """Slides of a folder (recursive, sorted) or a CSV ('slide', 'path' or first column)."""
+def list_slides(source: str | os.PathLike, *, path_column: str | None = None,
+                root: str | os.PathLike | None = None) -> list[Path]:
+    """Slides of a folder (recursive, sorted) or a CSV ('slide', 'path', 'image' or first column,
+    or ``path_column``). CSV paths follow the one path rule of every medfound table
+    (:func:`medfound.data.tables.relative_paths`): relative to ``root`` (default: the CSV's
+    folder) and inside it; absolute, home and escaping paths are refused with the file and line."""
     source = Path(source)
     if source.is_dir():
         return sorted(p for p in source.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES
                       and p.is_file() and not p.name.startswith("."))
-    if source.is_file() and source.suffix.lower() == ".csv":
-        from medfound.data.tables import DatasetFormatError, read_csv_table
+    if source.is_file() and source.name.lower().endswith((".csv", ".csv.gz")):
+        from medfound.data.labeled.base import check_unique
+        from medfound.data.tables import (CSVFormatError, DatasetFormatError, read_csv_table,
+                                          relative_paths, under)
 
         try:
             table = read_csv_table(source)
+            fields = table.header
+            column = path_column or next((c for c in ("slide", "path", "image") if c in fields),
+                                         fields[0] if fields else None)
+            if column not in fields:
+                raise CSVFormatError(source, f"no column {column!r}; the header has {fields}", 1)
+            rel = relative_paths(table, column)
+            check_unique(table, rel, "slide path")
         except DatasetFormatError as err:
             raise SlideError(str(err)) from None
-        fields = table.header
-        column = next((c for c in ("slide", "path", "image") if c in fields), fields[0] if fields else None)
-        if column is None:
-            raise SlideError(f"{source}: CSV has no header")
-        # Slides may be named by absolute path (slide archives live on other disks).
-        return [Path(p) if Path(p).is_absolute() else source.parent / p
-                for p in table.column(column).tolist() if p]
+        return [Path(p) for p in under(Path(root) if root else source.parent, rel).tolist()]
     raise SlideError(f"{source}: not a folder of slides or a CSV of slide paths")
 
 
@@ -286,7 +295,7 @@ def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult
     from medfound.embed import ModuleEmbedder
 
     config.tiling.validate()
-    slides = list_slides(config.input)
+    slides = list_slides(config.input, path_column=config.path_column, root=config.root)
     if not slides:
         raise SlideError(f"{config.input}: no slides ({', '.join(SLIDE_SUFFIXES)}) found")
     out_dir = Path(config.out_dir)

@@ -12,6 +12,7 @@ of the file), or not a tiled pyramid (a plain strip TIFF cannot be read region b
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,14 @@ def _check_tiff(path: Path) -> None:
     except SlideError:
         raise
     except Exception as err:
-        raise SlideError(f"{path}: not a readable TIFF ({type(err).__name__}: {err})") from None
+        raise SlideError(f"{path}: not a readable TIFF ({_reason(err)})") from None
+
+
+def _reason(err: Exception) -> str:
+    """A reader's error as text, without the file bytes it may quote (tifffile's
+    ``header=b'root'``): a refusal never copies a file's content into a message or a table."""
+    text = re.sub(r"""\bb('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")""", "b'...'", str(err))
+    return f"{type(err).__name__}: {text}"
 
 
 def open_slide(path: str | os.PathLike, *, base_mpp: float | None = None) -> Slide:
@@ -176,7 +184,7 @@ def open_slide(path: str | os.PathLike, *, base_mpp: float | None = None) -> Sli
     try:
         handle = tiffslide.TiffSlide(str(path))
     except Exception as err:
-        raise SlideError(f"{path}: cannot open as a slide ({type(err).__name__}: {err})") from None
+        raise SlideError(f"{path}: cannot open as a slide ({_reason(err)})") from None
     mpp = base_mpp
     if mpp is None:
         value = handle.properties.get(tiffslide.PROPERTY_NAME_MPP_X)
