@@ -25,7 +25,7 @@ from medfound.slides.synthetic import (SET_SIZE, rect, write_asap_xml,  # noqa: 
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "path-50x1-remedis-m"
-GEOMETRY = "--mpp 1 --tile-size 32 --min-tissue 0.5 --image-size 32 --quiet"
+GEOMETRY = "--tile-size 32 --min-tissue 0.5 --image-size 32 --quiet"
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -78,14 +78,43 @@ def world(shared_data, tmp_path_factory) -> Path:
         (tables / f"{name}.csv").write_text(f"slide\nslides/tumor_000.tif\n{cell}\n")
     (tables / "inside.csv").write_text("slide\nslides/tumor_000.tif\nslides/normal_001.tif\n")
     (tables / "twice.csv").write_text("slide\nslides/tumor_000.tif\n./slides/tumor_000.tif\n")
+    bad_slides(root, shared_data)
     return root
+
+
+def beside_a_good_slide(root: Path, case: str, name: str, good: Path | None = None) -> Path:
+    """A folder ``mixed/CASE`` holding a copy of a good slide (default: normal_001.tif); returns
+    the path the case's bad slide ``name`` gets in it."""
+    folder = root / "mixed" / case
+    folder.mkdir(parents=True)
+    good = good or root / "slides" / "normal_001.tif"
+    (folder / good.name).write_bytes(good.read_bytes())
+    return folder / name
+
+
+def bad_slides(root: Path, shared_data: Path) -> None:
+    """One folder per per-slide case: the good slide and a bad one."""
+    svs = (shared_data / "wsi" / "CMU-1-Small-Region.svs").read_bytes()
+    for case, tag in [("mpp-tiny", b"0.0001"), ("mpp-negative", b"-0.499"),
+                      ("mpp-nan", b"nan   "), ("mpp-inf", b"1e999 "), ("mpp-huge", b"999999")]:
+        assert svs.count(b"MPP = 0.4990") == 2
+        beside_a_good_slide(root, case, "cmu.svs").write_bytes(
+            svs.replace(b"MPP = 0.4990", b"MPP = " + tag))
+    beside_a_good_slide(root, "one-pixel", "dot.tif")
+    write_pyramid(root / "mixed" / "one-pixel" / "dot.tif", np.full((1, 1, 3), 120, np.uint8),
+                  levels=1)
+    # The real slide has one level: 15 um/px tiles are read whole from level 0; its pyramidal
+    # copy reads them from level 3, within the memory bound.
+    beside_a_good_slide(root, "memory", "CMU-1-Small-Region.svs",
+                        shared_data / "wsi" / "CMU-1-Small-Region-pyramid.svs").write_bytes(svs)
 
 
 MODULE = f"--module {{w}}/modules/{NAME}"
 
 
 def _embed(inputs: str, extra: str = "") -> str:
-    return f"embed --slides {MODULE} --input {inputs} --out {{o}} {GEOMETRY} {extra}"
+    mpp = "" if "--mpp" in extra or "--magnification" in extra else "--mpp 1"
+    return f"embed --slides {MODULE} --input {inputs} --out {{o}} {GEOMETRY} {mpp} {extra}"
 
 
 # name: (argv, what the one error line must say)
@@ -106,6 +135,49 @@ REFUSED = {
     "csv-root-escape-with-root": (_embed("{w}/climbing.csv", "--root {w}/slides"),
                                   ["line 3", "escapes the data root"]),
 }
+
+
+NUMBERS = {  # class 4: every numeric option, checked once (medfound.slides.limits)
+    "mpp-nan": ("--mpp nan", ["--mpp nan", "finite", "[0.05, 100] um/px"]),
+    "mpp-zero": ("--mpp 0", ["--mpp 0.0", "[0.05, 100] um/px"]),
+    "mpp-negative": ("--mpp -1", ["--mpp -1.0"]),
+    "mpp-huge": ("--mpp 1000", ["--mpp 1000.0", "[0.05, 100] um/px"]),
+    "mpp-inf": ("--mpp inf", ["--mpp inf"]),
+    "magnification-zero": ("--magnification 0x", ["--magnification '0x'", "positive"]),
+    "magnification-nan": ("--magnification nanx", ["--magnification 'nanx' is nan um/px"]),
+    "magnification-tiny": ("--magnification 0.001x", ["--magnification '0.001x' is 10000 um/px",
+                                                      "[0.05, 100] um/px"]),
+    "magnification-word": ("--magnification twenty", ["--magnification 'twenty'"]),
+    "base-mpp-zero": ("--base-mpp 0", ["--base-mpp 0.0", "[0.05, 100] um/px"]),
+    "base-mpp-nan": ("--base-mpp nan", ["--base-mpp nan"]),
+    "batch-size-zero": ("--batch-size 0", ["--batch-size 0", "[1, 4096]"]),
+    "max-tiles-negative": ("--max-tiles -1", ["--max-tiles -1"]),
+    "max-tiles-zero": ("--max-tiles 0", ["--max-tiles 0"]),
+    "tile-size-zero": ("--tile-size 0", ["--tile-size 0", "[8, 4096] px"]),
+    "stride-zero": ("--stride 0", ["--stride 0"]),
+    "min-tissue-two": ("--min-tissue 2", ["--min-tissue 2.0", "[0, 1]"]),
+    "min-tissue-nan": ("--min-tissue nan", ["--min-tissue nan"]),
+    "part-size-zero": ("--part-size 0", ["--part-size 0"]),
+    "image-size-tiny": ("--image-size 8", ["--image-size 8", "[32, 4096]"]),
+    "all-at-once": ("--mpp nan --batch-size 0 --max-tiles -1",
+                    ["--mpp nan", "; --batch-size 0", "; --max-tiles -1"]),
+}
+REFUSED.update({f"embed-{name}": (_embed("{w}/slides", extra), says)
+                for name, (extra, says) in NUMBERS.items()})
+TASK = "finetune --task camelyon16-slides --data {w}/slides --out {o} --quiet"
+REFUSED.update({
+    "finetune-epochs-zero": (f"{TASK} --epochs 0", ["--epochs 0", "[1, 100000]"]),
+    "finetune-tile-threshold-five": (f"{TASK} --tile-threshold 5", ["--tile-threshold 5.0",
+                                                                   "(0, 1]"]),
+    "finetune-tile-threshold-zero": (f"{TASK} --tile-threshold 0", ["--tile-threshold 0.0"]),
+    "finetune-slide-models-foo": (f"{TASK} --slide-models foo",
+                                  ["--slide-models 'foo'", "mean, attention"]),
+    "finetune-slide-models-empty": (f"{TASK} --slide-models ,", ["--slide-models ''"]),
+    "finetune-slide-models-twice": (f"{TASK} --slide-models mean,mean", ["each once"]),
+    "finetune-learning-rate-nan": (f"{TASK} --learning-rate nan", ["--learning-rate nan"]),
+    "finetune-batch-size-zero": (f"{TASK} --batch-size 0", ["--batch-size 0"]),
+    "finetune-n-boot-negative": (f"{TASK} --n-boot -1", ["--n-boot -1"]),
+})
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
@@ -129,3 +201,43 @@ def test_a_slide_table_inside_its_root_is_embedded(world, tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.glob("*.h5")) == ["normal_001.h5", "tumor_000.h5"]
     assert not (out / "failures.csv").exists()
+
+
+# case: (extra options, the bad slide, what its failures.csv row must say)
+PER_SLIDE = {
+    # class 4: resolutions read from a file, a tile's footprint, memory per slide
+    "mpp-tiny": ("", "cmu.svs", ["resolution of 0.0001 um/px", "0.05-100 um/px", "--base-mpp"]),
+    "mpp-negative": ("", "cmu.svs", ["resolution of -0.499 um/px"]),
+    "mpp-nan": ("", "cmu.svs", ["resolution of nan um/px"]),
+    "mpp-inf": ("", "cmu.svs", ["resolution of"]),
+    "mpp-huge": ("", "cmu.svs", ["resolution of 999999"]),
+    "one-pixel": ("", "dot.tif", ["more than the 1x1 slide"]),
+    "memory": ("--mpp 15 --tile-size 64 --batch-size 128 --min-tissue 0.1", "CMU-1-Small-Region.svs",
+               ["GiB bound per slide", "--batch-size"]),
+}
+GOOD = {"memory": "CMU-1-Small-Region-pyramid.h5"}
+
+
+def embedded_beside(world: Path, case: str, extra: str, out: Path) -> tuple[dict, list[str]]:
+    """Runs embed --slides on ``mixed/CASE``; returns failures.csv as {slide name: problem} and
+    the finished .h5 names, after checking the run's exit code and that the world is as it was."""
+    before = snapshot(world)
+    argv = _embed("{w}/mixed/" + case, extra)
+    done = medfound(argv, world, out)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert snapshot(world) == before
+    with open(out / "failures.csv", newline="") as f:
+        failed = {Path(row["slide"]).name: row["problem"] for row in csv.DictReader(f)}
+    return failed, sorted(p.name for p in out.glob("*.h5"))
+
+
+@pytest.mark.parametrize("case", list(PER_SLIDE))
+def test_a_bad_slide_is_listed_by_name_and_the_good_one_is_embedded(world, case, tmp_path):
+    extra, bad, says = PER_SLIDE[case]
+    failed, finished = embedded_beside(world, case, extra, tmp_path / "out")
+    assert list(failed) == [bad], failed
+    for text in says:
+        assert text in failed[bad], failed[bad]
+    assert "\n" not in failed[bad]
+    assert finished == [GOOD.get(case, "normal_001.h5")]

@@ -54,6 +54,18 @@ class SlideEmbedConfig:
     max_tiles: int | None = None  # stop (resumably) after this many tiles in this call
     progress: bool = True
 
+    def validate(self) -> None:
+        """Refuses, in one line naming each flag and its range, every number that makes no
+        sense for a slide (medfound.slides.limits), before anything is read or written."""
+        from medfound.slides.limits import problems
+
+        found = self.tiling.problems() + problems({
+            "base_mpp": self.base_mpp, "batch_size": self.batch_size,
+            "flush_every": self.flush_every, "max_tiles": self.max_tiles,
+            "image_size": self.image_size})
+        if found:
+            raise SlideError("; ".join(found))
+
 
 @dataclasses.dataclass
 class SlideEmbedResult:
@@ -68,7 +80,8 @@ class SlideEmbedResult:
         lines = [f"{len(self.done)} slide(s) embedded, {self.tiles} tiles this run "
                  f"({rate:.1f} tiles/s)" + ("" if self.complete else
                                             "; stopped early: run again to continue")]
-        lines += [f"  failed: {slide}: {problem}" for slide, problem in self.failures]
+        lines += [f"  failed: {problem}" if problem.startswith(f"{slide}:") else
+                  f"  failed: {slide}: {problem}" for slide, problem in self.failures]
         return "\n".join(lines)
 
 
@@ -237,7 +250,7 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
     parts_dir = _parts_dir(final)
     with open_slide(slide_path, base_mpp=config.base_mpp) as slide:
         mask = detect_tissue(slide)
-        grid = plan_tiles(slide, mask, config.tiling)
+        grid = plan_tiles(slide, mask, config.tiling, config.batch_size)
         n = len(grid.coords)
         if n == 0:
             raise SlideError(f"{slide_path}: no tissue found (tissue covers {mask.fraction:.1%} "
@@ -294,7 +307,7 @@ def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult
     """Embeds every slide of ``config.input``; see the module docstring."""
     from medfound.embed import ModuleEmbedder
 
-    config.tiling.validate()
+    config.validate()
     slides = list_slides(config.input, path_column=config.path_column, root=config.root)
     if not slides:
         raise SlideError(f"{config.input}: no slides ({', '.join(SLIDE_SUFFIXES)}) found")

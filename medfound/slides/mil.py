@@ -27,6 +27,7 @@ from medfound.slides.embed import read_slide_features
 from medfound.slides.reader import SlideError
 
 SLIDE_TASKS = ("camelyon16-slides", "camelyon16-tiles")
+SLIDE_MODELS = ("mean", "attention")  # mean pooling + logistic regression; gated attention MIL
 _PATIENT = re.compile(r"(patient_\d+)", re.IGNORECASE)
 
 
@@ -50,6 +51,26 @@ class SlideTaskConfig:
     n_boot: int = 1000
     seed: int = 0
     verbose: bool = True
+
+    def validate(self) -> None:
+        """Refuses, in one line naming each flag, a task, classifier or number that makes no
+        sense (numbers: medfound.slides.limits), before anything is read or written."""
+        from medfound.slides.limits import problems
+
+        found = [] if self.task in SLIDE_TASKS else [
+            f"--task {self.task!r}: expected one of {', '.join(SLIDE_TASKS)}"]
+        unknown = [m for m in self.models if m not in SLIDE_MODELS]
+        if unknown or not self.models or len(set(self.models)) != len(self.models):
+            found.append(f"--slide-models {','.join(self.models)!r}: give one or both of "
+                         f"{', '.join(SLIDE_MODELS)}, each once")
+        found += problems({name: getattr(self, name) for name in (
+            "epochs", "learning_rate", "weight_decay", "hidden", "val_fraction",
+            "test_fraction", "tile_threshold", "batch_size", "n_boot")})
+        if self.val_fraction + self.test_fraction >= 1:
+            found.append(f"val_fraction {self.val_fraction} + test_fraction "
+                         f"{self.test_fraction} leave no training slides")
+        if found:
+            raise SlideError("; ".join(found))
 
 
 @dataclasses.dataclass
@@ -342,10 +363,9 @@ def _report(labels, scores, groups, n_boot, seed) -> dict:
 def run_slide_task(config: SlideTaskConfig) -> dict:
     """Trains and evaluates ``config.task``; writes metrics.json, predictions.csv, models and
     heatmaps/ into ``config.out_dir``; returns the metrics."""
+    config.validate()
     import keras
 
-    if config.task not in SLIDE_TASKS:
-        raise SlideError(f"task {config.task!r}: expected one of {SLIDE_TASKS}")
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -188,5 +188,12 @@ def open_slide(path: str | os.PathLike, *, base_mpp: float | None = None) -> Sli
     mpp = base_mpp
     if mpp is None:
         value = handle.properties.get(tiffslide.PROPERTY_NAME_MPP_X)
-        mpp = float(value) if value not in (None, "", 0) else None
+        if value not in (None, "", 0):
+            from medfound.slides.limits import check_file_mpp
+
+            try:
+                mpp = check_file_mpp(value, str(path))
+            except SlideError:
+                handle.close()
+                raise
     return Slide(path, handle, mpp)
