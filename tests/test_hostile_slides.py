@@ -107,6 +107,37 @@ def bad_slides(root: Path, shared_data: Path) -> None:
     # copy reads them from level 3, within the memory bound.
     beside_a_good_slide(root, "memory", "CMU-1-Small-Region.svs",
                         shared_data / "wsi" / "CMU-1-Small-Region-pyramid.svs").write_bytes(svs)
+    # class 5: slides the reader once tripped over, named inputs that collide
+    gray = np.asarray(write_slide_canvas(root)).mean(-1).astype(np.uint8)
+    write_gray_pyramid(beside_a_good_slide(root, "gray", "gray.tif"), gray)
+    write_gray_pyramid(beside_a_good_slide(root, "sixteen-bit", "deep.tif"),
+                       gray.astype(np.uint16) * 257)
+    beside_a_good_slide(root, "text", "passwd.tif").write_text(PASSWD)
+    good = (root / "slides" / "normal_001.tif").read_bytes()
+    for name in ("a/x.tif", "b/x.tif", "case/X.tif", "case/x.tif", "suffix/y.tif",
+                 "suffix/y.svs"):
+        (root / "dupes" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "dupes" / name).write_bytes(good)
+    (root / "notes.txt").write_text("a file, not a folder")
+
+
+PASSWD = "root:x:0:0:root:/root:/bin/bash\n"
+
+
+def write_slide_canvas(root: Path) -> np.ndarray:
+    """Level 0 of the good slide normal_001.tif, as RGB."""
+    import tifffile
+
+    return tifffile.imread(root / "slides" / "normal_001.tif", level=0)
+
+
+def write_gray_pyramid(path: Path, image: np.ndarray) -> None:
+    """A tiled one-channel (8- or 16-bit) slide with resolution tags, as some scanners write."""
+    import tifffile
+
+    with tifffile.TiffWriter(str(path)) as tif:
+        tif.write(image, tile=(64, 64), photometric="minisblack", resolution=(4e4, 4e4),
+                  resolutionunit="CENTIMETER", metadata=None)
 
 
 MODULE = f"--module {{w}}/modules/{NAME}"
@@ -132,6 +163,12 @@ REFUSED = {
     "csv-same-slide-twice": (_embed("{w}/twice.csv"),
                              ["{w}/twice.csv, line 3", "duplicate",
                               "slides/tumor_000.tif"]),
+    "same-name-two-folders": (_embed("{w}/dupes"), ["{w}/dupes/a/x.tif and {w}/dupes/b/x.tif",
+                                                    "would both be embedded as {o}/x.h5"]),
+    "same-name-two-cases": (_embed("{w}/dupes/case"), ["would both be embedded as"]),
+    "same-name-two-suffixes": (_embed("{w}/dupes/suffix"), ["would both be embedded as"]),
+    "out-is-a-file": (_embed("{w}/slides").replace("{o}", "{w}/notes.txt"),
+                      ["--out {w}/notes.txt is a file"]),
     "csv-root-escape-with-root": (_embed("{w}/climbing.csv", "--root {w}/slides"),
                                   ["line 3", "escapes the data root"]),
 }
@@ -189,7 +226,7 @@ def test_hostile_slide_inputs_are_refused_in_one_line_changing_nothing(world, na
     assert done.returncode == 2, done.stderr
     line = error_line(done, argv.split()[0])
     for text in says:
-        assert text.replace("{w}", str(world)) in line, line
+        assert text.replace("{w}", str(world)).replace("{o}", str(out)) in line, line
     assert snapshot(world) == before
     assert not out.exists()  # refused before anything was written
 
@@ -215,6 +252,10 @@ PER_SLIDE = {
     "memory": ("--mpp 15 --tile-size 64 --batch-size 128 --min-tissue 0.1", "CMU-1-Small-Region.svs",
                ["GiB bound per slide", "--batch-size"]),
 }
+PER_SLIDE.update({  # class 5: a slide's own failure is its own
+    "sixteen-bit": ("", "deep.tif", ["pixels are uint16", "8-bit"]),
+    "text": ("", "passwd.tif", ["not a readable TIFF"]),
+})
 GOOD = {"memory": "CMU-1-Small-Region-pyramid.h5"}
 
 
@@ -227,8 +268,10 @@ def embedded_beside(world: Path, case: str, extra: str, out: Path) -> tuple[dict
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert snapshot(world) == before
-    with open(out / "failures.csv", newline="") as f:
-        failed = {Path(row["slide"]).name: row["problem"] for row in csv.DictReader(f)}
+    failed = {}
+    if (out / "failures.csv").exists():
+        with open(out / "failures.csv", newline="") as f:
+            failed = {Path(row["slide"]).name: row["problem"] for row in csv.DictReader(f)}
     return failed, sorted(p.name for p in out.glob("*.h5"))
 
 
@@ -239,5 +282,53 @@ def test_a_bad_slide_is_listed_by_name_and_the_good_one_is_embedded(world, case,
     assert list(failed) == [bad], failed
     for text in says:
         assert text in failed[bad], failed[bad]
-    assert "\n" not in failed[bad]
+    assert "\n" not in failed[bad] and "'root" not in failed[bad]  # no file bytes quoted
     assert finished == [GOOD.get(case, "normal_001.h5")]
+
+
+def test_a_gray_slide_is_embedded_beside_the_others(world, tmp_path):
+    """An 8-bit one-channel slide once raised IndexError in tissue detection and stopped the
+    run: it is read as gray RGB like any other."""
+    failed, finished = embedded_beside(world, "gray", "", tmp_path / "out")
+    assert failed == {} and finished == ["gray.h5", "normal_001.h5"]
+
+
+def test_finished_work_is_keyed_by_the_slide_not_its_name(world, tmp_path):
+    """A slide replaced under the same name is not served its predecessor's .h5; a copy of the
+    same slide (new mtime, same bytes) is still recognised as done."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    slide = src / "s.tif"
+    slide.write_bytes((world / "slides" / "tumor_000.tif").read_bytes())
+    assert medfound(_embed(str(src)), world, out).returncode == 0
+    first = (out / "s.h5").read_bytes()
+    slide.write_bytes(slide.read_bytes())  # rewritten: new mtime, same bytes
+    again = medfound(_embed(str(src)), world, out)
+    assert again.returncode == 0 and "0 tiles this run" in again.stdout, again.stdout
+    slide.write_bytes((world / "slides" / "normal_001.tif").read_bytes())  # another slide
+    replaced = medfound(_embed(str(src)), world, out)
+    assert replaced.returncode == 1, replaced.stdout  # its only slide failed
+    with open(out / "failures.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["slide"]).name for r in rows] == ["s.tif"]
+    assert "was embedded from another file of this name" in rows[0]["problem"]
+    assert (out / "s.h5").read_bytes() == first  # kept, not silently reused or replaced
+    with h5py.File(out / "s.h5") as f:
+        size = (world / "slides" / "tumor_000.tif").stat().st_size
+        assert f.attrs["slide_identity"].startswith(f"{size}:")
+
+
+def test_a_second_embed_on_the_same_out_is_refused(world, tmp_path):
+    from medfound.pretrain import runfolder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    before = snapshot(out)
+    with runfolder.locked(out, "embed --slides"):
+        held = snapshot(out)
+        done = medfound(_embed("{w}/slides"), world, out)
+        assert snapshot(out) == held and set(held) - set(before) == {".medfound-run.lock"}
+    assert done.returncode == 2
+    line = error_line(done, "embed")
+    assert f"--out {out} is in use by another medfound embed --slides (process {os.getpid()}" \
+        in line, line

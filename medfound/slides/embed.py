@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from medfound.embed import contiguous_parts, open_parts
+from medfound.slides.inputs import list_slides, plan_outputs, slide_identity
 from medfound.slides.reader import SLIDE_SUFFIXES, SlideError, open_slide
 from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile
 from medfound.slides.tissue import detect_tissue, overlay_png
@@ -85,36 +86,6 @@ class SlideEmbedResult:
         return "\n".join(lines)
 
 
-def list_slides(source: str | os.PathLike, *, path_column: str | None = None,
-                root: str | os.PathLike | None = None) -> list[Path]:
-    """Slides of a folder (recursive, sorted) or a CSV ('slide', 'path', 'image' or first column,
-    or ``path_column``). CSV paths follow the one path rule of every medfound table
-    (:func:`medfound.data.tables.relative_paths`): relative to ``root`` (default: the CSV's
-    folder) and inside it; absolute, home and escaping paths are refused with the file and line."""
-    source = Path(source)
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES
-                      and p.is_file() and not p.name.startswith("."))
-    if source.is_file() and source.name.lower().endswith((".csv", ".csv.gz")):
-        from medfound.data.labeled.base import check_unique
-        from medfound.data.tables import (CSVFormatError, DatasetFormatError, read_csv_table,
-                                          relative_paths, under)
-
-        try:
-            table = read_csv_table(source)
-            fields = table.header
-            column = path_column or next((c for c in ("slide", "path", "image") if c in fields),
-                                         fields[0] if fields else None)
-            if column not in fields:
-                raise CSVFormatError(source, f"no column {column!r}; the header has {fields}", 1)
-            rel = relative_paths(table, column)
-            check_unique(table, rel, "slide path")
-        except DatasetFormatError as err:
-            raise SlideError(str(err)) from None
-        return [Path(p) for p in under(Path(root) if root else source.parent, rel).tolist()]
-    raise SlideError(f"{source}: not a folder of slides or a CSV of slide paths")
-
-
 def _record_failures(out_dir: Path, failures: list[tuple[str, str]]) -> None:
     from medfound.utils.files import atomic_path
 
@@ -169,10 +140,8 @@ def _tile_batches(slide, grid, start: int, stop: int, batch_size: int):
 PARTS_MANIFEST = "manifest.json"
 _PART_NAME = re.compile(r"^part-(\d{9})-(\d{9})\.npy$")
 # Settings a resumed slide must share with the run that wrote its parts.
-_RESUME_KEYS = ("format_version", "slide", "module_sha256", "mpp", "tile_size", "stride",
-                "min_tissue", "image_size", "level", "num_tiles", "coords_sha256")
-
-
+_RESUME_KEYS = ("format_version", "slide", "slide_identity", "module_sha256", "mpp", "tile_size",
+                "stride", "min_tissue", "image_size", "level", "num_tiles", "coords_sha256")
 def _parts_dir(final: Path) -> Path:
     return final.with_name(final.name + ".parts")
 
@@ -225,6 +194,9 @@ def _check_finished(final: Path, wanted: dict) -> None:
                          "again") from None
     changed = [k for k, v in wanted.items() if recorded[k] is None or
                (recorded[k] != v if isinstance(v, str) else not np.isclose(recorded[k], v))]
+    if "slide_identity" in changed:
+        raise SlideError(f"{final}: was embedded from another file of this name (the slide's "
+                         "size or content differ now); move it away to embed this slide")
     if changed:
         raise SlideError(f"{final}: was embedded with a different {', '.join(changed)}; use "
                          "another output folder or the same settings")
@@ -241,7 +213,10 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
 
     out_dir = Path(config.out_dir)
     final = out_dir / f"{slide_path.stem}.h5"
-    wanted = {"module_sha256": embedder.fingerprint, "mpp": config.tiling.target_mpp,
+    if not slide_path.is_file():
+        raise SlideError(f"{slide_path}: no such slide file")
+    wanted = {"slide_identity": slide_identity(slide_path),
+              "module_sha256": embedder.fingerprint, "mpp": config.tiling.target_mpp,
               "tile_size": config.tiling.tile_size, "stride": config.tiling.stride or 0,
               "min_tissue": config.tiling.min_tissue, "image_size": image_size}
     if final.is_file():
@@ -256,8 +231,7 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
             raise SlideError(f"{slide_path}: no tissue found (tissue covers {mask.fraction:.1%} "
                              f"of the slide, no tile reaches {config.tiling.min_tissue:.0%})")
         tissue_png = out_dir / f"{slide_path.stem}.tissue.png"
-        if not tissue_png.is_file():
-            overlay_png(slide.thumbnail(1024), mask.mask, tissue_png)
+        overlay_png(slide.thumbnail(1024), mask.mask, tissue_png)  # of this slide, not a stale one
         attrs = {
             "format_version": FORMAT_VERSION, "slide": str(slide_path), "slide_name":
             slide_path.stem, "mpp": grid.mpp, "base_mpp": grid.base_mpp, "tile_size":
@@ -303,16 +277,42 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
     return final, added
 
 
+def _failure(slide: Path, err: BaseException) -> str:
+    """One line for failures.csv naming the slide; an error medfound did not name keeps its kind."""
+    from medfound.errors import UserError
+
+    text = (str(err).strip().splitlines() or [""])[0]
+    if not isinstance(err, (SlideError, UserError)) or not text:
+        text = f"{type(err).__name__}: {text}".rstrip(": ")
+    return text if text.startswith(str(slide)) else f"{slide}: {text}"
+
+
 def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult:
-    """Embeds every slide of ``config.input``; see the module docstring."""
-    from medfound.embed import ModuleEmbedder
+    """Embeds every slide of ``config.input``; see the module docstring.
+
+    Everything that concerns all slides (settings, the slide list, which file each slide
+    writes) is checked before anything is written; the --out folder is then locked against a
+    second embed; from there on a slide that fails, whatever the reason, is listed by name in
+    failures.csv and the others go on."""
+    from medfound.pretrain.runfolder import locked
 
     config.validate()
     slides = list_slides(config.input, path_column=config.path_column, root=config.root)
     if not slides:
         raise SlideError(f"{config.input}: no slides ({', '.join(SLIDE_SUFFIXES)}) found")
     out_dir = Path(config.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SlideError(f"--out {out_dir} is a file; give a folder for the per-slide files")
+    plan_outputs(slides, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with locked(out_dir, "embed --slides"):
+        return _embed_all(config, slides, out_dir, embedder)
+
+
+def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
+               embedder) -> SlideEmbedResult:
+    from medfound.embed import ModuleEmbedder
+
     embedder = embedder or ModuleEmbedder(config.module)
     image_size = config.image_size or embedder.default_image_size or config.tiling.tile_size
     dim = int(embedder(np.zeros((1, image_size, image_size, 3), np.float32)).shape[-1])
@@ -328,8 +328,8 @@ def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult
         try:
             final, added = embed_slide(slide_path, config, embedder, image_size, dim,
                                        budget=budget, log=log)
-        except (SlideError, ValueError, OSError) as err:
-            failures.append((str(slide_path), str(err).splitlines()[0]))
+        except Exception as err:  # noqa: BLE001 - the per-slide boundary: one slide, not all
+            failures.append((str(slide_path), _failure(slide_path, err)))
             if log:
                 log(f"\n{slide_path.name}: failed: {failures[-1][1]}\n")
             continue

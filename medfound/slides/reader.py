@@ -98,13 +98,7 @@ class Slide:
         except Exception as err:  # tifffile/zarr/imagecodecs raise many kinds
             raise SlideError(f"{self.path}: cannot read level {level} at {location}: "
                              f"{type(err).__name__}: {err}") from None
-        region = np.asarray(region)
-        if region.ndim == 2:
-            region = np.repeat(region[..., None], 3, axis=-1)
-        if region.shape[-1] == 4:  # RGBA: composite on white, as OpenSlide users expect
-            alpha = region[..., 3:4].astype(np.float32) / 255.0
-            region = (region[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-        return np.ascontiguousarray(region[..., :3], dtype=np.uint8)
+        return _as_rgb8(np.asarray(region), self.path)
 
     def read_level(self, level: int) -> np.ndarray:
         """A whole (low-resolution) level as RGB uint8."""
@@ -136,6 +130,25 @@ class Slide:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _as_rgb8(region: np.ndarray, path: Path) -> np.ndarray:
+    """RGB uint8 (h, w, 3) from what a TIFF holds: gray (h, w) or (h, w, 1), gray + alpha, RGB,
+    RGBA (alpha composited on white, as OpenSlide users expect); other pixel types are refused."""
+    if region.dtype != np.uint8:
+        raise SlideError(f"{path}: pixels are {region.dtype}; medfound reads 8-bit slides "
+                         "(brightfield RGB or gray)")
+    if region.ndim == 2:
+        region = region[..., None]
+    channels = region.shape[-1] if region.ndim == 3 else 0
+    if channels not in (1, 2, 3, 4):
+        raise SlideError(f"{path}: pixels of shape {region.shape[2:]}; expected gray or RGB")
+    if channels in (2, 4):  # gray or colour with alpha
+        alpha = region[..., -1:].astype(np.float32) / 255.0
+        region = (region[..., :-1] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if region.shape[-1] == 1:
+        region = np.repeat(region, 3, axis=-1)
+    return np.ascontiguousarray(region, dtype=np.uint8)
 
 
 def _check_tiff(path: Path) -> None:
