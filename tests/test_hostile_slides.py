@@ -119,6 +119,25 @@ def bad_slides(root: Path, shared_data: Path) -> None:
         (root / "dupes" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "dupes" / name).write_bytes(good)
     (root / "notes.txt").write_text("a file, not a folder")
+    # class 6: annotations that are wrong, beside the slide they claim to annotate
+    tumour = (root / "slides" / "tumor_000.tif").read_bytes()
+    box = rect(128, 128, 384, 384)
+    for case, xml in [
+            ("xml-not-asap", "<foo/>"), ("xml-garbage", "not xml at all"),
+            ("xml-nan", asap([(x, "nan" if i == 2 else y) for i, (x, y) in enumerate(box)])),
+            ("xml-inf", asap([(x, "inf" if i == 1 else y) for i, (x, y) in enumerate(box)])),
+            ("xml-outside", asap([(x * 1000, y * 1000) for x, y in box]))]:
+        beside_a_good_slide(root, case, "tumor_000.tif").write_bytes(tumour)
+        (root / "mixed" / case / "tumor_000.xml").write_text(xml)
+
+
+def asap(points) -> str:
+    """An ASAP XML file with one tumour polygon of ``points`` (written as given)."""
+    coordinates = "".join(f'<Coordinate Order="{i}" X="{x}" Y="{y}" />'
+                          for i, (x, y) in enumerate(points))
+    return ('<?xml version="1.0"?><ASAP_Annotations><Annotations><Annotation Name="A" '
+            f'Type="Polygon" PartOfGroup="Tumor"><Coordinates>{coordinates}</Coordinates>'
+            "</Annotation></Annotations></ASAP_Annotations>")
 
 
 PASSWD = "root:x:0:0:root:/root:/bin/bash\n"
@@ -169,6 +188,13 @@ REFUSED = {
     "same-name-two-suffixes": (_embed("{w}/dupes/suffix"), ["would both be embedded as"]),
     "out-is-a-file": (_embed("{w}/slides").replace("{o}", "{w}/notes.txt"),
                       ["--out {w}/notes.txt is a file"]),
+    # class 6: an --annotations folder that cannot be the right one
+    "annotations-missing": (_embed("{w}/slides", "--annotations {w}/annotationz"),
+                            ["--annotations {w}/annotationz: no such folder"]),
+    "annotations-is-the-xml": (_embed("{w}/slides", "--annotations {w}/slides/tumor_000.xml"),
+                               ["--annotations {w}/slides/tumor_000.xml is a file"]),
+    "annotations-none-match": (_embed("{w}/slides", "--annotations {w}/modules"),
+                               ["--annotations {w}/modules: none of the 2 slide(s)"]),
     "csv-root-escape-with-root": (_embed("{w}/climbing.csv", "--root {w}/slides"),
                                   ["line 3", "escapes the data root"]),
 }
@@ -256,6 +282,13 @@ PER_SLIDE.update({  # class 5: a slide's own failure is its own
     "sixteen-bit": ("", "deep.tif", ["pixels are uint16", "8-bit"]),
     "text": ("", "passwd.tif", ["not a readable TIFF"]),
 })
+PER_SLIDE.update({  # class 6: a wrong annotation fails its slide, never labels it 'no tumour'
+    case: (f"--annotations {{w}}/mixed/{case}", "tumor_000.tif", ["tumor_000.xml", says])
+    for case, says in [("xml-not-asap", "not an ASAP annotation file (root element <foo>"),
+                       ("xml-garbage", "not a readable ASAP XML file"),
+                       ("xml-nan", "not a finite number (nan or inf)"),
+                       ("xml-inf", "not a finite number (nan or inf)"),
+                       ("xml-outside", "lies outside the 768x512 slide")]})
 GOOD = {"memory": "CMU-1-Small-Region-pyramid.h5"}
 
 
@@ -332,3 +365,15 @@ def test_a_second_embed_on_the_same_out_is_refused(world, tmp_path):
     line = error_line(done, "embed")
     assert f"--out {out} is in use by another medfound embed --slides (process {os.getpid()}" \
         in line, line
+
+
+def test_slides_without_an_annotation_are_counted_and_named(world, tmp_path):
+    """With --annotations, a slide with no <slide>.xml (a normal slide, or a typo in its name)
+    gets tumour fraction 0 and is named in the summary, so the two can be told apart."""
+    out = tmp_path / "out"
+    done = medfound(_embed("{w}/slides", "--annotations {w}/slides"), world, out)
+    assert done.returncode == 0, done.stderr
+    assert f"1 slide(s) have no annotation in {world}/slides (tumor_fraction 0): normal_001.tif" \
+        in done.stdout, done.stdout
+    with h5py.File(out / "tumor_000.h5") as f:
+        assert f["tumor_fraction"][:].max() == 1.0  # the annotated slide has its tumour

@@ -75,12 +75,19 @@ class SlideEmbedResult:
     tiles: int  # tiles embedded by this call
     seconds: float
     complete: bool
+    unannotated: list[str] = dataclasses.field(default_factory=list)  # no <slide>.xml found
+    annotations: str | None = None  # the --annotations folder
 
     def summary(self) -> str:
         rate = self.tiles / self.seconds if self.seconds > 0 else 0.0
         lines = [f"{len(self.done)} slide(s) embedded, {self.tiles} tiles this run "
                  f"({rate:.1f} tiles/s)" + ("" if self.complete else
                                             "; stopped early: run again to continue")]
+        if self.unannotated:
+            names = ", ".join(Path(s).name for s in self.unannotated[:5])
+            lines.append(f"{len(self.unannotated)} slide(s) have no annotation in "
+                         f"{self.annotations} (tumor_fraction 0): {names}"
+                         + (" ..." if len(self.unannotated) > 5 else ""))
         lines += [f"  failed: {problem}" if problem.startswith(f"{slide}:") else
                   f"  failed: {slide}: {problem}" for slide, problem in self.failures]
         return "\n".join(lines)
@@ -230,6 +237,7 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
         if n == 0:
             raise SlideError(f"{slide_path}: no tissue found (tissue covers {mask.fraction:.1%} "
                              f"of the slide, no tile reaches {config.tiling.min_tissue:.0%})")
+        annotations, xml = _slide_annotations(config, slide_path, slide.dimensions)
         tissue_png = out_dir / f"{slide_path.stem}.tissue.png"
         overlay_png(slide.thumbnail(1024), mask.mask, tissue_png)  # of this slide, not a stale one
         attrs = {
@@ -267,14 +275,27 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
             return None, added
     datasets = {"coords": grid.coords, "tissue": grid.tissue}
     if config.annotations:
-        from medfound.slides.annotations import read_asap_xml
-
-        xml = Path(config.annotations) / f"{slide_path.stem}.xml"
-        datasets["tumor_fraction"] = (read_asap_xml(xml).tumour_fraction(grid.coords, grid.size0)
-                                      if xml.is_file() else np.zeros(n, np.float32))
-        attrs["annotations"] = str(xml) if xml.is_file() else ""
+        datasets["tumor_fraction"] = (annotations.tumour_fraction(grid.coords, grid.size0)
+                                      if annotations else np.zeros(n, np.float32))
+        attrs["annotations"] = str(xml) if annotations else ""
     _merge(parts_dir, final, attrs, datasets, n, dim)
     return final, added
+
+
+def _slide_annotations(config: SlideEmbedConfig, slide_path: Path, size: tuple[int, int]):
+    """(annotations or None, its file) of a slide, read and checked before any tile is embedded:
+    an unreadable, non-ASAP or misplaced annotation fails the slide instead of labelling it
+    'no tumour'."""
+    if not config.annotations:
+        return None, None
+    from medfound.slides.annotations import check_within, read_asap_xml
+
+    xml = Path(config.annotations) / f"{slide_path.stem}.xml"
+    if not xml.is_file():
+        return None, xml
+    annotations = read_asap_xml(xml)
+    check_within(annotations, *size, str(xml))
+    return annotations, xml
 
 
 def _failure(slide: Path, err: BaseException) -> str:
@@ -304,9 +325,17 @@ def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult
     if out_dir.exists() and not out_dir.is_dir():
         raise SlideError(f"--out {out_dir} is a file; give a folder for the per-slide files")
     plan_outputs(slides, out_dir)
+    unannotated = []
+    if config.annotations:
+        from medfound.slides.annotations import annotation_folder
+
+        unannotated = annotation_folder(config.annotations, slides)[1]
     out_dir.mkdir(parents=True, exist_ok=True)
     with locked(out_dir, "embed --slides"):
-        return _embed_all(config, slides, out_dir, embedder)
+        result = _embed_all(config, slides, out_dir, embedder)
+    result.unannotated = [str(s) for s in unannotated]
+    result.annotations = config.annotations
+    return result
 
 
 def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
