@@ -119,6 +119,7 @@ def bad_slides(root: Path, shared_data: Path) -> None:
         (root / "dupes" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "dupes" / name).write_bytes(good)
     (root / "notes.txt").write_text("a file, not a folder")
+    write_bag_tables(root)
     # class 6: annotations that are wrong, beside the slide they claim to annotate
     tumour = (root / "slides" / "tumor_000.tif").read_bytes()
     box = rect(128, 128, 384, 384)
@@ -129,6 +130,58 @@ def bad_slides(root: Path, shared_data: Path) -> None:
             ("xml-outside", asap([(x * 1000, y * 1000) for x, y in box]))]:
         beside_a_good_slide(root, case, "tumor_000.tif").write_bytes(tumour)
         (root / "mixed" / case / "tumor_000.xml").write_text(xml)
+
+
+def write_bag(path: Path, seed: int, **attrs) -> None:
+    """A per-slide file as embed --slides writes it (coords, features, tumor_fraction, attrs)."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("coords", data=np.stack([np.arange(6) * 128, np.zeros(6)], 1))
+        f.create_dataset("features", data=rng.normal(size=(6, 8)).astype(np.float32))
+        f.create_dataset("tumor_fraction", data=np.array([0, 1, 0, 1, 0, 0], np.float32))
+        f.attrs.update({"slide": "", "slide_width": 768, "slide_height": 128, "mpp": 1.0,
+                        "base_mpp": 0.25, "tile_size": 32, "image_size": 32,
+                        "patch_size_level0": 128.0, "module": NAME, "module_sha256": "a" * 64,
+                        **attrs})
+
+
+def write_bag_tables(root: Path) -> None:
+    """class 7: per-slide files of one module, and label tables that make no sense."""
+    bags = root / "bags"
+    bags.mkdir()
+    names = [f"s{i}" for i in range(6)]
+    for i, name in enumerate(names):
+        write_bag(bags / f"{name}.h5", i)
+    rows = [f"{n},{'tumor' if i % 2 else 'normal'},p{i}" for i, n in enumerate(names)]
+    good = ["slide,label,patient", *rows]
+    (bags / "labels.csv").write_text("\n".join(good) + "\n")
+    tables = {"nan": [*good[:3], "s2,nan,p2", *good[4:]],
+              "one-class": ["slide,label,patient", *[f"{n},tumor,p{i}" for i, n in
+                                                     enumerate(names)]],
+              "split-dev": ["slide,label,patient,split", *[
+                  f"{r},{'dev' if i == 4 else ('test' if i < 2 else 'train')}"
+                  for i, r in enumerate(rows)]],
+              "split-partial": ["slide,label,patient,split", *[
+                  f"{r},{'' if i == 5 else ('test' if i < 2 else 'train')}"
+                  for i, r in enumerate(rows)]],
+              "twice": [*good, rows[0]]}
+    for name, lines in tables.items():
+        (root / f"labels-{name}.csv").write_text("\n".join(lines) + "\n")
+    for name, attrs in [("modules", {"module_sha256": "b" * 64}), ("mpp", {"mpp": 0.5})]:
+        mixed = root / f"bags-two-{name}"
+        mixed.mkdir()
+        for i, n in enumerate(names):
+            write_bag(mixed / f"{n}.h5", i, **(attrs if i == 3 else {}))
+        (mixed / "labels.csv").write_text("\n".join(good) + "\n")
+    images = root / "images"  # the CSV task: a 'nan' among benign/malignant
+    images.mkdir()
+    from PIL import Image
+
+    for i in range(6):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(images / f"{i}.png")
+    labels = ["benign", "malignant", "benign", "nan", "malignant", "benign"]
+    (images / "labels.csv").write_text("path,label\n" + "".join(
+        f"{i}.png,{label}\n" for i, label in enumerate(labels)))
 
 
 def asap(points) -> str:
@@ -160,6 +213,7 @@ def write_gray_pyramid(path: Path, image: np.ndarray) -> None:
 
 
 MODULE = f"--module {{w}}/modules/{NAME}"
+TASK = "finetune --task camelyon16-slides --data {w}/bags --out {o} --quiet --epochs 1"
 
 
 def _embed(inputs: str, extra: str = "") -> str:
@@ -195,6 +249,26 @@ REFUSED = {
                                ["--annotations {w}/slides/tumor_000.xml is a file"]),
     "annotations-none-match": (_embed("{w}/slides", "--annotations {w}/modules"),
                                ["--annotations {w}/modules: none of the 2 slide(s)"]),
+    # class 7: label tables and features that make no sense together
+    "labels-nan": (f"{TASK} --labels {{w}}/labels-nan.csv",
+                   ["{w}/labels-nan.csv, line 4: label 'nan' is a missing value"]),
+    "labels-one-class": (f"{TASK} --labels {{w}}/labels-one-class.csv",
+                         ["{w}/labels-one-class.csv: a classification task needs at least two "
+                          "classes, found ['1']"]),
+    "labels-split-dev": (f"{TASK} --labels {{w}}/labels-split-dev.csv",
+                         ["{w}/labels-split-dev.csv, line 6: split 'dev' is not one of"]),
+    "labels-split-partial": (f"{TASK} --labels {{w}}/labels-split-partial.csv",
+                             ["gives a split for 5 slide(s) but none for s5"]),
+    "labels-slide-twice": (f"{TASK} --labels {{w}}/labels-twice.csv",
+                           ["{w}/labels-twice.csv, line 8: duplicate slide 's0'"]),
+    "features-two-modules": (TASK.replace("{w}/bags", "{w}/bags-two-modules"),
+                             ["{w}/bags-two-modules/s3.h5 and {w}/bags-two-modules/s0.h5",
+                              "different module_sha256"]),
+    "features-two-mpp": (TASK.replace("{w}/bags", "{w}/bags-two-mpp"),
+                         ["{w}/bags-two-mpp/s3.h5", "different mpp (0.5 vs 1.0)"]),
+    "csv-task-nan-label": ("finetune --task csv --module random:tiny --data {w}/images/labels.csv "
+                           "--out {o} --epochs 1 --image-size 32 --quiet",
+                           ["{w}/images/labels.csv, line 5: label 'nan' is a missing value"]),
     "csv-root-escape-with-root": (_embed("{w}/climbing.csv", "--root {w}/slides"),
                                   ["line 3", "escapes the data root"]),
 }
@@ -227,7 +301,6 @@ NUMBERS = {  # class 4: every numeric option, checked once (medfound.slides.limi
 }
 REFUSED.update({f"embed-{name}": (_embed("{w}/slides", extra), says)
                 for name, (extra, says) in NUMBERS.items()})
-TASK = "finetune --task camelyon16-slides --data {w}/slides --out {o} --quiet"
 REFUSED.update({
     "finetune-epochs-zero": (f"{TASK} --epochs 0", ["--epochs 0", "[1, 100000]"]),
     "finetune-tile-threshold-five": (f"{TASK} --tile-threshold 5", ["--tile-threshold 5.0",
@@ -377,3 +450,17 @@ def test_slides_without_an_annotation_are_counted_and_named(world, tmp_path):
         in done.stdout, done.stdout
     with h5py.File(out / "tumor_000.h5") as f:
         assert f["tumor_fraction"][:].max() == 1.0  # the annotated slide has its tumour
+
+
+def test_validation_is_a_split_name_not_a_silently_dropped_row(world, tmp_path):
+    from medfound.slides.mil import load_bags
+
+    rows = (world / "bags" / "labels.csv").read_text().splitlines()
+    names = ["test", "test", "validation", "valid", "train", "TRAIN"]
+    table = tmp_path / "labels.csv"
+    table.write_text("\n".join([rows[0] + ",split"] + [f"{r},{s}" for r, s in
+                                                        zip(rows[1:], names)]) + "\n")
+    bags, splits = load_bags(str(world / "bags"), str(table))
+    assert len(bags) == 6
+    assert splits == {"s0": "test", "s1": "test", "s2": "val", "s3": "val", "s4": "train",
+                      "s5": "train"}
