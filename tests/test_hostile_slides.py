@@ -269,6 +269,9 @@ REFUSED = {
     "csv-task-nan-label": ("finetune --task csv --module random:tiny --data {w}/images/labels.csv "
                            "--out {o} --epochs 1 --image-size 32 --quiet",
                            ["{w}/images/labels.csv, line 5: label 'nan' is a missing value"]),
+    "annotations-empty": (_embed("{w}/slides", "--annotations ''"), ["--annotations is empty"]),
+    "root-empty": (_embed("{w}/inside.csv", "--root ''"), ["--root is empty"]),
+    "labels-empty": (f"{TASK} --labels ''", ["--labels is empty"]),
     "csv-root-escape-with-root": (_embed("{w}/climbing.csv", "--root {w}/slides"),
                                   ["line 3", "escapes the data root"]),
 }

@@ -64,6 +64,9 @@ class SlideEmbedConfig:
             "base_mpp": self.base_mpp, "batch_size": self.batch_size,
             "flush_every": self.flush_every, "max_tiles": self.max_tiles,
             "image_size": self.image_size})
+        found += [f"--{name.replace('_', '-')} is empty; give a folder" for name in
+                  ("annotations", "root") if getattr(self, name) is not None
+                  and not str(getattr(self, name)).strip()]
         if found:
             raise SlideError("; ".join(found))
 

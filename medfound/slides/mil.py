@@ -64,6 +64,8 @@ class SlideTaskConfig:
         found += problems({name: getattr(self, name) for name in (
             "epochs", "learning_rate", "weight_decay", "hidden", "val_fraction",
             "test_fraction", "tile_threshold", "batch_size", "n_boot")})
+        if self.labels is not None and not str(self.labels).strip():
+            found.append("--labels is empty; give the labels CSV")
         if self.val_fraction + self.test_fraction >= 1:
             found.append(f"val_fraction {self.val_fraction} + test_fraction "
                          f"{self.test_fraction} leave no training slides")
