@@ -103,8 +103,9 @@ def test_slide_csvs_are_read_by_the_same_reader(tmp_path):
     from medfound.slides.mil import _label_rows
 
     listing = tmp_path / "slides.csv"
-    listing.write_text("\ufeffslide,label\nA.tif, tumor\n/archive/B.tif,normal\n", encoding="utf-8")
-    assert list_slides(listing) == [tmp_path / "A.tif", Path("/archive/B.tif")]
+    listing.write_text("\ufeffslide,label\nA.tif, tumor\narchive/B.tif,normal\n", encoding="utf-8")
+    assert list_slides(listing) == [tmp_path / "A.tif", tmp_path / "archive" / "B.tif"]
+    assert list_slides(listing, root="/disk") == [Path("/disk/A.tif"), Path("/disk/archive/B.tif")]
     assert {name: row["label"] for name, row in _label_rows(listing).items()} == {"A": "tumor", "B": "normal"}
 
 

@@ -90,9 +90,9 @@ def run_slides(args: argparse.Namespace) -> int:
                             tile_size=args.tile_size, stride=args.stride,
                             min_tissue=args.min_tissue),
         image_size=args.image_size, batch_size=args.batch_size,
-        flush_every=args.part_size or 256,
+        flush_every=256 if args.part_size is None else args.part_size,
         annotations=args.annotations, base_mpp=args.base_mpp, max_tiles=args.max_tiles,
-        progress=not args.quiet)
+        path_column=args.path_column, root=args.root, progress=not args.quiet)
     result = embed_slides(config)
     print(result.summary())
     return 1 if result.failures and not result.done else 0

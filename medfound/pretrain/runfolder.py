@@ -105,8 +105,9 @@ def _is_unmarked_run(run_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
-    """Holds the run folder's lock; a second holder is refused, naming the first one."""
+def locked(run_dir: Path, command: str = "pretrain") -> Iterator[None]:
+    """Holds the run folder's lock; a second holder is refused, naming the first one (and the
+    ``command`` that holds it: ``embed --slides`` takes the same lock on its --out folder)."""
     path = run_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -122,7 +123,7 @@ def locked(run_dir: Path) -> Iterator[None]:
                         f"{who.get('since')}")
             except ValueError:
                 said = "another process"
-            raise RunLockedError(f"--out {run_dir} is in use by another medfound pretrain "
+            raise RunLockedError(f"--out {run_dir} is in use by another medfound {command} "
                                  f"({said}); wait for it to finish or give another --out"
                                  ) from None
         os.ftruncate(fd, 0)

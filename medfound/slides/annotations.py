@@ -61,6 +61,9 @@ def read_asap_xml(path: str | os.PathLike) -> Annotations:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as err:
         raise AnnotationError(f"{path}: not a readable ASAP XML file ({err})") from None
+    if root.tag != "ASAP_Annotations":
+        raise AnnotationError(f"{path}: not an ASAP annotation file (root element <{root.tag}>, "
+                              "expected <ASAP_Annotations>)")
     tumours, exclusions = [], []
     for annotation in root.iter("Annotation"):
         group = (annotation.get("PartOfGroup") or "").strip().lower()
@@ -72,6 +75,9 @@ def read_asap_xml(path: str | os.PathLike) -> Annotations:
             except (TypeError, ValueError):
                 raise AnnotationError(f"{path}: annotation {annotation.get('Name')!r} has a "
                                       "coordinate without numeric X/Y") from None
+        if not all(np.isfinite(v) for _, x, y in points for v in (x, y)):
+            raise AnnotationError(f"{path}: annotation {annotation.get('Name')!r} has a "
+                                  "coordinate that is not a finite number (nan or inf)")
         if len(points) < 3:
             continue  # dots and lines cover no area
         polygon = np.array([(x, y) for _, x, y in sorted(points)], np.float64)
@@ -80,6 +86,35 @@ def read_asap_xml(path: str | os.PathLike) -> Annotations:
         else:
             tumours.append(polygon)
     return Annotations(tumours=tumours, exclusions=exclusions)
+
+
+def check_within(annotations: Annotations, width: int, height: int, where: str) -> None:
+    """Refuses polygons wholly outside the level-0 slide (an annotation of another slide, or in
+    another level's coordinates): they would label every tile 'no tumour'."""
+    for kind, polygons in (("tumour", annotations.tumours), ("exclusion", annotations.exclusions)):
+        for i, p in enumerate(polygons):
+            if p[:, 0].max() < 0 or p[:, 1].max() < 0 or p[:, 0].min() > width or \
+                    p[:, 1].min() > height:
+                raise AnnotationError(
+                    f"{where}: {kind} polygon {i + 1} ({p[:, 0].min():.0f}..{p[:, 0].max():.0f}, "
+                    f"{p[:, 1].min():.0f}..{p[:, 1].max():.0f}) lies outside the {width}x{height} "
+                    "slide; is it this slide's annotation, in level-0 pixels?")
+
+
+def annotation_folder(folder: str, slides: list[Path]) -> tuple[Path, list[Path]]:
+    """The --annotations folder and the slides without a ``<stem>.xml`` in it, refusing a
+    folder that is missing, a file, or holds an annotation for none of the slides (a typo)."""
+    path = Path(folder)
+    if path.is_file():
+        raise AnnotationError(f"--annotations {path} is a file; give the folder holding one "
+                              "<slide>.xml per slide")
+    if not path.is_dir():
+        raise AnnotationError(f"--annotations {path}: no such folder")
+    missing = [s for s in slides if not (path / f"{s.stem}.xml").is_file()]
+    if len(missing) == len(slides):
+        raise AnnotationError(f"--annotations {path}: none of the {len(slides)} slide(s) has "
+                              "an annotation <slide>.xml there; is it the right folder?")
+    return path, missing
 
 
 def tile_labels(fractions: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from medfound.embed import contiguous_parts, open_parts
+from medfound.slides.inputs import list_slides, plan_outputs, slide_identity
 from medfound.slides.reader import SLIDE_SUFFIXES, SlideError, open_slide
 from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile
 from medfound.slides.tissue import detect_tissue, overlay_png
@@ -48,9 +49,26 @@ class SlideEmbedConfig:
     batch_size: int = 32
     flush_every: int = 256  # tiles per saved part (the unit of resumption)
     annotations: str | None = None  # folder of <slide stem>.xml (ASAP); adds 'tumor_fraction'
+    path_column: str | None = None  # CSV input: the column naming the slides (default: guessed)
+    root: str | None = None  # CSV input: the folder its paths are relative to (default: its own)
     base_mpp: float | None = None  # level-0 um/px for files that do not record it
     max_tiles: int | None = None  # stop (resumably) after this many tiles in this call
     progress: bool = True
+
+    def validate(self) -> None:
+        """Refuses, in one line naming each flag and its range, every number that makes no
+        sense for a slide (medfound.slides.limits), before anything is read or written."""
+        from medfound.slides.limits import problems
+
+        found = self.tiling.problems() + problems({
+            "base_mpp": self.base_mpp, "batch_size": self.batch_size,
+            "flush_every": self.flush_every, "max_tiles": self.max_tiles,
+            "image_size": self.image_size})
+        found += [f"--{name.replace('_', '-')} is empty; give a folder" for name in
+                  ("annotations", "root") if getattr(self, name) is not None
+                  and not str(getattr(self, name)).strip()]
+        if found:
+            raise SlideError("; ".join(found))
 
 
 @dataclasses.dataclass
@@ -60,37 +78,22 @@ class SlideEmbedResult:
     tiles: int  # tiles embedded by this call
     seconds: float
     complete: bool
+    unannotated: list[str] = dataclasses.field(default_factory=list)  # no <slide>.xml found
+    annotations: str | None = None  # the --annotations folder
 
     def summary(self) -> str:
         rate = self.tiles / self.seconds if self.seconds > 0 else 0.0
         lines = [f"{len(self.done)} slide(s) embedded, {self.tiles} tiles this run "
                  f"({rate:.1f} tiles/s)" + ("" if self.complete else
                                             "; stopped early: run again to continue")]
-        lines += [f"  failed: {slide}: {problem}" for slide, problem in self.failures]
+        if self.unannotated:
+            names = ", ".join(Path(s).name for s in self.unannotated[:5])
+            lines.append(f"{len(self.unannotated)} slide(s) have no annotation in "
+                         f"{self.annotations} (tumor_fraction 0): {names}"
+                         + (" ..." if len(self.unannotated) > 5 else ""))
+        lines += [f"  failed: {problem}" if problem.startswith(f"{slide}:") else
+                  f"  failed: {slide}: {problem}" for slide, problem in self.failures]
         return "\n".join(lines)
-
-
-def list_slides(source: str | os.PathLike) -> list[Path]:
-    """Slides of a folder (recursive, sorted) or a CSV ('slide', 'path' or first column)."""
-    source = Path(source)
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES
-                      and p.is_file() and not p.name.startswith("."))
-    if source.is_file() and source.suffix.lower() == ".csv":
-        from medfound.data.tables import DatasetFormatError, read_csv_table
-
-        try:
-            table = read_csv_table(source)
-        except DatasetFormatError as err:
-            raise SlideError(str(err)) from None
-        fields = table.header
-        column = next((c for c in ("slide", "path", "image") if c in fields), fields[0] if fields else None)
-        if column is None:
-            raise SlideError(f"{source}: CSV has no header")
-        # Slides may be named by absolute path (slide archives live on other disks).
-        return [Path(p) if Path(p).is_absolute() else source.parent / p
-                for p in table.column(column).tolist() if p]
-    raise SlideError(f"{source}: not a folder of slides or a CSV of slide paths")
 
 
 def _record_failures(out_dir: Path, failures: list[tuple[str, str]]) -> None:
@@ -147,10 +150,8 @@ def _tile_batches(slide, grid, start: int, stop: int, batch_size: int):
 PARTS_MANIFEST = "manifest.json"
 _PART_NAME = re.compile(r"^part-(\d{9})-(\d{9})\.npy$")
 # Settings a resumed slide must share with the run that wrote its parts.
-_RESUME_KEYS = ("format_version", "slide", "module_sha256", "mpp", "tile_size", "stride",
-                "min_tissue", "image_size", "level", "num_tiles", "coords_sha256")
-
-
+_RESUME_KEYS = ("format_version", "slide", "slide_identity", "module_sha256", "mpp", "tile_size",
+                "stride", "min_tissue", "image_size", "level", "num_tiles", "coords_sha256")
 def _parts_dir(final: Path) -> Path:
     return final.with_name(final.name + ".parts")
 
@@ -203,6 +204,9 @@ def _check_finished(final: Path, wanted: dict) -> None:
                          "again") from None
     changed = [k for k, v in wanted.items() if recorded[k] is None or
                (recorded[k] != v if isinstance(v, str) else not np.isclose(recorded[k], v))]
+    if "slide_identity" in changed:
+        raise SlideError(f"{final}: was embedded from another file of this name (the slide's "
+                         "size or content differ now); move it away to embed this slide")
     if changed:
         raise SlideError(f"{final}: was embedded with a different {', '.join(changed)}; use "
                          "another output folder or the same settings")
@@ -219,7 +223,10 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
 
     out_dir = Path(config.out_dir)
     final = out_dir / f"{slide_path.stem}.h5"
-    wanted = {"module_sha256": embedder.fingerprint, "mpp": config.tiling.target_mpp,
+    if not slide_path.is_file():
+        raise SlideError(f"{slide_path}: no such slide file")
+    wanted = {"slide_identity": slide_identity(slide_path),
+              "module_sha256": embedder.fingerprint, "mpp": config.tiling.target_mpp,
               "tile_size": config.tiling.tile_size, "stride": config.tiling.stride or 0,
               "min_tissue": config.tiling.min_tissue, "image_size": image_size}
     if final.is_file():
@@ -228,14 +235,14 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
     parts_dir = _parts_dir(final)
     with open_slide(slide_path, base_mpp=config.base_mpp) as slide:
         mask = detect_tissue(slide)
-        grid = plan_tiles(slide, mask, config.tiling)
+        grid = plan_tiles(slide, mask, config.tiling, config.batch_size)
         n = len(grid.coords)
         if n == 0:
             raise SlideError(f"{slide_path}: no tissue found (tissue covers {mask.fraction:.1%} "
                              f"of the slide, no tile reaches {config.tiling.min_tissue:.0%})")
+        annotations, xml = _slide_annotations(config, slide_path, slide.dimensions)
         tissue_png = out_dir / f"{slide_path.stem}.tissue.png"
-        if not tissue_png.is_file():
-            overlay_png(slide.thumbnail(1024), mask.mask, tissue_png)
+        overlay_png(slide.thumbnail(1024), mask.mask, tissue_png)  # of this slide, not a stale one
         attrs = {
             "format_version": FORMAT_VERSION, "slide": str(slide_path), "slide_name":
             slide_path.stem, "mpp": grid.mpp, "base_mpp": grid.base_mpp, "tile_size":
@@ -271,26 +278,73 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
             return None, added
     datasets = {"coords": grid.coords, "tissue": grid.tissue}
     if config.annotations:
-        from medfound.slides.annotations import read_asap_xml
-
-        xml = Path(config.annotations) / f"{slide_path.stem}.xml"
-        datasets["tumor_fraction"] = (read_asap_xml(xml).tumour_fraction(grid.coords, grid.size0)
-                                      if xml.is_file() else np.zeros(n, np.float32))
-        attrs["annotations"] = str(xml) if xml.is_file() else ""
+        datasets["tumor_fraction"] = (annotations.tumour_fraction(grid.coords, grid.size0)
+                                      if annotations else np.zeros(n, np.float32))
+        attrs["annotations"] = str(xml) if annotations else ""
     _merge(parts_dir, final, attrs, datasets, n, dim)
     return final, added
 
 
-def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult:
-    """Embeds every slide of ``config.input``; see the module docstring."""
-    from medfound.embed import ModuleEmbedder
+def _slide_annotations(config: SlideEmbedConfig, slide_path: Path, size: tuple[int, int]):
+    """(annotations or None, its file) of a slide, read and checked before any tile is embedded:
+    an unreadable, non-ASAP or misplaced annotation fails the slide instead of labelling it
+    'no tumour'."""
+    if not config.annotations:
+        return None, None
+    from medfound.slides.annotations import check_within, read_asap_xml
 
-    config.tiling.validate()
-    slides = list_slides(config.input)
+    xml = Path(config.annotations) / f"{slide_path.stem}.xml"
+    if not xml.is_file():
+        return None, xml
+    annotations = read_asap_xml(xml)
+    check_within(annotations, *size, str(xml))
+    return annotations, xml
+
+
+def _failure(slide: Path, err: BaseException) -> str:
+    """One line for failures.csv naming the slide; an error medfound did not name keeps its kind."""
+    from medfound.errors import UserError
+
+    text = (str(err).strip().splitlines() or [""])[0]
+    if not isinstance(err, (SlideError, UserError)) or not text:
+        text = f"{type(err).__name__}: {text}".rstrip(": ")
+    return text if text.startswith(str(slide)) else f"{slide}: {text}"
+
+
+def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult:
+    """Embeds every slide of ``config.input``; see the module docstring.
+
+    Everything that concerns all slides (settings, the slide list, which file each slide
+    writes) is checked before anything is written; the --out folder is then locked against a
+    second embed; from there on a slide that fails, whatever the reason, is listed by name in
+    failures.csv and the others go on."""
+    from medfound.pretrain.runfolder import locked
+
+    config.validate()
+    slides = list_slides(config.input, path_column=config.path_column, root=config.root)
     if not slides:
         raise SlideError(f"{config.input}: no slides ({', '.join(SLIDE_SUFFIXES)}) found")
     out_dir = Path(config.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SlideError(f"--out {out_dir} is a file; give a folder for the per-slide files")
+    plan_outputs(slides, out_dir)
+    unannotated = []
+    if config.annotations:
+        from medfound.slides.annotations import annotation_folder
+
+        unannotated = annotation_folder(config.annotations, slides)[1]
     out_dir.mkdir(parents=True, exist_ok=True)
+    with locked(out_dir, "embed --slides"):
+        result = _embed_all(config, slides, out_dir, embedder)
+    result.unannotated = [str(s) for s in unannotated]
+    result.annotations = config.annotations
+    return result
+
+
+def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
+               embedder) -> SlideEmbedResult:
+    from medfound.embed import ModuleEmbedder
+
     embedder = embedder or ModuleEmbedder(config.module)
     image_size = config.image_size or embedder.default_image_size or config.tiling.tile_size
     dim = int(embedder(np.zeros((1, image_size, image_size, 3), np.float32)).shape[-1])
@@ -306,8 +360,8 @@ def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult
         try:
             final, added = embed_slide(slide_path, config, embedder, image_size, dim,
                                        budget=budget, log=log)
-        except (SlideError, ValueError, OSError) as err:
-            failures.append((str(slide_path), str(err).splitlines()[0]))
+        except Exception as err:  # noqa: BLE001 - the per-slide boundary: one slide, not all
+            failures.append((str(slide_path), _failure(slide_path, err)))
             if log:
                 log(f"\n{slide_path.name}: failed: {failures[-1][1]}\n")
             continue

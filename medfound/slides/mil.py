@@ -18,16 +18,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
-from medfound.slides.embed import read_slide_features
+from medfound.slides.bags import SlideBag, _label_rows, load_bags  # noqa: F401 (re-exported)
 from medfound.slides.reader import SlideError
 
 SLIDE_TASKS = ("camelyon16-slides", "camelyon16-tiles")
-_PATIENT = re.compile(r"(patient_\d+)", re.IGNORECASE)
+SLIDE_MODELS = ("mean", "attention")  # mean pooling + logistic regression; gated attention MIL
 
 
 @dataclasses.dataclass
@@ -51,73 +50,27 @@ class SlideTaskConfig:
     seed: int = 0
     verbose: bool = True
 
+    def validate(self) -> None:
+        """Refuses, in one line naming each flag, a task, classifier or number that makes no
+        sense (numbers: medfound.slides.limits), before anything is read or written."""
+        from medfound.slides.limits import problems
 
-@dataclasses.dataclass
-class SlideBag:
-    name: str
-    patient: str
-    label: int
-    features: np.ndarray
-    coords: np.ndarray
-    attrs: dict
-    tumor_fraction: np.ndarray | None = None
-
-
-def _label(value: str, where: str) -> int:
-    text = str(value).strip().lower()
-    if text in ("1", "tumor", "tumour", "positive", "true", "metastasis", "macro", "micro", "itc"):
-        return 1
-    if text in ("0", "normal", "negative", "false"):
-        return 0
-    raise SlideError(f"{where}: label {value!r} is not tumor/normal or 1/0")
-
-
-def _label_rows(labels_file: Path) -> dict[str, dict]:
-    """Slide name -> its row of a labels CSV (read as every medfound CSV: BOM, quoting, widths)."""
-    from medfound.data.tables import DatasetFormatError, read_csv_table
-
-    try:
-        csv_table = read_csv_table(labels_file)
-    except DatasetFormatError as err:
-        raise SlideError(str(err)) from None
-    columns = {name: csv_table.column(name).tolist() for name in csv_table.header}
-    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
-    return {Path(row.get("slide") or row.get("image") or "").stem: row for row in rows
-            if row.get("slide") or row.get("image")}
-
-
-def load_bags(data: str, labels: str | None = None) -> tuple[list[SlideBag], dict[str, str]]:
-    """The slide bags of folder ``data`` with labels; returns (bags, split by slide name or {})."""
-    folder = Path(data)
-    files = sorted(folder.glob("*.h5"))
-    if not files:
-        raise SlideError(f"{folder}: no per-slide .h5 files (run medfound embed --slides first)")
-    table: dict[str, dict] = {}
-    labels_file = Path(labels) if labels else folder / "labels.csv"
-    if labels_file.is_file():
-        table = _label_rows(labels_file)
-    elif labels:
-        raise SlideError(f"{labels}: no such labels CSV")
-    bags, splits = [], {}
-    for file in files:
-        d = read_slide_features(file)
-        name = file.stem
-        row = table.get(name)
-        if row is not None:
-            label = _label(row.get("label", row.get("class", "")), f"{labels_file} ({name})")
-            patient = row.get("patient") or name
-            if row.get("split"):
-                splits[name] = row["split"].strip().lower()
-        elif not table and name.lower().startswith(("tumor", "tumour", "normal")):
-            label = 0 if name.lower().startswith("normal") else 1
-            match = _PATIENT.search(name)
-            patient = match.group(1) if match else name
-        else:
-            raise SlideError(f"{file}: no label (add it to {labels_file} as slide,label)")
-        bags.append(SlideBag(name=name, patient=patient, label=label,
-                             features=d["features"].astype(np.float32), coords=d["coords"],
-                             attrs=d["attrs"], tumor_fraction=d.get("tumor_fraction")))
-    return bags, splits
+        found = [] if self.task in SLIDE_TASKS else [
+            f"--task {self.task!r}: expected one of {', '.join(SLIDE_TASKS)}"]
+        unknown = [m for m in self.models if m not in SLIDE_MODELS]
+        if unknown or not self.models or len(set(self.models)) != len(self.models):
+            found.append(f"--slide-models {','.join(self.models)!r}: give one or both of "
+                         f"{', '.join(SLIDE_MODELS)}, each once")
+        found += problems({name: getattr(self, name) for name in (
+            "epochs", "learning_rate", "weight_decay", "hidden", "val_fraction",
+            "test_fraction", "tile_threshold", "batch_size", "n_boot")})
+        if self.labels is not None and not str(self.labels).strip():
+            found.append("--labels is empty; give the labels CSV")
+        if self.val_fraction + self.test_fraction >= 1:
+            found.append(f"val_fraction {self.val_fraction} + test_fraction "
+                         f"{self.test_fraction} leave no training slides")
+        if found:
+            raise SlideError("; ".join(found))
 
 
 def split_patients(bags: list[SlideBag], val_fraction: float, test_fraction: float,
@@ -342,13 +295,11 @@ def _report(labels, scores, groups, n_boot, seed) -> dict:
 def run_slide_task(config: SlideTaskConfig) -> dict:
     """Trains and evaluates ``config.task``; writes metrics.json, predictions.csv, models and
     heatmaps/ into ``config.out_dir``; returns the metrics."""
+    config.validate()
     import keras
 
-    if config.task not in SLIDE_TASKS:
-        raise SlideError(f"task {config.task!r}: expected one of {SLIDE_TASKS}")
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     log = print if config.verbose else None
     bags, given = load_bags(config.data, config.labels)
     split = given or split_patients(bags, config.val_fraction, config.test_fraction, config.seed)
@@ -356,6 +307,7 @@ def run_slide_task(config: SlideTaskConfig) -> dict:
     if not counts["train"] or not counts["test"]:
         raise SlideError(f"{config.data}: {len(bags)} slides give splits {counts}; need train "
                          "and test slides")
+    out.mkdir(parents=True, exist_ok=True)  # only once the data is known to make sense
     norm = _standardise(bags, {b.name for b in bags if split[b.name] == "train"})
     if config.task == "camelyon16-tiles":
         metrics = _run_tiles(bags, split, norm, config, out, log)
@@ -363,7 +315,9 @@ def run_slide_task(config: SlideTaskConfig) -> dict:
         metrics = _run_slides(bags, split, norm, config, out, log)
     metrics.update({"task": config.task, "data": str(config.data), "splits": counts,
                     "split_by": "given" if given else "patient", "seed": config.seed,
-                    "module": str(bags[0].attrs.get("module")), "mpp": float(bags[0].attrs["mpp"]),
+                    "module": str(bags[0].attrs.get("module")),
+                    "module_sha256": str(bags[0].attrs.get("module_sha256")),
+                    "mpp": float(bags[0].attrs["mpp"]),
                     "tile_size": int(bags[0].attrs["tile_size"])})
     from medfound.utils.files import atomic_path
 
@@ -427,6 +381,10 @@ def _run_tiles(bags, split, norm, config, out, log) -> dict:
         return x, y.astype(np.float32), g
 
     x_train, y_train, _ = arrays(("train", "val"))
+    if len(np.unique(y_train)) < 2:
+        raise SlideError(f"{config.data}: every training tile is "
+                         f"{'tumour' if len(y_train) and y_train[0] else 'not tumour'} at "
+                         f"--tile-threshold {config.tile_threshold}; a tile classifier needs both")
     x_test, y_test, g_test = arrays(("test",))
     model = keras.Sequential([keras.Input((x_train.shape[1],)), keras.layers.Dense(1, name="classifier")],
                              name="tile_classifier")

@@ -12,6 +12,7 @@ of the file), or not a tiled pyramid (a plain strip TIFF cannot be read region b
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,7 @@ class Slide:
         except Exception as err:  # tifffile/zarr/imagecodecs raise many kinds
             raise SlideError(f"{self.path}: cannot read level {level} at {location}: "
                              f"{type(err).__name__}: {err}") from None
-        region = np.asarray(region)
-        if region.ndim == 2:
-            region = np.repeat(region[..., None], 3, axis=-1)
-        if region.shape[-1] == 4:  # RGBA: composite on white, as OpenSlide users expect
-            alpha = region[..., 3:4].astype(np.float32) / 255.0
-            region = (region[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-        return np.ascontiguousarray(region[..., :3], dtype=np.uint8)
+        return _as_rgb8(np.asarray(region), self.path)
 
     def read_level(self, level: int) -> np.ndarray:
         """A whole (low-resolution) level as RGB uint8."""
@@ -138,6 +133,25 @@ class Slide:
         self.close()
 
 
+def _as_rgb8(region: np.ndarray, path: Path) -> np.ndarray:
+    """RGB uint8 (h, w, 3) from what a TIFF holds: gray (h, w) or (h, w, 1), gray + alpha, RGB,
+    RGBA (alpha composited on white, as OpenSlide users expect); other pixel types are refused."""
+    if region.dtype != np.uint8:
+        raise SlideError(f"{path}: pixels are {region.dtype}; medfound reads 8-bit slides "
+                         "(brightfield RGB or gray)")
+    if region.ndim == 2:
+        region = region[..., None]
+    channels = region.shape[-1] if region.ndim == 3 else 0
+    if channels not in (1, 2, 3, 4):
+        raise SlideError(f"{path}: pixels of shape {region.shape[2:]}; expected gray or RGB")
+    if channels in (2, 4):  # gray or colour with alpha
+        alpha = region[..., -1:].astype(np.float32) / 255.0
+        region = (region[..., :-1] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if region.shape[-1] == 1:
+        region = np.repeat(region, 3, axis=-1)
+    return np.ascontiguousarray(region, dtype=np.uint8)
+
+
 def _check_tiff(path: Path) -> None:
     """Refuses files tiffslide would open but not read: non-TIFF, truncated, untiled."""
     import tifffile
@@ -162,7 +176,14 @@ def _check_tiff(path: Path) -> None:
     except SlideError:
         raise
     except Exception as err:
-        raise SlideError(f"{path}: not a readable TIFF ({type(err).__name__}: {err})") from None
+        raise SlideError(f"{path}: not a readable TIFF ({_reason(err)})") from None
+
+
+def _reason(err: Exception) -> str:
+    """A reader's error as text, without the file bytes it may quote (tifffile's
+    ``header=b'root'``): a refusal never copies a file's content into a message or a table."""
+    text = re.sub(r"""\bb('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")""", "b'...'", str(err))
+    return f"{type(err).__name__}: {text}"
 
 
 def open_slide(path: str | os.PathLike, *, base_mpp: float | None = None) -> Slide:
@@ -177,11 +198,18 @@ def open_slide(path: str | os.PathLike, *, base_mpp: float | None = None) -> Sli
     try:
         handle = tiffslide.TiffSlide(str(path))
     except Exception as err:
-        raise SlideError(f"{path}: cannot open as a slide ({type(err).__name__}: {err})") from None
+        raise SlideError(f"{path}: cannot open as a slide ({_reason(err)})") from None
     mpp = base_mpp
     if mpp is None:
         value = handle.properties.get(tiffslide.PROPERTY_NAME_MPP_X)
-        mpp = float(value) if value not in (None, "", 0) else None
+        if value not in (None, "", 0):
+            from medfound.slides.limits import check_file_mpp
+
+            try:
+                mpp = check_file_mpp(value, str(path))
+            except SlideError:
+                handle.close()
+                raise
     return Slide(path, handle, mpp)
 
 

@@ -29,13 +29,28 @@ class TilingConfig:
     def target_mpp(self) -> float:
         return magnification_to_mpp(self.magnification) if self.magnification else float(self.mpp)
 
+    def problems(self) -> list[str]:
+        """Every refused setting (medfound.slides.limits: finite, within a slide's range)."""
+        from medfound.slides.limits import BOUNDS, problems
+
+        found = problems({"tile_size": self.tile_size, "stride": self.stride,
+                          "min_tissue": self.min_tissue})
+        if not self.magnification:
+            return problems({"mpp": self.mpp}) + found
+        try:
+            mpp = self.target_mpp
+        except SlideError as err:
+            return [f"--{err}"] + found
+        if BOUNDS["mpp"].problem(mpp):
+            low, high = BOUNDS["mpp"].low, BOUNDS["mpp"].high
+            found.insert(0, f"--magnification {self.magnification!r} is {mpp:g} um/px, outside "
+                            f"[{low:g}, {high:g}] um/px")
+        return found
+
     def validate(self) -> None:
-        if self.tile_size < 8 or (self.stride is not None and self.stride < 1):
-            raise SlideError(f"tile size {self.tile_size} / stride {self.stride}: too small")
-        if not 0.0 <= self.min_tissue <= 1.0:
-            raise SlideError(f"min_tissue {self.min_tissue}: must be in [0, 1]")
-        if self.target_mpp <= 0:
-            raise SlideError(f"mpp {self.target_mpp}: must be positive")
+        found = self.problems()
+        if found:
+            raise SlideError("; ".join(found))
 
 
 @dataclasses.dataclass
@@ -52,8 +67,12 @@ class TileGrid:
     base_mpp: float
 
 
-def plan_tiles(slide, tissue_mask, config: TilingConfig) -> TileGrid:
-    """All tiles on a regular grid (stride ``config.stride``) with enough tissue, in row order."""
+def plan_tiles(slide, tissue_mask, config: TilingConfig, batch_size: int = 1) -> TileGrid:
+    """All tiles on a regular grid (stride ``config.stride``) with enough tissue, in row order.
+
+    A tile larger than the slide is refused (it would be padding, not tissue), as is a grid whose
+    batches of ``batch_size`` tiles, read at the best level, would not fit the per-slide memory
+    bound (medfound.slides.limits.TILE_MEMORY_BYTES)."""
     config.validate()
     base = slide.mpp
     factor = config.target_mpp / base
@@ -63,6 +82,10 @@ def plan_tiles(slide, tissue_mask, config: TilingConfig) -> TileGrid:
     size0 = config.tile_size * factor
     stride0 = (config.stride or config.tile_size) * factor
     w, h = slide.dimensions
+    if size0 > min(w, h) + 0.5:
+        raise SlideError(f"{slide.path}: a {config.tile_size}-px tile at {config.target_mpp:g} "
+                         f"um/px covers {size0:.0f} level-0 px, more than the {w}x{h} slide "
+                         f"(at {base:.4g} um/px); use a finer --mpp or a smaller --tile-size")
     xs = np.arange(0, max(w - size0, 0) + 1, stride0)
     ys = np.arange(0, max(h - size0, 0) + 1, stride0)
     fractions = tissue_mask.fractions(xs, ys, size0).astype(np.float32)  # (len(ys), len(xs))
@@ -71,9 +94,23 @@ def plan_tiles(slide, tissue_mask, config: TilingConfig) -> TileGrid:
     tissue = fractions[rows, cols]
     level = slide.best_level(factor)
     read_size = int(round(size0 / slide.level_downsamples[level]))
+    _check_tile_memory(slide, level, read_size, batch_size)
     return TileGrid(coords=coords.astype(np.int64).reshape(-1, 2), tissue=tissue,
                     size0=float(size0), level=level, read_size=max(read_size, 1),
                     tile_size=config.tile_size, mpp=config.target_mpp, base_mpp=base)
+
+
+def _check_tile_memory(slide, level: int, read_size: int, batch_size: int) -> None:
+    """Refuses tiles whose batches in flight (one read, two queued) exceed the memory bound."""
+    from medfound.slides.limits import TILE_MEMORY_BYTES
+
+    need = 3 * max(batch_size, 1) * read_size * read_size * 3
+    if need > TILE_MEMORY_BYTES:
+        raise SlideError(f"{slide.path}: each tile is read as {read_size}x{read_size} px from "
+                         f"level {level} (the coarsest level fine enough); batches of "
+                         f"{batch_size} need {need / 2 ** 30:.1f} GiB, over the "
+                         f"{TILE_MEMORY_BYTES / 2 ** 30:.0f} GiB bound per slide; use a smaller "
+                         "--batch-size, a finer --mpp, or a pyramidal copy of the slide")
 
 
 def read_tile(slide, grid: TileGrid, x: int, y: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medfound.data.tables import npstr
 from medfound.data.labeled.base import (CSVFormatError, DatasetFormatError, LabeledDataset, check_unique,
                                         parse_label_column, read_csv_table, relative_paths, under)
 
@@ -38,10 +39,11 @@ def _class_task(values: np.ndarray, classes: Sequence[str] | None, positive_clas
             row = np.flatnonzero(values == v)[0]
             line = f", line {int(lines[row])}" if lines is not None else ""
             raise DatasetFormatError(f"{where}{line}: unknown label value {v!r}; classes are {list(classes)}")
+    if given is None:
+        _refuse_missing_labels(values, where, lines)
     if given is None and len(found) > 2:
         _refuse_typo_in_binary_labels(values, found, where, lines)
-    if len(classes) < 2:
-        raise DatasetFormatError(f"{where}: a classification task needs at least two classes, found {list(classes)}")
+    require_two_classes(classes, where)
     index = np.array([position[v] for v in values.tolist()], dtype=np.int64)
     if len(classes) == 2:
         positive = positive_class if positive_class is not None else classes[1]
@@ -49,6 +51,28 @@ def _class_task(values: np.ndarray, classes: Sequence[str] | None, positive_clas
             raise ValueError(f"positive class {positive!r} is not one of {list(classes)}")
         return (index == position[positive]).astype(np.float32)[:, None], (positive,), "binary"
     return np.eye(len(classes), dtype=np.float32)[index], classes, "multiclass"
+
+
+# Label cells that spell a missing value (pandas, R and Excel write these), lower-cased.
+MISSING_LABELS = ("nan", "na", "n/a", "null", "#n/a")
+
+
+def require_two_classes(classes: Sequence, where: str) -> None:
+    """The one rule of every classification table (images or slides): two classes at least."""
+    if len(set(classes)) < 2:
+        raise DatasetFormatError(f"{where}: a classification task needs at least two classes, "
+                                 f"found {sorted(set(map(str, classes)))}")
+
+
+def _refuse_missing_labels(values: np.ndarray, where: str, lines: np.ndarray | None) -> None:
+    """A label spelled as a missing value ('nan', 'NA', ...) would become a class of its own."""
+    missing = np.flatnonzero(np.isin(npstr.lower(values), MISSING_LABELS)) if values.size else []
+    if len(missing):
+        row = int(missing[0])
+        line = f", line {int(lines[row])}" if lines is not None else f", row {row}"
+        raise DatasetFormatError(f"{where}{line}: label {str(values[row])!r} is a missing value, "
+                                 "not a class; give the label or drop the row (or pass the class "
+                                 "list, classes=..., if it is a class)")
 
 
 # Pairs of label values that mean a binary task (lower-cased).
