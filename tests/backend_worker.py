@@ -46,6 +46,22 @@ def embed(images: str, prefix: str, *specs: str) -> dict:
     return {"classes": classes}
 
 
+def contract(spec: str) -> dict:
+    """A 0-255 batch given to the native model on this backend: the one-line refusal."""
+    import keras
+
+    import medfound
+    from medfound.models.input_check import ImageInputError
+
+    model = medfound.load(spec)
+    x = keras.ops.convert_to_tensor(np.full((1, 32, 32, 3), 200.0, "float32"))
+    try:
+        model(x)
+    except ImageInputError as err:
+        return {"refused": str(err)}
+    return {"refused": None}
+
+
 def fit(spec: str, mode: str, out: str) -> dict:
     import keras
 
@@ -80,7 +96,7 @@ def _flat(weights) -> np.ndarray:
 
 if __name__ == "__main__":
     job, *args = sys.argv[1:]
-    result = {"embed": embed, "fit": fit}[job](*args)
+    result = {"embed": embed, "fit": fit, "contract": contract}[job](*args)
     import keras
 
     result.update(backend=keras.backend.backend(), tensorflow="tensorflow" in sys.modules

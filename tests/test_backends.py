@@ -114,3 +114,10 @@ def test_fit_gives_the_same_model_on_every_backend(converted, mode, tmp_path):
         for key in ("loss", "probabilities", "backbone_after"):
             np.testing.assert_allclose(results[backend][key], reference[key], rtol=1e-4,
                                        atol=1e-5, err_msg=f"{backend} {mode} {key}")
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_a_0_255_batch_is_refused_on_every_backend(converted, backend):
+    """The input contract holds for backend tensors too (not only NumPy arrays)."""
+    report = run_worker(backend, "contract", converted["keras"])
+    assert report["refused"] and "divide by 255" in report["refused"]

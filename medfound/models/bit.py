@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from medfound.models.configs import BLOCK_STRIDES, MIN_IMAGE_SIZE, ArchSpec, get_arch
-from medfound.models.input_check import check_array
+from medfound.models.input_check import check_array, enforce_contract
 from medfound.models.layers import StandardizedConv2D, group_norm
 
 FEATURE_NAMES = ("stem", "block1", "block2", "block3", "block4", "feature_map", "embedding")
@@ -121,17 +121,17 @@ class BiTBackbone(keras.Model):
         self.source = None  # set by medfound.load: a ModuleInfo saying what was loaded
 
     def __call__(self, inputs, *args, **kwargs):
-        """Calls the model; concrete arrays are checked first (dtype, NaN, the [0, 1] scale), as
-        the hub module checks them, so a 0-255 or uint8 batch fails instead of embedding wrong."""
-        if isinstance(inputs, np.ndarray) or (hasattr(inputs, "numpy") and
-                                              not isinstance(inputs, keras.KerasTensor)):
-            try:
-                array = inputs if isinstance(inputs, np.ndarray) else inputs.numpy()
-            except (AttributeError, NotImplementedError, ValueError):  # symbolic: nothing to read
-                array = None
-            if array is not None:
-                check_array(array)
-        return super().__call__(inputs, *args, **kwargs)
+        """Calls the model; every batch is held to the input contract first (dtype, NaN, the
+        [0, 1] scale), concrete arrays at once and TensorFlow graphs in-graph, as the hub module
+        checks them, so a 0-255 or uint8 batch fails instead of embedding wrong."""
+        return super().__call__(enforce_contract(inputs), *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict`` with the whole array checked first (its batches reach the
+        model inside a compiled step)."""
+        if isinstance(x, np.ndarray):
+            check_array(x)
+        return super().predict(x, *args, **kwargs)
 
     @property
     def embedding_dim(self) -> int:
