@@ -173,6 +173,16 @@ def write_bag_tables(root: Path) -> None:
         for i, n in enumerate(names):
             write_bag(mixed / f"{n}.h5", i, **(attrs if i == 3 else {}))
         (mixed / "labels.csv").write_text("\n".join(good) + "\n")
+    for name in ("foreign", "cut"):  # class 10: a foreign or a truncated .h5 among the bags
+        odd = root / f"bags-{name}"
+        odd.mkdir()
+        for i, n in enumerate(names):
+            write_bag(odd / f"{n}.h5", i)
+        (odd / "labels.csv").write_text("\n".join(good) + "\n")
+    with h5py.File(root / "bags-foreign" / "s2.h5", "w") as f:
+        f["images"] = np.zeros((2, 2))
+    cut = root / "bags-cut" / "s2.h5"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
     images = root / "images"  # the CSV task: a 'nan' among benign/malignant
     images.mkdir()
     from PIL import Image
@@ -264,6 +274,10 @@ REFUSED = {
     "features-two-modules": (TASK.replace("{w}/bags", "{w}/bags-two-modules"),
                              ["{w}/bags-two-modules/s3.h5 and {w}/bags-two-modules/s0.h5",
                               "different module_sha256"]),
+    "features-foreign-h5": (TASK.replace("{w}/bags", "{w}/bags-foreign"),
+                            ["{w}/bags-foreign/s2.h5: not a per-slide file", "coords"]),
+    "features-cut-h5": (TASK.replace("{w}/bags", "{w}/bags-cut"),
+                        ["{w}/bags-cut/s2.h5: not a readable HDF5 file"]),
     "features-two-mpp": (TASK.replace("{w}/bags", "{w}/bags-two-mpp"),
                          ["{w}/bags-two-mpp/s3.h5", "different mpp (0.5 vs 1.0)"]),
     "csv-task-nan-label": ("finetune --task csv --module random:tiny --data {w}/images/labels.csv "

@@ -378,11 +378,31 @@ def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
                             seconds=time.perf_counter() - start, complete=complete)
 
 
+SLIDE_DATASETS = ("coords", "features")  # what every per-slide file holds, one row per tile
+
+
 def read_slide_features(file: str | os.PathLike) -> dict:
-    """The arrays and attributes of one per-slide HDF5 file (as ``embed_slides`` wrote it)."""
+    """The arrays and attributes of one per-slide HDF5 file (as ``embed_slides`` wrote it).
+
+    A file that is not HDF5, is cut short, or lacks the per-slide datasets (a foreign ``.h5`` in
+    the folder) is a ``SlideError`` naming it, not h5py's traceback.
+    """
     import h5py
 
-    with h5py.File(file, "r") as f:
-        out = {k: f[k][:] for k in f.keys()}
-        out["attrs"] = dict(f.attrs)
+    try:
+        with h5py.File(file, "r") as f:
+            missing = [k for k in SLIDE_DATASETS if not isinstance(f.get(k), h5py.Dataset)]
+            if missing:
+                raise SlideError(f"{file}: not a per-slide file of medfound embed --slides (no "
+                                 f"{', '.join(missing)}); move it out of the folder")
+            out = {k: f[k][:] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+            out["attrs"] = dict(f.attrs)
+    except (OSError, KeyError, ValueError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # a storage problem, reported as one by the CLI
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise SlideError(f"{file}: not a readable HDF5 file ({reason}); was it cut short?") from None
+    if len(out["coords"]) != len(out["features"]):
+        raise SlideError(f"{file}: {len(out['coords'])} coords but {len(out['features'])} feature "
+                         "rows; the file is damaged")
     return out
