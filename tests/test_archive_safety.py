@@ -108,3 +108,18 @@ def test_embed_with_a_bomb_for_a_module_is_one_line_and_leaves_no_cache(tmp_path
     cache = tmp_path / "cache"
     assert not cache.exists() or [p for p in cache.rglob("*") if p.is_file()] == []
     assert not out.exists()
+
+
+def test_packing_is_byte_identical_every_time(tmp_path):
+    """The same module folder packs to the same bytes (and SHA-256), whatever temporary file the
+    archive was written through (gzip records a file name unless told not to)."""
+    from medfound.export.pack import pack_module
+    from medfound.utils.files import sha256_file
+
+    module = tmp_path / "m"
+    (module / "variables").mkdir(parents=True)
+    (module / "saved_model.pb").write_bytes(b"graph")
+    (module / "variables" / "variables.index").write_bytes(b"index")
+    first = pack_module(module, tmp_path / "a.tar.gz")
+    second = pack_module(module, tmp_path / "b.tar.gz")
+    assert sha256_file(first) == sha256_file(second)

@@ -21,7 +21,9 @@ def pack_module(module_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
         raise ValueError(f"{module_dir}: not a SavedModel folder (no saved_model.pb)")
     files = sorted(p for p in module_dir.rglob("*"))
     with atomic_path(out) as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+        # filename="": gzip would otherwise record the temporary file's random name in its header
+        with open(tmp, "wb") as raw, \
+                gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for path in files:
                 if path.is_symlink():
