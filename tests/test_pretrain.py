@@ -48,17 +48,38 @@ def test_run_writes_checkpoints_logs_and_export_files(shared_data, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_resume_continues_step_count_optimizer_and_schedule(shared_data, tmp_path):
-    first = pretrain(_config(shared_data, tmp_path / "run", steps=4), verbose=False)
-    resumed = pretrain(_config(shared_data, tmp_path / "run", steps=6), verbose=False)
+@pytest.fixture
+def op_determinism():
+    """--deterministic switches TensorFlow's op determinism on for the whole process: switched
+    off again afterwards, so that the other tests of this worker run as they would alone."""
+    from tensorflow.python.framework import config as tf_config
+
+    yield
+    tf_config.disable_op_determinism()
+
+
+def test_resume_continues_step_count_optimizer_and_schedule(shared_data, tmp_path,
+                                                            op_determinism):
+    # --deterministic: a run stopped after its step-4 checkpoint and resumed ends with exactly
+    # the weights of the uninterrupted run. A restart from scratch would train steps 1-6 again
+    # (history from 1); a resume that lost the weights or the optimizer state would differ.
+    whole = pretrain(_config(shared_data, tmp_path / "whole", steps=6, deterministic=True),
+                     verbose=False)
+    pretrain(_config(shared_data, tmp_path / "run", steps=6, deterministic=True), verbose=False)
+    for path in (tmp_path / "run" / "checkpoints").glob("ckpt-6.*"):
+        path.unlink()  # as if killed right after the step-4 checkpoint
+    resumed = pretrain(_config(shared_data, tmp_path / "run", steps=6, deterministic=True),
+                       verbose=False)
     assert resumed.resumed_from == 4 and resumed.steps == 6
     assert [h["step"] for h in resumed.history] == [5, 6]
-    # The resumed backbone started from the checkpointed one, not from scratch.
-    changed = [np.abs(a - b).max() for a, b in
-               zip(first.backbone.get_weights(), resumed.backbone.get_weights())]
-    assert max(changed) > 0
-    again = pretrain(_config(shared_data, tmp_path / "run", steps=6), verbose=False)
-    assert again.resumed_from == 6 and again.history == []
+    for a, b in zip(whole.backbone.get_weights(), resumed.backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    grown = pretrain(_config(shared_data, tmp_path / "run", steps=8, deterministic=True),
+                     verbose=False)  # steps may grow on resume
+    assert grown.resumed_from == 6 and [h["step"] for h in grown.history] == [7, 8]
+    again = pretrain(_config(shared_data, tmp_path / "run", steps=8, deterministic=True),
+                     verbose=False)
+    assert again.resumed_from == 8 and again.history == []
 
 
 def test_resume_with_another_architecture_is_refused(shared_data, tmp_path):
