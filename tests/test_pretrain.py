@@ -130,6 +130,30 @@ def test_bit_initialisation_is_recorded(shared_data, tmp_path):
     assert info.init_sha256 == medfound.utils.sha256_file(npz)
 
 
+def test_init_starts_from_exactly_the_checkpoint_and_refuses_partial_starts(tmp_path):
+    from medfound.models.bit import build_backbone
+    from medfound.models.bit_weights import load_bit_weights
+    from medfound.pretrain.model import build_networks, unmatched_layers
+    from tests.bit_reference import bit_random_checkpoint
+
+    npz = tmp_path / "BiT-M-tiny.npz"
+    np.savez(npz, **bit_random_checkpoint((1, 1, 1, 1), 0.5, seed=3))
+    config = PretrainConfig(data="-", out_dir=str(tmp_path / "run"), arch="tiny",
+                            init=f"bit-m:{npz}")
+    nets, record = build_networks(config)  # the weights the first step starts from
+    reference = build_backbone("tiny")
+    load_bit_weights(reference, npz)
+    assert record.kind == "bit-m"
+    for want, got in zip(reference.weights, nets.backbone.weights):
+        assert want.path == got.path
+        np.testing.assert_array_equal(want.numpy(), got.numpy(), err_msg=got.path)
+    # Only the final GroupNorm (absent from REMEDIS modules) may be missing from a source.
+    module_form = build_backbone("tiny", final_norm=False)
+    assert unmatched_layers(nets.backbone, {l.name for l in module_form.layers}) == []
+    names = {l.name for l in module_form.layers} - {"block2_unit01_a_standardized_conv2d"}
+    assert unmatched_layers(nets.backbone, names) == ["block2_unit01_a_standardized_conv2d"]
+
+
 def test_micle_pretraining_on_nih_patients(shared_data, tmp_path):
     result = pretrain(_config(shared_data, tmp_path / "run", steps=2, micle=True,
                               data=str(shared_data / "nih-cxr14-sample" / "images")),
