@@ -114,7 +114,9 @@ def test_label_efficiency_pneumonia_compares_pretrained_with_random_init(tmp_pat
     rows = {(r["init"], r["mode"], r["fraction"]): r for r in data["rows"]}
     assert set(rows) == {("pretrained", "linear", 1.0), ("random", "linear", 1.0)}
     for row in rows.values():
-        assert 0.0 <= row["test_auc_mean"] <= 1.0 and row["n"] == 1
+        # Pneumonia shows even to a random tiny network: both probes are above chance (the tiny
+        # run measured 0.65 for each; labels unrelated to the images would give about 0.5).
+        assert row["test_auc_mean"] > 0.55 and row["n"] == 1, row
     assert data["targets"]["linear"] == rows[("random", "linear", 1.0)]["test_auc_mean"]
     need = data["fraction_to_match"]["linear"]
     reached = rows[("pretrained", "linear", 1.0)]["test_auc_mean"] >= data["targets"]["linear"]
