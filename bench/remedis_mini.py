@@ -316,37 +316,58 @@ def summarise(results: dict) -> list[dict]:
                          "fraction": fraction, "percent": f"{100 * fraction:g}%",
                          "lr": res["choice"]["chosen_lr"], "epochs": res["choice"]["chosen_epochs"],
                          "test_auc_mean": float(aucs[finite].mean()) if finite.any() else math.nan,
-                         "test_auc_std": float(aucs[finite].std()) if finite.any() else math.nan,
+                         "test_auc_std": (float(aucs[finite].std(ddof=1)) if finite.sum() > 1
+                                          else math.nan),  # over seeds, ddof=1
                          "ci_low_mean": float(np.nanmean([r["ci_low"] for r in mine])),
                          "ci_high_mean": float(np.nanmean([r["ci_high"] for r in mine])),
                          "n": int(finite.sum()), "test_aucs": aucs.tolist()})
     return rows
 
 
+MATCH_RULE = ("an init matches the supervised baseline at 100 % at the smallest fraction whose "
+              "mean test AUC is at least the baseline's minus 1.96 standard errors of the "
+              "difference (seeds' sd, ddof=1); with fewer than two seeds on either side there is "
+              "no spread to judge by and no verdict (None)")
+
+
+def within_noise(row: dict, target: dict) -> bool | None:
+    """``row``'s mean test AUC is not below ``target``'s beyond seed noise (MATCH_RULE); None
+    when either has fewer than two seeds or no AUC."""
+    if min(row["n"], target["n"]) < 2 or math.isnan(row["test_auc_mean"]):
+        return None
+    error = math.sqrt(row["test_auc_std"] ** 2 / row["n"] + target["test_auc_std"] ** 2 / target["n"])
+    return row["test_auc_mean"] >= target["test_auc_mean"] - 1.96 * error
+
+
+def first_match(curve: list[dict], target: dict) -> float | None:
+    """The smallest fraction of ``curve`` (rows of one init) that matches ``target``."""
+    for row in sorted(curve, key=lambda r: r["fraction"]):
+        if within_noise(row, target):
+            return row["fraction"]
+    return None
+
+
 def matches(rows: list[dict]) -> dict:
     """Per dataset: the supervised baseline at 100 % (per mode, and the better mode), and the
-    smallest fraction at which each init's mean test AUC reaches it."""
-    from medfound.finetune.label_efficiency import fraction_to_match
-
+    smallest fraction at which each init matches it (MATCH_RULE)."""
     found = {}
     for dataset in sorted({r["dataset"] for r in rows}):
         sub = [r for r in rows if r["dataset"] == dataset]
         if not any(r["init"] == "supervised" and r["fraction"] == 1.0 for r in sub):
             continue  # a partial call (--inits without the baseline)
         modes = sorted({r["mode"] for r in sub}, key=["linear", "full"].index)
-        baseline = {m: next(r["test_auc_mean"] for r in sub if r["mode"] == m
-                            and r["init"] == "supervised" and r["fraction"] == 1.0) for m in modes}
+        base_rows = {m: next(r for r in sub if r["mode"] == m and r["init"] == "supervised"
+                             and r["fraction"] == 1.0) for m in modes}
+        baseline = {m: r["test_auc_mean"] for m, r in base_rows.items()}
         strongest_mode = max(modes, key=lambda m: baseline[m])
         entry = {"supervised_at_100": baseline, "strongest_baseline_mode": strongest_mode,
-                 "same_mode": {}, "against_strongest": {}}
+                 "rule": MATCH_RULE, "same_mode": {}, "against_strongest": {}}
         for mode in modes:
             for init in INITS:
-                curve = {r["fraction"]: r["test_auc_mean"] for r in sub
-                         if r["mode"] == mode and r["init"] == init}
+                curve = [r for r in sub if r["mode"] == mode and r["init"] == init]
                 key = f"{mode}/{init}"
-                entry["same_mode"][key] = fraction_to_match(curve, baseline[mode])
-                entry["against_strongest"][key] = fraction_to_match(curve,
-                                                                    baseline[strongest_mode])
+                entry["same_mode"][key] = first_match(curve, base_rows[mode])
+                entry["against_strongest"][key] = first_match(curve, base_rows[strongest_mode])
         found[dataset] = entry
     return found
 
@@ -494,7 +515,8 @@ def main(argv: list[str] | None = None) -> dict:
             if mine:
                 aucs = np.array([z["test_auc"] for z in mine])
                 zero_rows.append({"mode": mode, "init": init, "test_auc_mean": float(np.nanmean(aucs)),
-                                  "test_auc_std": float(np.nanstd(aucs)),
+                                  "test_auc_std": (float(np.nanstd(aucs, ddof=1))
+                                                   if np.isfinite(aucs).sum() > 1 else math.nan),
                                   "ci_low_mean": float(np.nanmean([z["ci_low"] for z in mine])),
                                   "ci_high_mean": float(np.nanmean([z["ci_high"] for z in mine])),
                                   "n": len(mine)})

@@ -175,12 +175,20 @@ def test_alternatives_writes_onnx_vs_savedmodel_ratio_and_parity(tmp_path):
 
     out = tmp_path / "alternatives.json"
     alternatives.main(["--arch", "tiny", "--configs", "32:1", "--kinds", "module,onnx",
+                       "--threads", "1", "--max-load", "1000", "--profile",
                        "--json", str(out), *FAST])
     data = load(out)
     (row,) = data["rows"]
     assert finite_positive(row["onnx_vs_module"])
     assert row["onnx_vs_module_max_rel_error"] < 1e-4
     assert data["onnxruntime"] and "ORT_ENABLE_ALL" in data["ort_session_options"]
+    # Every worker pinned the requested threads, read back from its runtime (ORT: the session).
+    assert row["threads"]["onnx"] == {"tf_intra_op_threads": 1, "ort_intra_op_threads": 1,
+                                      "ort_timed_session_profiling": False}
+    assert row["threads"]["module"] == {"tf_intra_op_threads": 1}
+    assert row["under_load"] is False and row["attempts"] == 1 and len(row["loadavg_before"]) == 3
+    # ONNX Runtime profiled one call of a separate session: its kernels, the convolutions first.
+    assert "Conv" in row["profiles"]["onnx"]["profile"]
 
 
 def test_embed_speed_writes_files_vs_cached_ratio(tmp_path, shared_data):
