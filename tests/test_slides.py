@@ -375,6 +375,11 @@ def test_cli_embed_slides_lists_bad_slides_and_goes_on(module_dir, slide_folder,
     assert rc == 0, printed.err
     assert "zz_truncated.tif" in printed.out and "zz_blank.tif" in printed.out
     assert "tiles/s" in printed.out and "tiles/s" in printed.err  # summary and progress
+    # Progress into a file or pipe (not a terminal): one update per line, nothing run together.
+    assert "\r" not in printed.err
+    updates = [line for line in printed.err.splitlines() if "tiles/s)" in line]
+    assert updates and all(line.count("tiles/s") == 1 for line in updates), printed.err
+    assert all(line.count("failed:") <= 1 for line in printed.err.splitlines())
     assert len(list(emb.glob("*.h5"))) == 8 and not list(emb.glob("*.parts"))
     for line in printed.out.splitlines():
         if "failed:" in line:
