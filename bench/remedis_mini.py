@@ -65,12 +65,12 @@ NIH_POSITIVE, NIH_NEGATIVE = "finding", "no_finding"
 # Sized for a shared 2-core CPU (about an hour in two processes): short pretraining stages,
 # short fine-tuning, 2 rates x 2 epoch budgets per (data, mode, init).
 DEFAULTS = {"arch": "tiny", "image_size": 32, "supervised_steps": 400, "supervised_batch": 128,
-            "pretrain_steps": 300, "pretrain_batch": 64, "fractions": "1,5,10,25,50,100",
+            "pretrain_steps": 300, "pretrain_batch": 64, "fractions": "0.01,0.05,0.1,0.25,0.5,1",
             "seeds": "0,1,2", "budgets_linear": "6,20", "budgets_full": "2,6",
             "full_steps_per_epoch": 10, "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.05",
             "n_boot": 50, "limit": 0, "nih_limit": 0}
 TINY = {"arch": "tiny", "image_size": 32, "supervised_steps": 2, "supervised_batch": 16,
-        "pretrain_steps": 2, "pretrain_batch": 8, "fractions": "100", "seeds": "0",
+        "pretrain_steps": 2, "pretrain_batch": 8, "fractions": "1", "seeds": "0",
         "budgets_linear": "1", "budgets_full": "1", "full_steps_per_epoch": 1,
         "lrs_linear": "0.1", "lrs_full": "0.01", "n_boot": 5, "limit": 48, "nih_limit": 120}
 
@@ -418,7 +418,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="inits the id/ood sweeps fine-tune (default: all four)")
     parser.add_argument("--modes", nargs="+", default=["linear", "full"],
                         choices=["linear", "full"])
-    parser.add_argument("--fractions", help="label fractions in percent (100 is always added)")
+    parser.add_argument("--fractions", help="label fractions in (0, 1] (or N%%), comma-separated (1 is always added)")
     parser.add_argument("--seeds", help="comma-separated seeds (>= 3 for the report)")
     parser.add_argument("--arch")
     parser.add_argument("--image-size", type=int)
@@ -468,7 +468,9 @@ def main(argv: list[str] | None = None) -> dict:
     nih_dir = Path(args.nih)
     table = nih_csv(nih_dir, out, args.nih_limit)
     data = {"id": pneumonia, "ood": table, "ood_options": nih_options(nih_dir)}
-    fractions = [f / 100 for f in floats(args.fractions)]
+    from medfound.data.labeled import parse_fractions
+
+    fractions = parse_fractions(args.fractions)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     timings_file = out / "timings.json"
 
