@@ -372,6 +372,28 @@ def matches(rows: list[dict]) -> dict:
     return found
 
 
+def rescore(report: dict) -> dict:
+    """``report`` with its spreads (sd over seeds, ddof=1) and matches (MATCH_RULE) computed
+    again from the per-seed AUCs it holds: no run is repeated. For reports written before
+    either rule."""
+    import numpy as np
+
+    for row in report["rows"]:
+        aucs = np.array(row["test_aucs"], float)
+        aucs = aucs[np.isfinite(aucs)]
+        row["test_auc_std"] = float(aucs.std(ddof=1)) if aucs.size > 1 else math.nan
+    for row in report["zero_shot"]:
+        aucs = np.array([z["test_auc"] for z in report["zero_shot_runs"]
+                         if (z["mode"], z["init"]) == (row["mode"], row["init"])], float)
+        aucs = aucs[np.isfinite(aucs)]
+        row["test_auc_std"] = float(aucs.std(ddof=1)) if aucs.size > 1 else math.nan
+    report["fraction_to_match"] = matches(report["rows"])
+    report["rescored"] = ("sd over seeds with ddof=1 and fraction_to_match by MATCH_RULE, "
+                          "recomputed from the per-seed AUCs by bench/remedis_mini_tables.py "
+                          "--rescore; no run repeated")
+    return report
+
+
 def plot(rows: list[dict], path: Path) -> Path:
     """Test AUC against label fraction per init: rows ID and OOD, columns linear and full."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
