@@ -138,3 +138,28 @@ def test_match_rule_needs_a_spread_and_allows_only_seed_noise():
              _row(0.1, [0.95, 0.96, 0.97])]
     assert remedis_mini.first_match(curve, target) == 0.05
     assert remedis_mini.first_match(curve[:1], target) is None
+
+
+def test_rescore_recomputes_spreads_and_matches_from_the_seed_aucs():
+    """--rescore turns a report written under the old rules (sd ddof=0, 'mean >= baseline')
+    into today's from the per-seed AUCs it holds, without running anything."""
+    import numpy as np
+
+    def row(init, fraction, aucs):
+        return {"dataset": "id", "mode": "linear", "init": init, "fraction": fraction,
+                "n": len(aucs), "test_aucs": aucs, "test_auc_mean": float(np.mean(aucs)),
+                "test_auc_std": float(np.std(aucs))}  # ddof=0, as written before
+
+    rows = [row("supervised", 1.0, [0.910, 0.912, 0.914])]
+    rows += [row(init, f, [0.80, 0.81, 0.82] if f < 0.5 else [0.905, 0.909, 0.913])
+             for init in ("random", "remedis", "simclr") for f in (0.01, 0.5, 1.0)]
+    runs = [{"mode": "linear", "init": "random", "seed": s, "test_auc": a}
+            for s, a in enumerate([0.5, 0.6, 0.7])]
+    report = {"rows": rows, "zero_shot_runs": runs,
+              "zero_shot": [{"mode": "linear", "init": "random", "test_auc_std": 0.0816}]}
+    rescored = remedis_mini.rescore(report)
+    assert rescored["rows"][0]["test_auc_std"] == pytest.approx(0.002)  # ddof=1
+    assert rescored["zero_shot"][0]["test_auc_std"] == pytest.approx(0.1)
+    entry = rescored["fraction_to_match"]["id"]
+    assert entry["rule"] == remedis_mini.MATCH_RULE
+    assert entry["same_mode"]["linear/remedis"] == 0.5  # 0.909 +- noise vs 0.912; 0.81 is not
