@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python bench/tissue_agreement.py " + " ".join(
         sys.argv[1:] if argv is None else argv)
     result = {"benchmark": "tissue_agreement", "machine": machine_info(),
+              "baseline": "reference_tissue_mask (PIL median and rank filters) on the same array",
               "command": command.strip(), "rows": rows,
               "all_identical": all(r["differing_pixels"] == 0 and r["same_thresholds"]
                                    for r in rows)}

@@ -212,3 +212,17 @@ def test_tissue_detect_writes_fast_vs_reference_and_mask_agreement(tmp_path, sha
     assert row["level_pixels"] == 512 * 512 and 0.5 < row["tissue_fraction"] < 1
     assert finite_positive(row["speedup"]) and row["same_thresholds"]
     assert row["differing_pixels"] == 0  # the fast detector gives the reference's mask
+
+
+def test_tissue_agreement_reports_masks_equal_to_the_reference_on_the_real_slides(tmp_path,
+                                                                                 shared_data):
+    if not (shared_data / "wsi" / "CMU-1-Small-Region.svs").is_file():
+        pytest.skip(f"real whole-slide images not found in {shared_data / 'wsi'}")
+    from bench import tissue_agreement
+
+    out = tmp_path / "tissue_agreement.json"
+    tissue_agreement.main(["--data", str(shared_data), "--slide-side", "0", "--json", str(out)])
+    data = load(out)
+    # One level of the single-level slide, its black-grid crop, four levels of the pyramid.
+    assert len(data["rows"]) == 6 and data["all_identical"], data["rows"]
+    assert data["rows"][0]["pixels"] == 2220 * 2967
