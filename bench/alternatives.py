@@ -16,8 +16,17 @@ random weights (nothing is downloaded):
   pretrained=False, num_classes=0)``, eval, ``torch.inference_mode``; the table uses the faster of
   the two memory formats in each row.
 
+Every worker pins its thread count (``--threads``, default the cores; TensorFlow intra-op,
+ONNX Runtime ``intra_op_num_threads``, torch ``set_num_threads``) and reports the count its runtime
+then holds, read back (for ONNX Runtime from the InferenceSession's own options); each row records
+them and the load average before and after. A row started or ended with the 1-minute load average
+above ``--max-load`` is marked ``under_load`` and taken again (``--retries`` times); the last
+attempt is kept with the count of attempts.
+
 ``--profile`` adds an op breakdown of one call per candidate (TF profiler XPlane for TensorFlow,
-``torch.profiler`` for timm, ORT's own profiler for ONNX), to say what bounds an unmet row.
+``torch.profiler`` for timm, ORT's own profiler for ONNX), to say what bounds an unmet row. It is
+a separate call after the timing (for ONNX Runtime a second session opened with profiling on:
+the timed session never profiles).
 
     python bench/alternatives.py --configs 224:1,224:16,448:1 --repeats 5 --profile
 """
@@ -55,6 +64,48 @@ def timm_available() -> str | None:
 
 # ---------------------------------------------------------------- worker side
 
+def _ort_session(spec: dict, profile_dir: Path | None = None):
+    """An InferenceSession with ``spec["threads"]`` intra-op threads; profiling only when
+    ``profile_dir`` is given (a separate session: the timed one never profiles)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = spec["threads"]
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_dir / "ort")
+    return ort.InferenceSession(spec["onnx"], options, providers=["CPUExecutionProvider"])
+
+
+def _pin_threads(kind: str, spec: dict) -> None:
+    """Pins this worker's runtime to ``spec["threads"]`` before anything runs."""
+    if kind.startswith("timm"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+    else:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+
+
+def _threads(kind: str, session) -> dict:
+    """The thread counts the worker's runtime holds, read back from it."""
+    if kind.startswith("timm"):
+        import torch
+
+        return {"torch_threads": torch.get_num_threads()}
+    import tensorflow as tf
+
+    got = {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+    if session is not None:
+        options = session.get_session_options()
+        got.update(ort_intra_op_threads=options.intra_op_num_threads,
+                   ort_timed_session_profiling=options.enable_profiling)
+    return got
+
+
 def _tf_candidate(kind: str, spec: dict):
     import numpy as np
     import tensorflow as tf
@@ -62,14 +113,7 @@ def _tf_candidate(kind: str, spec: dict):
     shape = (spec["batch"], spec["size"], spec["size"], 3)
     images = tf.constant(np.random.RandomState(0).rand(*shape).astype(np.float32))
     if kind == "onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if spec.get("profile_dir"):
-            Path(spec["profile_dir"]).mkdir(parents=True, exist_ok=True)
-            options.enable_profiling = True
-            options.profile_file_prefix = str(Path(spec["profile_dir"]) / "ort")
-        session = ort.InferenceSession(spec["onnx"], options, providers=["CPUExecutionProvider"])
+        session = _ort_session(spec)
         array = images.numpy()
         return (lambda: session.run(["embedding"], {"images": array})[0]), session
     if kind == "module":
@@ -153,7 +197,7 @@ def _profile_ort(session) -> dict:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
             op = event.get("args", {}).get("op_name", "?")
             totals[op] = totals.get(op, 0.0) + event["dur"] / 1e6
-    # ORT profiles every run since the session opened: keep the last call's share only.
+    # ORT profiles every run since the session opened: the share of one call.
     runs = sum(1 for e in events if e.get("name") == "model_run")
     return {k: v / max(runs, 1) for k, v in totals.items()}
 
@@ -161,6 +205,7 @@ def _profile_ort(session) -> dict:
 def run_worker(spec: dict) -> None:
     """A worker: builds its candidate, warms it up, then times one call per 'run' line."""
     kind = spec["kind"]
+    _pin_threads(kind, spec)
     call, session = (_timm_candidate if kind.startswith("timm") else _tf_candidate)(kind, spec)
     for _ in range(spec["warmup"]):
         call()
@@ -171,19 +216,27 @@ def run_worker(spec: dict) -> None:
             start = time.perf_counter()
             call()
             print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+        elif command == "threads":
+            print(json.dumps({"threads": _threads(kind, session)}), flush=True)
         elif command.startswith("save "):
             import numpy as np
 
             np.save(command[5:], call())
             print(json.dumps({"saved": command[5:]}), flush=True)
         elif command.startswith("profile "):
+            import numpy as np
+
             folder = Path(command[8:])
             folder.mkdir(parents=True, exist_ok=True)
             if kind.startswith("timm"):
                 totals = _profile_timm(call)
             elif kind == "onnx":
-                call()
-                totals = _profile_ort(session)
+                profiling = _ort_session(spec, folder)
+                array = np.random.RandomState(0).rand(
+                    spec["batch"], spec["size"], spec["size"], 3).astype(np.float32)
+                profiling.run(["embedding"], {"images": array})  # warm-up, then the profiled call
+                profiling.run(["embedding"], {"images": array})
+                totals = _profile_ort(profiling)
             else:
                 totals = _profile_tf(call, folder)
             top = dict(sorted(totals.items(), key=lambda kv: -kv[1])[:12])
@@ -249,8 +302,22 @@ def prepare(arch: str, folder: Path, units=None, width=None) -> dict:
             "export_onnx_s": time.perf_counter() - start}
 
 
+def measure_idle(size: int, batch: int, files: dict, *, max_load: float, retries: int,
+                 **kwargs) -> dict:
+    """``measure``, taken again (up to ``retries`` times) while the row ran under load: its
+    1-minute load average above ``max_load`` when it started or ended. Marks what it keeps."""
+    for attempt in range(1, retries + 2):
+        row = measure(size, batch, files, **kwargs)
+        row["under_load"] = max(row["loadavg_before"][0], row["loadavg_after"][0]) > max_load
+        row.update(attempts=attempt, max_load=max_load)
+        if not row["under_load"]:
+            break
+    return row
+
+
 def measure(size: int, batch: int, files: dict, *, arch: str, kinds: list[str], repeats: int,
-            warmup: int, scratch: Path, profile: bool, overrides: dict | None = None) -> dict:
+            warmup: int, scratch: Path, profile: bool, threads: int,
+            overrides: dict | None = None) -> dict:
     """One row: every candidate timed in alternating repetitions, ratios and parity."""
     load_before = os.getloadavg()
     overrides = overrides or {}
@@ -258,16 +325,16 @@ def measure(size: int, batch: int, files: dict, *, arch: str, kinds: list[str], 
     try:
         for kind in kinds:
             workers[kind] = Worker({"kind": kind, "arch": arch, "size": size, "batch": batch,
-                                    "warmup": warmup, **files, **overrides,
-                                    "profile_dir": str(scratch / f"prof-{kind}-{size}-{batch}")
-                                    if profile and kind == "onnx" else None})
+                                    "warmup": warmup, "threads": threads, **files, **overrides})
         times: dict[str, list[float]] = {k: [] for k in kinds}
         for rep in range(repeats):
             order = kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]
             for kind in order:
                 times[kind].append(workers[kind].ask("run")["seconds"])
         row = {"size": size, "batch": batch, "repeats": repeats,
-               "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}
+               "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
+               "threads": {kind: worker.ask("threads")["threads"]
+                           for kind, worker in workers.items()}}
         for kind in kinds:
             row[f"{kind}_img_s"] = batch / median(times[kind])
             row[f"{kind}_spread"] = spread(times[kind])
@@ -318,6 +385,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--width", type=float, help="override the width (smoke tests)")
     parser.add_argument("--profile", action="store_true",
                         help="add a per-op-type breakdown of one call of every candidate")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads every worker pins (default: the cores, %(default)s)")
+    parser.add_argument("--max-load", type=float, default=0.5,
+                        help="1-minute load average above which a row counts as taken under "
+                             "load (default %(default)s)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="times a row taken under load is taken again (default %(default)s)")
     args = parser.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
     missing = timm_available() if any(k.startswith("timm") for k in kinds) else None
@@ -335,26 +409,28 @@ def main(argv: list[str] | None = None) -> dict:
                           "format), keras.applications.ResNet50V2 and the SavedModel, each in "
                           "its own process, alternating",
               "timm_missing": missing, "onnxruntime": onnxruntime.__version__,
-              "ort_session_options": "default SessionOptions: graph_optimization_level "
-                                     "ORT_ENABLE_ALL, intra_op_num_threads 0 (= cores), "
-                                     "CPUExecutionProvider",
+              "ort_session_options": "SessionOptions: graph_optimization_level "
+                                     "ORT_ENABLE_ALL (default), intra_op_num_threads "
+                                     "--threads (read back per row), CPUExecutionProvider",
+              "threads": args.threads,
               "tensorflow": tf.__version__, "rows": rows}
     if not missing and any(k.startswith("timm") for k in kinds):
         import timm
         import torch
 
-        result.update(torch=torch.__version__, timm=timm.__version__,
-                      torch_threads=torch.get_num_threads())
+        result.update(torch=torch.__version__, timm=timm.__version__)
     units = tuple(int(u) for u in args.units.split(",")) if args.units else None
     with tempfile.TemporaryDirectory() as scratch:
         files = prepare(args.arch, Path(scratch), units=units, width=args.width)
         result.update({k: v for k, v in files.items() if k.endswith("_s")})
         for item in args.configs.split(","):
             size, batch = (int(v) for v in item.split(":"))
-            rows.append(measure(size, batch, files, arch=args.arch, kinds=kinds,
-                                repeats=args.repeats, warmup=args.warmup, scratch=Path(scratch),
-                                profile=args.profile,
-                                overrides={"units": units, "width": args.width}))
+            rows.append(measure_idle(size, batch, files, max_load=args.max_load,
+                                     retries=args.retries, arch=args.arch, kinds=kinds,
+                                     repeats=args.repeats, warmup=args.warmup,
+                                     scratch=Path(scratch), profile=args.profile,
+                                     threads=args.threads,
+                                     overrides={"units": units, "width": args.width}))
             write_json(args.json, result)
             print(f"done {size} batch {batch}", flush=True)
     columns = ["size", "batch"] + [f"{k}_img_s" for k in kinds] + [

@@ -41,10 +41,10 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumo
 MILD_AUGMENT = {"crop_area": (0.5, 1.0), "elastic_prob": 0.0, "equalize_prob": 0.0,
                 "rotation_degrees": 10.0}
 DEFAULTS = {"arch": "tiny", "image_size": 32, "pretrain_steps": 600, "pretrain_batch": 64,
-            "fractions": "1,5,10,25,50,100", "seeds": "0,1,2", "epochs_linear": 10,
+            "fractions": "0.01,0.05,0.1,0.25,0.5,1", "seeds": "0,1,2", "epochs_linear": 10,
             "epochs_full": 4, "full_steps_per_epoch": 15, "n_boot": 100, "limit": 0}
 TINY = {"arch": "tiny", "image_size": 32, "pretrain_steps": 2, "pretrain_batch": 8,
-        "fractions": "50", "seeds": "0", "epochs_linear": 1, "epochs_full": 1,
+        "fractions": "0.5", "seeds": "0", "epochs_linear": 1, "epochs_full": 1,
         "full_steps_per_epoch": 2, "n_boot": 10,
         "limit": 48}
 
@@ -184,8 +184,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "byol, relic)")
     parser.add_argument("--modes", nargs="+", default=["linear", "full"],
                         choices=["linear", "full"])
-    parser.add_argument("--fractions", help="label fractions in percent, comma-separated "
-                                            f"(100 is always added; default {DEFAULTS['fractions']})")
+    parser.add_argument("--fractions", help="label fractions in (0, 1] (or N%%), comma-separated "
+                                            f"(1 is always added; default {DEFAULTS['fractions']})")
     parser.add_argument("--seeds", help=f"comma-separated seeds (default {DEFAULTS['seeds']})")
     parser.add_argument("--arch", help=f"backbone (default {DEFAULTS['arch']})")
     parser.add_argument("--image-size", type=int,
@@ -232,6 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from medfound.data.labeled import parse_fractions
     from medfound.finetune.label_efficiency import fraction_to_match, label_efficiency
 
     args = parse_args(argv)
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = check_data(Path(args.data))
     if args.limit:
         data = subset_npz(data, args.limit, out / f"subset{args.limit}.npz")
-    fractions = [float(f) / 100 for f in args.fractions.split(",") if f.strip()]
+    fractions = parse_fractions(args.fractions)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
     if args.pretrained:

@@ -65,12 +65,12 @@ NIH_POSITIVE, NIH_NEGATIVE = "finding", "no_finding"
 # Sized for a shared 2-core CPU (about an hour in two processes): short pretraining stages,
 # short fine-tuning, 2 rates x 2 epoch budgets per (data, mode, init).
 DEFAULTS = {"arch": "tiny", "image_size": 32, "supervised_steps": 400, "supervised_batch": 128,
-            "pretrain_steps": 300, "pretrain_batch": 64, "fractions": "1,5,10,25,50,100",
+            "pretrain_steps": 300, "pretrain_batch": 64, "fractions": "0.01,0.05,0.1,0.25,0.5,1",
             "seeds": "0,1,2", "budgets_linear": "6,20", "budgets_full": "2,6",
             "full_steps_per_epoch": 10, "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.05",
             "n_boot": 50, "limit": 0, "nih_limit": 0}
 TINY = {"arch": "tiny", "image_size": 32, "supervised_steps": 2, "supervised_batch": 16,
-        "pretrain_steps": 2, "pretrain_batch": 8, "fractions": "100", "seeds": "0",
+        "pretrain_steps": 2, "pretrain_batch": 8, "fractions": "1", "seeds": "0",
         "budgets_linear": "1", "budgets_full": "1", "full_steps_per_epoch": 1,
         "lrs_linear": "0.1", "lrs_full": "0.01", "n_boot": 5, "limit": 48, "nih_limit": 120}
 
@@ -316,39 +316,82 @@ def summarise(results: dict) -> list[dict]:
                          "fraction": fraction, "percent": f"{100 * fraction:g}%",
                          "lr": res["choice"]["chosen_lr"], "epochs": res["choice"]["chosen_epochs"],
                          "test_auc_mean": float(aucs[finite].mean()) if finite.any() else math.nan,
-                         "test_auc_std": float(aucs[finite].std()) if finite.any() else math.nan,
+                         "test_auc_std": (float(aucs[finite].std(ddof=1)) if finite.sum() > 1
+                                          else math.nan),  # over seeds, ddof=1
                          "ci_low_mean": float(np.nanmean([r["ci_low"] for r in mine])),
                          "ci_high_mean": float(np.nanmean([r["ci_high"] for r in mine])),
                          "n": int(finite.sum()), "test_aucs": aucs.tolist()})
     return rows
 
 
+MATCH_RULE = ("an init matches the supervised baseline at 100 % at the smallest fraction whose "
+              "mean test AUC is at least the baseline's minus 1.96 standard errors of the "
+              "difference (seeds' sd, ddof=1); with fewer than two seeds on either side there is "
+              "no spread to judge by and no verdict (None)")
+
+
+def within_noise(row: dict, target: dict) -> bool | None:
+    """``row``'s mean test AUC is not below ``target``'s beyond seed noise (MATCH_RULE); None
+    when either has fewer than two seeds or no AUC."""
+    if min(row["n"], target["n"]) < 2 or math.isnan(row["test_auc_mean"]):
+        return None
+    error = math.sqrt(row["test_auc_std"] ** 2 / row["n"] + target["test_auc_std"] ** 2 / target["n"])
+    return row["test_auc_mean"] >= target["test_auc_mean"] - 1.96 * error
+
+
+def first_match(curve: list[dict], target: dict) -> float | None:
+    """The smallest fraction of ``curve`` (rows of one init) that matches ``target``."""
+    for row in sorted(curve, key=lambda r: r["fraction"]):
+        if within_noise(row, target):
+            return row["fraction"]
+    return None
+
+
 def matches(rows: list[dict]) -> dict:
     """Per dataset: the supervised baseline at 100 % (per mode, and the better mode), and the
-    smallest fraction at which each init's mean test AUC reaches it."""
-    from medfound.finetune.label_efficiency import fraction_to_match
-
+    smallest fraction at which each init matches it (MATCH_RULE)."""
     found = {}
     for dataset in sorted({r["dataset"] for r in rows}):
         sub = [r for r in rows if r["dataset"] == dataset]
         if not any(r["init"] == "supervised" and r["fraction"] == 1.0 for r in sub):
             continue  # a partial call (--inits without the baseline)
         modes = sorted({r["mode"] for r in sub}, key=["linear", "full"].index)
-        baseline = {m: next(r["test_auc_mean"] for r in sub if r["mode"] == m
-                            and r["init"] == "supervised" and r["fraction"] == 1.0) for m in modes}
+        base_rows = {m: next(r for r in sub if r["mode"] == m and r["init"] == "supervised"
+                             and r["fraction"] == 1.0) for m in modes}
+        baseline = {m: r["test_auc_mean"] for m, r in base_rows.items()}
         strongest_mode = max(modes, key=lambda m: baseline[m])
         entry = {"supervised_at_100": baseline, "strongest_baseline_mode": strongest_mode,
-                 "same_mode": {}, "against_strongest": {}}
+                 "rule": MATCH_RULE, "same_mode": {}, "against_strongest": {}}
         for mode in modes:
             for init in INITS:
-                curve = {r["fraction"]: r["test_auc_mean"] for r in sub
-                         if r["mode"] == mode and r["init"] == init}
+                curve = [r for r in sub if r["mode"] == mode and r["init"] == init]
                 key = f"{mode}/{init}"
-                entry["same_mode"][key] = fraction_to_match(curve, baseline[mode])
-                entry["against_strongest"][key] = fraction_to_match(curve,
-                                                                    baseline[strongest_mode])
+                entry["same_mode"][key] = first_match(curve, base_rows[mode])
+                entry["against_strongest"][key] = first_match(curve, base_rows[strongest_mode])
         found[dataset] = entry
     return found
+
+
+def rescore(report: dict) -> dict:
+    """``report`` with its spreads (sd over seeds, ddof=1) and matches (MATCH_RULE) computed
+    again from the per-seed AUCs it holds: no run is repeated. For reports written before
+    either rule."""
+    import numpy as np
+
+    for row in report["rows"]:
+        aucs = np.array(row["test_aucs"], float)
+        aucs = aucs[np.isfinite(aucs)]
+        row["test_auc_std"] = float(aucs.std(ddof=1)) if aucs.size > 1 else math.nan
+    for row in report["zero_shot"]:
+        aucs = np.array([z["test_auc"] for z in report["zero_shot_runs"]
+                         if (z["mode"], z["init"]) == (row["mode"], row["init"])], float)
+        aucs = aucs[np.isfinite(aucs)]
+        row["test_auc_std"] = float(aucs.std(ddof=1)) if aucs.size > 1 else math.nan
+    report["fraction_to_match"] = matches(report["rows"])
+    report["rescored"] = ("sd over seeds with ddof=1 and fraction_to_match by MATCH_RULE, "
+                          "recomputed from the per-seed AUCs by bench/remedis_mini_tables.py "
+                          "--rescore; no run repeated")
+    return report
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -397,7 +440,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="inits the id/ood sweeps fine-tune (default: all four)")
     parser.add_argument("--modes", nargs="+", default=["linear", "full"],
                         choices=["linear", "full"])
-    parser.add_argument("--fractions", help="label fractions in percent (100 is always added)")
+    parser.add_argument("--fractions", help="label fractions in (0, 1] (or N%%), comma-separated (1 is always added)")
     parser.add_argument("--seeds", help="comma-separated seeds (>= 3 for the report)")
     parser.add_argument("--arch")
     parser.add_argument("--image-size", type=int)
@@ -447,7 +490,9 @@ def main(argv: list[str] | None = None) -> dict:
     nih_dir = Path(args.nih)
     table = nih_csv(nih_dir, out, args.nih_limit)
     data = {"id": pneumonia, "ood": table, "ood_options": nih_options(nih_dir)}
-    fractions = [f / 100 for f in floats(args.fractions)]
+    from medfound.data.labeled import parse_fractions
+
+    fractions = parse_fractions(args.fractions)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     timings_file = out / "timings.json"
 
@@ -494,7 +539,8 @@ def main(argv: list[str] | None = None) -> dict:
             if mine:
                 aucs = np.array([z["test_auc"] for z in mine])
                 zero_rows.append({"mode": mode, "init": init, "test_auc_mean": float(np.nanmean(aucs)),
-                                  "test_auc_std": float(np.nanstd(aucs)),
+                                  "test_auc_std": (float(np.nanstd(aucs, ddof=1))
+                                                   if np.isfinite(aucs).sum() > 1 else math.nan),
                                   "ci_low_mean": float(np.nanmean([z["ci_low"] for z in mine])),
                                   "ci_high_mean": float(np.nanmean([z["ci_high"] for z in mine])),
                                   "n": len(mine)})

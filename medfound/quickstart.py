@@ -11,9 +11,10 @@ import json
 import time
 from pathlib import Path
 
-
-
 from medfound.utils.files import atomic_path
+
+SUMMARY_FILE = "quickstart.json"
+PRETRAIN_FILE = "pretrain_train_patients.csv"
 
 
 @dataclasses.dataclass
@@ -36,7 +37,6 @@ class QuickstartConfig:
     augment: dict = dataclasses.field(default_factory=lambda: dict(
         crop_area=(0.5, 1.0), elastic_prob=0.0, equalize_prob=0.0, rotation_degrees=10.0))
     seed: int = 0
-
 
     def pretrain_config(self, data: str, *, demo: bool, patient_column: str | None):
         """The PretrainConfig of the quickstart's pretraining step."""
@@ -64,11 +64,19 @@ class QuickstartConfig:
         out = Path(self.out_dir)
         problems.check(not out.exists() or out.is_dir(),
                        f"--out {out} is a file, not a folder")
+        problems.check(self.data is not None or self.modality == "cxr",
+                       f"--modality {self.modality}: the built-in demo set is chest-X-ray-like "
+                       "only; give pathology images with --data")
         try:
             self.pretrain_config("-", demo=self.data is None, patient_column=None).validate()
         except ValueError as error:
             problems.items += [line.strip() for line in str(error).splitlines()[1:]]
         problems.raise_if_any("quickstart configuration")
+
+
+def demo_folder(config: QuickstartConfig) -> Path:
+    """The demo set's folder: one per seed, so that another --seed gets other images."""
+    return Path(config.out_dir) / f"demo_data_seed{config.seed}"
 
 
 def _labeled_splits(config: QuickstartConfig, demo_csv: Path | None):
@@ -83,6 +91,42 @@ def _labeled_splits(config: QuickstartConfig, demo_csv: Path | None):
         parts = split_dataset(data, {"train": 0.7, "test": 0.3}, seed=config.seed)
         return parts["train"], parts["test"]
     return load_medmnist(config.data, "train"), load_medmnist(config.data, "test")
+
+
+def pretraining_csv(demo_csv: Path, train) -> Path:
+    """Writes the demo set's training patients' rows beside ``labels.csv`` and returns it:
+    SimCLR pretrains on them only, never on the test patients (an advantage the randomly
+    initialised baseline would lack)."""
+    import csv
+
+    folder = demo_csv.parent
+    path = folder / PRETRAIN_FILE
+    rows = [{"path": Path(p).relative_to(folder).as_posix(), "patient": patient}
+            for p, patient in zip(train.paths.tolist(), train.patient_ids.tolist())]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "patient"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _losses(result, out: Path) -> list[float | None]:
+    """The pretraining loss at its first and last log point. A resumed run's first value, and
+    both values of a run that was already finished (it trains nothing now), come from the
+    previous summary of the same run; None where none was recorded."""
+    history = result.history
+    previous = [None, None]
+    summary = out / SUMMARY_FILE
+    if summary.is_file():
+        try:
+            saved = json.loads(summary.read_text())
+            if saved.get("run_dir") == str(result.run_dir):
+                previous = list(saved.get("pretraining_loss_first_last") or previous)
+        except ValueError:
+            pass  # an unreadable old summary is replaced below
+    first = history[0]["loss"] if history and result.resumed_from == 0 else previous[0]
+    last = history[-1]["loss"] if history else previous[1]
+    return [first, last]
 
 
 def run_quickstart(config: QuickstartConfig, verbose: bool = True) -> dict:
@@ -106,15 +150,26 @@ def run_quickstart(config: QuickstartConfig, verbose: bool = True) -> dict:
     started = time.perf_counter()
     demo_csv = None
     if config.data is None:
-        demo_csv = make_demo_dataset(out / "demo_data", seed=config.seed)
-        say(f"[1/5] synthetic demo data (generated, not medical): {demo_csv.parent}")
-        pretrain_data, patient_column = str(demo_csv), "patient"
+        demo_csv = make_demo_dataset(demo_folder(config), seed=config.seed)
+        say(f"[1/5] synthetic demo data (generated, not medical, seed {config.seed}): "
+            f"{demo_csv.parent}")
     else:
         say(f"[1/5] data: {config.data}")
+    train, test = _labeled_splits(config, demo_csv)
+    if demo_csv is not None:
+        pretrain_data, patient_column = str(pretraining_csv(demo_csv, train)), "patient"
+        say(f"[2/5] SimCLR pretraining on the {len(train.labels)} training images only")
+    else:
         pretrain_data, patient_column = config.data, None
-    say("[2/5] SimCLR pretraining")
+        say("[2/5] SimCLR pretraining" + (
+            " on every image of --data, test patients included (labels unused; the random-"
+            "init baseline has no such view of them)" if config.data.lower().endswith(".csv")
+            else " on the .npz's train split"))
     result = pretrain(config.pretrain_config(pretrain_data, demo=demo_csv is not None,
                                              patient_column=patient_column), verbose=verbose)
+    if not result.history:
+        say(f"      {result.run_dir} already holds {result.steps} pretraining steps "
+            f"(--steps {config.steps}): reused as it is; give a new --out to train anew")
     name = f"quickstart-{config.modality}-{config.arch}"
     say(f"[3/5] exporting hub module {name}")
     # quickstart owns its --out folder: a resumed quickstart replaces its own earlier export
@@ -126,7 +181,6 @@ def run_quickstart(config: QuickstartConfig, verbose: bool = True) -> dict:
         return tf.reduce_mean(module(images), axis=[-3, -2])  # the PhysioNet colab's pooling
 
     random_backbone = build_backbone(config.arch)
-    train, test = _labeled_splits(config, demo_csv)
     say("[5/5] linear probes")
     aucs = {}
     for label, fn in (("pretrained", module_embed),
@@ -138,19 +192,20 @@ def run_quickstart(config: QuickstartConfig, verbose: bool = True) -> dict:
     summary = {
         "auc_pretrained_module": aucs["pretrained"],
         "auc_random_init": aucs["random_init"],
-        "pretraining_loss_first_last": [result.history[0]["loss"], result.history[-1]["loss"]],
+        "pretraining_loss_first_last": _losses(result, out),
+        "pretraining_steps": result.steps, "pretraining_data": pretrain_data,
         "train_images": len(train.labels), "test_images": len(test.labels),
         "run_dir": str(result.run_dir), "module": str(module_dir),
         "data": str(demo_csv.parent) if demo_csv else config.data,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    with atomic_path(out / "quickstart.json") as tmp:
+    with atomic_path(out / SUMMARY_FILE) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     say(f"\nlinear-probe test AUC: module {aucs['pretrained']:.3f} | random init "
         f"{aucs['random_init']:.3f}  ({summary['test_images']} test images)")
     for key in ("run_dir", "module", "data"):
         say(f"{key}: {summary[key]}")
-    say(f"summary: {out / 'quickstart.json'}  ({summary['seconds']} s)")
+    say(f"summary: {out / SUMMARY_FILE}  ({summary['seconds']} s)")
     return summary
 
 

@@ -107,14 +107,16 @@ def test_memory_measures_each_case_in_a_fresh_process(tmp_path):
 def test_label_efficiency_pneumonia_compares_pretrained_with_random_init(tmp_path, shared_data):
     out = tmp_path / "le"
     label_efficiency_pneumonia.main(["--tiny", "--data", str(shared_data / "pneumoniamnist.npz"),
-                                     "--modes", "linear", "--fractions", "100",
+                                     "--modes", "linear", "--fractions", "1",
                                      "--out", str(out)])
     data = load(out / "label_efficiency.json")
     assert data["pretrain"]["losses"] and all(math.isfinite(v) for v in data["pretrain"]["losses"])
     rows = {(r["init"], r["mode"], r["fraction"]): r for r in data["rows"]}
     assert set(rows) == {("pretrained", "linear", 1.0), ("random", "linear", 1.0)}
     for row in rows.values():
-        assert 0.0 <= row["test_auc_mean"] <= 1.0 and row["n"] == 1
+        # Pneumonia shows even to a random tiny network: both probes are above chance (the tiny
+        # run measured 0.65 for each; labels unrelated to the images would give about 0.5).
+        assert row["test_auc_mean"] > 0.55 and row["n"] == 1, row
     assert data["targets"]["linear"] == rows[("random", "linear", 1.0)]["test_auc_mean"]
     need = data["fraction_to_match"]["linear"]
     reached = rows[("pretrained", "linear", 1.0)]["test_auc_mean"] >= data["targets"]["linear"]
@@ -125,7 +127,7 @@ def test_label_efficiency_pneumonia_compares_pretrained_with_random_init(tmp_pat
 def test_methods_pneumonia_puts_each_method_beside_random_init(tmp_path, shared_data):
     out = tmp_path / "methods"
     argv = ["--methods", "barlow,moco", "--moco-queue-size", "16", "--out", str(out), "--tiny",
-            "--data", str(shared_data / "pneumoniamnist.npz"), "--fractions", "100"]
+            "--data", str(shared_data / "pneumoniamnist.npz"), "--fractions", "1"]
     data = methods_pneumonia.main(argv)
     assert [(r["method"], r["fraction"]) for r in data["rows"]] == [
         ("barlow", 1.0), ("moco", 1.0), ("random init", 1.0)]
@@ -173,12 +175,20 @@ def test_alternatives_writes_onnx_vs_savedmodel_ratio_and_parity(tmp_path):
 
     out = tmp_path / "alternatives.json"
     alternatives.main(["--arch", "tiny", "--configs", "32:1", "--kinds", "module,onnx",
+                       "--threads", "1", "--max-load", "1000", "--profile",
                        "--json", str(out), *FAST])
     data = load(out)
     (row,) = data["rows"]
     assert finite_positive(row["onnx_vs_module"])
     assert row["onnx_vs_module_max_rel_error"] < 1e-4
     assert data["onnxruntime"] and "ORT_ENABLE_ALL" in data["ort_session_options"]
+    # Every worker pinned the requested threads, read back from its runtime (ORT: the session).
+    assert row["threads"]["onnx"] == {"tf_intra_op_threads": 1, "ort_intra_op_threads": 1,
+                                      "ort_timed_session_profiling": False}
+    assert row["threads"]["module"] == {"tf_intra_op_threads": 1}
+    assert row["under_load"] is False and row["attempts"] == 1 and len(row["loadavg_before"]) == 3
+    # ONNX Runtime profiled one call of a separate session: its kernels, the convolutions first.
+    assert "Conv" in row["profiles"]["onnx"]["profile"]
 
 
 def test_embed_speed_writes_files_vs_cached_ratio(tmp_path, shared_data):
@@ -202,3 +212,17 @@ def test_tissue_detect_writes_fast_vs_reference_and_mask_agreement(tmp_path, sha
     assert row["level_pixels"] == 512 * 512 and 0.5 < row["tissue_fraction"] < 1
     assert finite_positive(row["speedup"]) and row["same_thresholds"]
     assert row["differing_pixels"] == 0  # the fast detector gives the reference's mask
+
+
+def test_tissue_agreement_reports_masks_equal_to_the_reference_on_the_real_slides(tmp_path,
+                                                                                 shared_data):
+    if not (shared_data / "wsi" / "CMU-1-Small-Region.svs").is_file():
+        pytest.skip(f"real whole-slide images not found in {shared_data / 'wsi'}")
+    from bench import tissue_agreement
+
+    out = tmp_path / "tissue_agreement.json"
+    tissue_agreement.main(["--data", str(shared_data), "--slide-side", "0", "--json", str(out)])
+    data = load(out)
+    # One level of the single-level slide, its black-grid crop, four levels of the pyramid.
+    assert len(data["rows"]) == 6 and data["all_identical"], data["rows"]
+    assert data["rows"][0]["pixels"] == 2220 * 2967

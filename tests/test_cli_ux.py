@@ -135,10 +135,30 @@ def test_plain_progress_lines_off_a_terminal():
         bar.update(step, [("loss", 4.21134), ("img/s", 312.5)])
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines  # one line per step forward, none for a repeat
-    assert lines[0].startswith("step 40/100 (40%)  loss 4.2113  img/s 312.5000  ETA ")
+    assert lines[0].startswith("step 40/100 (40%)  loss 4.2113  img/s 312.5  ETA ")
     assert lines[1].startswith("step 100/100 (100%)") and "took " in lines[1]
     assert not any(c in stream.getvalue() for c in "\r\b\x1b")
     assert isinstance(make_progress(10, verbose=True), PlainProgress)  # pytest's stdout: no tty
+
+
+def test_status_line_redraws_on_a_terminal_and_writes_lines_elsewhere():
+    import io
+
+    from medfound.utils.progress import StatusLine
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, expected in ((io.StringIO(), "a 1/2\na 2/2\na: failed: bad\ndone\n"),
+                             (Terminal(), "\ra 1/2\ra 2/2\na: failed: bad\ndone\n")):
+        status = StatusLine(stream)
+        status.update("a 1/2")
+        status.update("a 2/2")
+        status.say("a: failed: bad")
+        status.end()
+        status.say("done")
+        assert stream.getvalue() == expected, repr(stream.getvalue())
 
 
 def test_pretrain_progress_in_a_log_is_one_readable_line_per_interval(shared_data, tmp_path,
@@ -191,3 +211,18 @@ def test_finetune_and_embed_take_strategy_and_say_why_not_multiworker(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args([command, *extra, "--strategy", "multiworker"])
         assert "invalid choice: 'multiworker'" in capsys.readouterr().err
+
+
+def test_no_help_text_repeats_a_word():
+    """'pooled embedding embedding' was in `embed --help`: every subcommand's help is read for
+    a word written twice in a row."""
+    import re
+
+    from medfound.cli.main import build_parser
+
+    parser = build_parser()
+    (subparsers,) = [a for a in parser._actions if a.choices and isinstance(a.choices, dict)]
+    for name, sub in subparsers.choices.items():
+        text = " ".join(sub.format_help().split())
+        doubled = re.findall(r"\b([A-Za-z]{3,}) \1\b", text)
+        assert not doubled, (name, doubled)

@@ -267,3 +267,24 @@ def test_native_backbone_refuses_the_inputs_the_module_refuses():
         with pytest.raises(ImageInputError, match=advice):
             model(bad)
     assert model(images().astype(np.float64))["embedding"].shape == (2, 1024)  # NumPy's default
+
+
+def test_export_parity_guard_refuses_a_disagreeing_graph_at_the_stated_tolerance(tmp_path):
+    """The guard that keeps a wrong graph from being written: a backbone's real embedding, and
+    the same moved by twice / half the tolerance (relative to its largest value)."""
+    from pathlib import Path
+
+    from medfound.export.exporter import EXPORT_PARITY_TOLERANCE, check_parity
+
+    probe = np.linspace(0.0, 1.0, 2 * 64 * 64 * 3, dtype=np.float32).reshape(2, 64, 64, 3)
+    want = build_backbone("tiny")(probe, training=False)["embedding"].numpy().astype(np.float64)
+    scale = np.abs(want).max()
+    check_parity(want, want, tmp_path / "m")
+    check_parity(want + 0.5 * EXPORT_PARITY_TOLERANCE * scale, want, tmp_path / "m")
+    for bad in (want + 2 * EXPORT_PARITY_TOLERANCE * scale, want * np.nan):
+        with pytest.raises(ExportError, match="disagrees with the backbone.*not writing"):
+            check_parity(bad, want, tmp_path / "m")
+    card = (Path(__file__).resolve().parents[1] / "MODEL_CARD.md").read_text()
+    stated = card.split("Export tolerance:")[1].split("\n- ")[0]
+    written = f"{EXPORT_PARITY_TOLERANCE:.0e}".replace("e-0", "e-")  # 1e-3
+    assert f"within {written} " in stated and "1e-4" not in stated

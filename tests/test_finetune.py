@@ -86,7 +86,8 @@ def test_nih_multilabel_linear_probe_beats_chance_on_patient_split(shared_data, 
     assert defined and test["mean_auc"] == pytest.approx(np.mean(defined))  # only classes with both labels
     print(f"NIH sample, random tiny backbone, linear, 64 px: test mean AUC {test['mean_auc']:.3f} "
           f"(95% CI {test['mean_auc_ci95']}), per class { {k: v['auc'] for k, v in test['per_class'].items()} }")
-    assert test["mean_auc"] > 0.5
+    # Beats chance beyond bootstrap noise: the interval's lower bound (measured 0.537) is above 0.5.
+    assert test["mean_auc_ci95"][0] > 0.5, test["mean_auc_ci95"]
     for v in test["per_class"].values():
         assert v["auc_ci95"][0] <= v["auc"] <= v["auc_ci95"][1]
     assert test["bootstrap"]["by"] == "patient" and test["patients"] >= 20

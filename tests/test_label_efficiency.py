@@ -21,7 +21,7 @@ def test_fraction_to_match_takes_the_smallest_fraction_reaching_the_target():
 
 @pytest.mark.slow
 def test_sweep_on_pneumoniamnist_writes_table_plot_and_resumes(shared_data, tmp_path, capsys):
-    argv = ["label-efficiency", "--modules", "random:small", "random:tiny", "--fractions", "5",
+    argv = ["label-efficiency", "--modules", "random:small", "random:tiny", "--fractions", "0.05",
             "--seeds", "0", "--task", "medmnist", "--data", str(shared_data / "pneumoniamnist.npz"),
             "--out", str(tmp_path / "le"), "--image-size", "32", "--epochs", "2",
             "--n-boot", "50", "--quiet"]

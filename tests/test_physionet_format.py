@@ -305,12 +305,12 @@ def test_every_command_takes_the_file_with_no_extra_flag(files, small_files, sha
     np.savez(npz, **subset)
     common = ["--task", "medmnist", "--data", str(npz), "--image-size", "32", "--n-boot", "20",
               "--quiet"]
-    assert main(["finetune", "--module", str(small), "--label-fraction", "50", "--epochs", "1",
+    assert main(["finetune", "--module", str(small), "--label-fraction", "0.5", "--epochs", "1",
                  "--out", str(tmp_path / "ft"), *common]) == 0
     assert main(["evaluate", "--model", str(tmp_path / "ft"), "--out", str(tmp_path / "ev"),
                  *common]) == 0
     assert main(["label-efficiency", "--modules", str(small), "--baseline", str(small),
-                 "--fractions", "50", "--seeds", "0", "--epochs", "1",
+                 "--fractions", "0.5", "--seeds", "0", "--epochs", "1",
                  "--out", str(tmp_path / "le"), *common]) == 0
     results = json.loads((tmp_path / "le" / "results.json").read_text())
     assert {r["module"] for r in results["runs"]} == {str(small)}

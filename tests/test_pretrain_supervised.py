@@ -11,17 +11,18 @@ from medfound.pretrain.supervised import (CHECKPOINT_FILE, SupervisedConfig, bit
                                           pretrain_supervised)
 
 
-def separable_npz(path, n=64, size=32):
-    """Two classes a small network tells apart in a few steps: bright top half vs bright bottom."""
+def separable_npz(path, n=64, size=32, n_test=16):
+    """Two classes a small network tells apart in a few steps: bright top half vs bright bottom.
+    The test images are drawn apart from the training ones (no image is in both)."""
     rng = np.random.default_rng(0)
-    labels = np.arange(n) % 2
-    images = rng.integers(0, 60, (n, size, size, 3)).astype(np.uint8)
+    labels = np.arange(n + n_test) % 2
+    images = rng.integers(0, 60, (n + n_test, size, size, 3)).astype(np.uint8)
     for i, label in enumerate(labels):
         half = slice(0, size // 2) if label == 0 else slice(size // 2, size)
         images[i, half] += 150
-    np.savez(path, train_images=images, train_labels=labels[:, None].astype(np.uint8),
-             test_images=images[:16], test_labels=labels[:16, None].astype(np.uint8),
-             classes=np.array(["top", "bottom"]))
+    labels = labels[:, None].astype(np.uint8)
+    np.savez(path, train_images=images[:n], train_labels=labels[:n],
+             test_images=images[n:], test_labels=labels[n:], classes=np.array(["top", "bottom"]))
     return path
 
 

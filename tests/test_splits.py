@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from medfound.data.labeled.base import LabeledDataset
 from medfound.data.labeled.splits import (LABEL_FRACTIONS, PatientLeakageError, check_no_leakage,
-                                          label_fraction_indices, label_fraction_subset, parse_fraction,
+                                          label_fraction_indices, label_fraction_subset, parse_fraction, parse_fractions,
                                           patient_split, split_dataset)
 
 
@@ -76,12 +76,27 @@ def test_label_fractions_are_patient_level_nested_and_deterministic():
     assert not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.25", 0.25), (10, 0.10), (1, 1.0), ("100%", 1.0)])
+@pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.25", 0.25), (1, 1.0), ("1", 1.0), ("100%", 1.0)])
 def test_parse_fraction(text, value):
     assert parse_fraction(text) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("bad", ["0", "-5%", "abc", "150%"])
+@pytest.mark.parametrize("bad", ["0", "-5%", "abc", "150%", "5", 10])
 def test_parse_fraction_refuses(bad):
     with pytest.raises(ValueError, match="label fraction"):
         parse_fraction(bad)
+
+
+def test_a_bare_number_above_one_is_refused_with_the_spelling_to_use(capsys):
+    """'1' is all the labels everywhere (--label-fraction and --fractions alike); '5' is not
+    guessed to be 5 %: the error says to write 0.05."""
+    from medfound.cli.main import main
+
+    with pytest.raises(ValueError, match=r"label fraction '5' is above 1: .* write 0.05 \(or 5%\)"):
+        parse_fraction("5")
+    assert parse_fractions("0.01,5%,1") == pytest.approx([0.01, 0.05, 1.0])
+    assert main(["label-efficiency", "--modules", "random:tiny", "--fractions", "1,5",
+                 "--data", "x.npz", "--task", "medmnist", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "--fractions: label fraction '5' is above 1" in err and "0.05" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -24,9 +24,9 @@ def check_sigma_range(sigma_range: Sequence[float]) -> tuple[float, float]:
     return lo, hi
 
 
-def _gaussian_kernel(sigma: tf.Tensor, radius: int) -> tf.Tensor:
+def _gaussian_kernel(sigma: tf.Tensor, radius) -> tf.Tensor:
     """A normalised 1-D Gaussian of 2 * radius + 1 taps."""
-    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    offsets = tf.cast(tf.range(-radius, radius + 1), tf.float32)
     kernel = tf.exp(-0.5 * tf.square(offsets / sigma))
     return kernel / tf.reduce_sum(kernel)
 
@@ -46,19 +46,26 @@ def gaussian_blur(image, sigma, radius: int | None = None) -> tf.Tensor:
     radius = int(radius)
     if radius < 0:
         raise ValueError(f"blur radius must be >= 0, got {radius}")
+    blurred = blur_images(image[tf.newaxis], sigma, radius)[0]
+    return tf.ensure_shape(tf.clip_by_value(blurred, 0.0, 1.0), image.shape)
+
+
+def blur_images(images: tf.Tensor, sigma, radius) -> tf.Tensor:
+    """The one Gaussian blur (augmentation and the evaluation's sharpness shift): (B, H, W, C)
+    float images, channels known when traced; ``radius`` an int or an int32 tensor. Separable,
+    zero-padded and divided by the blurred image of ones, so borders keep their brightness."""
     sigma = tf.maximum(tf.cast(sigma, tf.float32), 1e-3)
     kernel = _gaussian_kernel(sigma, radius)
-    channels = image.shape[-1]
+    depth = images.shape[-1]
 
-    def separable(x: tf.Tensor, depth: int) -> tf.Tensor:
-        column = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, depth, 1])
-        row = tf.reshape(column, [1, -1, depth, 1])
+    def separable(x: tf.Tensor, channels: int) -> tf.Tensor:
+        column = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+        row = tf.reshape(column, [1, -1, channels, 1])
         x = tf.nn.depthwise_conv2d(x, column, strides=[1, 1, 1, 1], padding="SAME")
         return tf.nn.depthwise_conv2d(x, row, strides=[1, 1, 1, 1], padding="SAME")
 
-    blurred = separable(image[tf.newaxis], channels)
-    weight = separable(tf.ones_like(image[tf.newaxis, ..., :1]), 1)
-    return tf.ensure_shape(tf.clip_by_value(blurred[0] / weight[0], 0.0, 1.0), image.shape)
+    weight = separable(tf.ones(tf.concat([[1], tf.shape(images)[1:3], [1]], 0)), 1)
+    return separable(images, depth) / weight
 
 
 def random_gaussian_blur(image, seed, sigma_range: Sequence[float] = (0.1, 2.0)) -> tf.Tensor:

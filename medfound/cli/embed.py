@@ -7,8 +7,8 @@ import argparse
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "embed", help="embed a folder or CSV of images with a module (npz, h5 or parquet)",
-        description="Writes one row per image (its path and the module's pooled embedding "
-                    "embedding). Work is saved in parts beside the output, so running the same "
+        description="Writes one row per image (its path and the module's pooled embedding). "
+                    "Work is saved in parts beside the output, so running the same "
                     "command again after an interruption continues where it stopped. Bad images "
                     "are skipped and listed in <stem>.failures.csv.")
     p.add_argument("--module", required=True,

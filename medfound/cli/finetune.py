@@ -32,7 +32,8 @@ def register(subparsers) -> None:
                     "AUC with bootstrap 95%% CIs), history.json, roc_test.png and training_curves.png.")
     p.add_argument("--module", help=MODULE_HELP + " (not used by the slide tasks)")
     p.add_argument("--label-fraction", default=str(d["label_fraction"]),
-                   help="patient-level fraction of the training labels: 0.1, 10%% or 10 (default: all)")
+                   help="patient-level fraction of the training labels, in (0, 1]: 0.1 or 10%% (1 = all, "
+                        "the default)")
     p.add_argument("--seed", type=int, default=d["seed"],
                    help="seed for the split, the label subset and the head (default: %(default)s)")
     p.add_argument("--strategy", choices=d["strategies"], default=d["strategy"],

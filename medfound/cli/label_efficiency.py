@@ -15,8 +15,9 @@ def register(subparsers) -> None:
                     "trained on all labels. Finished runs are reused, so an interrupted sweep resumes.")
     p.add_argument("--modules", nargs="+", required=True, help=MODULE_HELP + " (several)")
     p.add_argument("--baseline", help="module whose 100%% score is the target (default: the last)")
-    p.add_argument("--fractions", default="1,5,10,25,50,100",
-                   help="label fractions in percent, comma-separated (100 is always added)")
+    p.add_argument("--fractions", default="0.01,0.05,0.1,0.25,0.5,1",
+                   help="label fractions in (0, 1] (or percentages with %%), comma-separated; 1 "
+                        "(all labels) is always added (default: %(default)s)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     add_training_arguments(p, _defaults())
     p.set_defaults(func=run)
@@ -25,12 +26,15 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from medfound.finetune.label_efficiency import label_efficiency
 
-    try:
-        fractions = [float(f) / 100 for f in args.fractions.split(",") if f.strip()]
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        from medfound.errors import UserError
+    from medfound.data.labeled import parse_fractions
+    from medfound.errors import UserError
 
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        fractions = parse_fractions(args.fractions)
+    except ValueError as error:
+        if "above 1" in str(error):
+            raise UserError(f"--fractions: {error}") from None
         raise UserError("--fractions and --seeds take comma-separated numbers") from None
     result = label_efficiency(config_from_args(args), args.modules, fractions, seeds,
                               baseline=args.baseline)

@@ -11,6 +11,7 @@ import math
 
 import tensorflow as tf
 
+from medfound.augment.filters import blur_images
 from medfound.evaluation.shift_names import DEFAULT_SEVERITIES, MAX_SEVERITY, SHIFT_KINDS
 
 __all__ = ["DEFAULT_SEVERITIES", "MAX_SEVERITY", "SHIFT_KINDS", "apply_shift", "check_shift"]
@@ -60,24 +61,8 @@ def sharpness(images: tf.Tensor, level: float) -> tf.Tensor:
     """Gaussian defocus blur with sigma up to 3% of the shorter side (at least 0.5 px per unit level)."""
     side = tf.cast(tf.minimum(tf.shape(images)[1], tf.shape(images)[2]), tf.float32)
     sigma = tf.maximum(0.03 * side, 2.5) * level
-    return gaussian_blur(images, sigma)
-
-
-def gaussian_blur(images: tf.Tensor, sigma) -> tf.Tensor:
-    """Separable Gaussian blur of (B, H, W, C) images with reflected borders (``sigma`` in pixels)."""
-    sigma = tf.maximum(tf.cast(sigma, tf.float32), 1e-3)
-    h, w = tf.shape(images)[1], tf.shape(images)[2]
-    radius = tf.minimum(tf.cast(tf.math.ceil(3.0 * sigma), tf.int32), tf.minimum(h, w) - 1)
-    radius = tf.maximum(radius, 1)
-    x = tf.cast(tf.range(-radius, radius + 1), tf.float32)
-    kernel = tf.exp(-0.5 * tf.square(x / sigma))
-    kernel = kernel / tf.reduce_sum(kernel)
-    channels = tf.shape(images)[-1]
-    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    k_rows = tf.tile(tf.reshape(kernel, (-1, 1, 1, 1)), [1, 1, channels, 1])
-    k_cols = tf.tile(tf.reshape(kernel, (1, -1, 1, 1)), [1, 1, channels, 1])
-    out = tf.nn.depthwise_conv2d(padded, k_rows, strides=[1, 1, 1, 1], padding="VALID")
-    return tf.nn.depthwise_conv2d(out, k_cols, strides=[1, 1, 1, 1], padding="VALID")
+    radius = tf.maximum(tf.cast(tf.math.ceil(3.0 * sigma), tf.int32), 1)
+    return blur_images(images, sigma, radius)
 
 
 def tint(images: tf.Tensor, level: float) -> tf.Tensor:

@@ -68,7 +68,7 @@ class FinetuneConfig:
         check(self.strategy in STRATEGIES,
               f"strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
         check(self.optimizer in OPTIMIZERS, f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        if isinstance(self.label_fraction, str):  # '10%', '0.1' or '10' (read as a percentage)
+        if isinstance(self.label_fraction, str):  # '10%' or '0.1' ('10' is refused: write 0.1)
             try:
                 self.label_fraction = parse_fraction(self.label_fraction)
             except ValueError as err:

@@ -15,7 +15,6 @@ from pathlib import Path
 METADATA_FILE = "medfound_module.json"  # file name inside assets/ (SavedModel) or the .keras zip
 METADATA_ASSET = f"assets/{METADATA_FILE}"
 FORMAT_VERSION = 2  # 2: PhysioNet structure (raw block4 output, BiT-named variables, no final norm)
-KERNEL_FORMS = ("standardize_in_graph", "folded")
 
 
 @dataclasses.dataclass

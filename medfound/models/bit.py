@@ -13,7 +13,6 @@ from medfound.models.configs import BLOCK_STRIDES, MIN_IMAGE_SIZE, ArchSpec, get
 from medfound.models.input_check import check_array, enforce_contract
 from medfound.models.layers import StandardizedConv2D, group_norm
 
-FEATURE_NAMES = ("stem", "block1", "block2", "block3", "block4", "feature_map", "embedding")
 INPUT_SCALINGS = ("bit", "none")  # 'bit': [0, 1] -> [-1, 1] inside the model; 'none': as given
 
 

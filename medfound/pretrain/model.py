@@ -63,10 +63,21 @@ def build_networks(config: PretrainConfig) -> tuple[PretrainNetworks, InitRecord
     return PretrainNetworks(backbone, method), record
 
 
+# Read only by ``pre_logits`` (never by the embedding pretraining trains): REMEDIS modules lack it.
+OPTIONAL_INIT_LAYERS = frozenset({"group_norm"})
+
+
+def unmatched_layers(backbone: BiTBackbone, source_names: set[str]) -> list[str]:
+    """The backbone's layers with weights that a source holding ``source_names`` cannot fill
+    (the optional final GroupNorm aside): a start from them would silently stay random."""
+    return [layer.name for layer in backbone.layers if layer.weights
+            and layer.name not in source_names and layer.name not in OPTIONAL_INIT_LAYERS]
+
+
 def init_from(backbone: BiTBackbone, spec: str) -> InitRecord:
     """Copies the weights ``spec`` names (``medfound.load``) into ``backbone``, layer by layer
-    by name; the architecture must be the same. A layer the source lacks (the final GroupNorm of
-    a REMEDIS module) keeps its initial values."""
+    by name; the architecture must be the same. Only the final GroupNorm may be missing from the
+    source (a REMEDIS module's form); any other layer left unfilled is refused, naming it."""
     from medfound.resolve import BackboneError, load
 
     source = load(spec)
@@ -75,7 +86,12 @@ def init_from(backbone: BiTBackbone, spec: str) -> InitRecord:
             f"init {spec}: a {source.arch} backbone (units {list(source.spec.units)}, width "
             f"{source.spec.width:g}) but the run's architecture is {backbone.arch} (units "
             f"{list(backbone.spec.units)}, width {backbone.spec.width:g}); pass the matching --arch")
-    layers = {layer.name: layer for layer in source.layers}
+    layers = {layer.name: layer for layer in source.layers if layer.weights}
+    missing = unmatched_layers(backbone, set(layers))
+    if missing:
+        raise BackboneError(f"init {spec}: no weights for {len(missing)} layer(s) of the "
+                            f"{backbone.arch} backbone ({', '.join(missing[:3])}"
+                            f"{', ...' if len(missing) > 3 else ''}); it would start partly random")
     for layer in backbone.layers:
         if layer.weights and layer.name in layers:
             layer.set_weights(layers[layer.name].get_weights())

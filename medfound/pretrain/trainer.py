@@ -30,7 +30,7 @@ from medfound.pretrain.pipeline import distributed_views, open_source
 from medfound.pretrain.strategy import is_chief, make_strategy
 from medfound.runinfo import BACKBONE_WEIGHTS, RunInfo
 from medfound.utils.files import atomic_path
-from medfound.utils.progress import make_progress
+from medfound.utils.progress import PlainProgress, make_progress
 from medfound.version import __version__
 
 logger = logging.getLogger("medfound.pretrain")
@@ -316,8 +316,9 @@ class _MetricLog:
         shown = [("loss", values["loss"])]
         if "contrastive_accuracy" in values:
             shown.append(("acc", values["contrastive_accuracy"]))
-        self.progress.update(done, shown + [("img/s", values["images_per_second"]),
-                                            ("lr", values["learning_rate"])])
+        if isinstance(self.progress, PlainProgress):  # Keras' bar would print 312.5000
+            shown.append(("img/s", values["images_per_second"]))
+        self.progress.update(done, shown + [("lr", values["learning_rate"])])
 
 
 def _loop(run: _Run, start: int, verbose: bool, check_interrupt=lambda: None) -> list[dict]:

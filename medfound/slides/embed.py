@@ -32,6 +32,7 @@ from medfound.slides.inputs import list_slides, plan_outputs, slide_identity
 from medfound.slides.reader import SLIDE_SUFFIXES, SlideError, open_slide
 from medfound.slides.tiling import TilingConfig, plan_tiles, read_tile
 from medfound.slides.tissue import detect_tissue, overlay_png
+from medfound.utils.progress import StatusLine
 
 FAILURES_FILE = "failures.csv"
 FORMAT_VERSION = 1
@@ -217,7 +218,8 @@ def _coords_digest(coords: np.ndarray) -> str:
 
 
 def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size: int, dim: int,
-                *, budget: int | None = None, log=None) -> tuple[Path | None, int]:
+                *, budget: int | None = None,
+                log: StatusLine | None = None) -> tuple[Path | None, int]:
     """Embeds one slide; returns (finished file, or None if stopped by ``budget``; tiles added)."""
     from medfound.data.prepare import prepare_image
 
@@ -273,7 +275,7 @@ def embed_slide(slide_path: Path, config: SlideEmbedConfig, embedder, image_size
             if log and (now - last > 1.0 or at == stop):
                 last = now
                 rate = added / max(now - start_time, 1e-9)
-                log(f"\r{slide_path.name}: {at}/{n} tiles ({rate:.1f} tiles/s)")
+                log.update(f"{slide_path.name}: {at}/{n} tiles ({rate:.1f} tiles/s)")
         if done + added < n:
             return None, added
     datasets = {"coords": grid.coords, "tissue": grid.tissue}
@@ -348,7 +350,7 @@ def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
     embedder = embedder or ModuleEmbedder(config.module)
     image_size = config.image_size or embedder.default_image_size or config.tiling.tile_size
     dim = int(embedder(np.zeros((1, image_size, image_size, 3), np.float32)).shape[-1])
-    log = (lambda s: print(s, end="", file=sys.stderr, flush=True)) if config.progress else None
+    log = StatusLine(sys.stderr) if config.progress else None
     done, failures, tiles = [], [], 0
     start = time.perf_counter()
     complete = True
@@ -363,11 +365,11 @@ def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
         except Exception as err:  # noqa: BLE001 - the per-slide boundary: one slide, not all
             failures.append((str(slide_path), _failure(slide_path, err)))
             if log:
-                log(f"\n{slide_path.name}: failed: {failures[-1][1]}\n")
+                log.say(f"{slide_path.name}: failed: {failures[-1][1]}")
             continue
         tiles += added
         if log:
-            log("\n")
+            log.end()
         if final is None:
             complete = False
             break

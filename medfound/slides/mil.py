@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medfound.slides.annotations import tile_labels
 from medfound.slides.bags import SlideBag, _label_rows, load_bags  # noqa: F401 (re-exported)
 from medfound.slides.reader import SlideError
 
@@ -352,12 +353,19 @@ def _run_slides(bags, split, norm, config, out, log) -> dict:
                         normalise=kind == "attention")
     primary = "attention" if "attention" in metrics["models"] else config.models[0]
     metrics["test"] = {"primary": primary, **metrics["models"][primary]}
+    _write_predictions(out, rows)
+    return metrics
+
+
+def _write_predictions(out: Path, rows: list[tuple]) -> None:
+    """predictions.csv: one row per test slide (or tile, as SLIDE#INDEX) and model."""
+    from medfound.utils.files import atomic_path
+
     with atomic_path(out / "predictions.csv") as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["model", "slide", "patient", "label", "probability"])
             w.writerows(rows)
-    return metrics
 
 
 def _run_tiles(bags, split, norm, config, out, log) -> dict:
@@ -376,7 +384,7 @@ def _run_tiles(bags, split, norm, config, out, log) -> dict:
         if not chosen:
             return np.zeros((0, bags[0].features.shape[1]), np.float32), np.zeros(0), []
         x = np.concatenate([norm(b.features) for b in chosen]).astype(np.float32)
-        y = np.concatenate([b.tumor_fraction >= config.tile_threshold for b in chosen])
+        y = np.concatenate([tile_labels(b.tumor_fraction, config.tile_threshold) for b in chosen])
         g = sum(([b.name] * len(b.features) for b in chosen), [])
         return x, y.astype(np.float32), g
 
@@ -399,14 +407,17 @@ def _run_tiles(bags, split, norm, config, out, log) -> dict:
               else np.zeros(0))
     report = _report(y_test, scores, g_test, config.n_boot, config.seed)
     report["tile_threshold"] = config.tile_threshold
-    start = 0
+    start, rows = 0, []
     for b in bags:
         if split[b.name] != "test":
             continue
         s = np.asarray(scores[start:start + len(b.features)])
+        rows += [("tiles", f"{b.name}#{i}", b.patient, int(y), float(p)) for i, (y, p) in
+                 enumerate(zip(y_test[start:start + len(b.features)], s))]
         start += len(b.features)
         heatmap_png(b, s, out / "heatmaps" / f"{b.name}.tiles.png",
                     title=f"{b.name}: tile tumour probability", normalise=False)
+    _write_predictions(out, rows)
     if log:
         log(f"  tile AUC {report['auc']}")
     return {"test": report}

@@ -165,24 +165,29 @@ def _median_passes(codes: np.ndarray, first: int, size: int) -> np.ndarray:
     return counts >= size * size - size * size // 2
 
 
-def _median_sample(codes: np.ndarray, size: int, step: int) -> np.ndarray:
-    """Exact ``size`` medians (edges replicated) at every ``step``-th pixel of each axis."""
+def _median_counts(codes: np.ndarray, valid: np.ndarray, size: int,
+                   rows: int = 256) -> np.ndarray:
+    """(256,) histogram of the exact ``size`` medians (edges replicated) of ``codes`` over the
+    ``valid`` pixels: every pixel, in blocks of ``rows`` rows to bound memory, so the Otsu
+    thresholds are the reference's on levels of any size."""
     if size <= 1:
-        return codes[::step, ::step]
-    r = size // 2
+        return np.bincount(codes[valid].ravel(), minlength=256)
+    r, k = size // 2, size * size // 2
     padded = np.pad(codes, r, mode="edge")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))[::step, ::step]
-    flat = windows.reshape(-1, size * size)
-    k = size * size // 2
-    return np.partition(flat, k, axis=1)[:, k].reshape(windows.shape[:2])
+    counts = np.zeros(256, np.int64)
+    for top in range(0, codes.shape[0], rows):
+        block = padded[top:top + min(rows, codes.shape[0] - top) + 2 * r]
+        windows = np.lib.stride_tricks.sliding_window_view(block, (size, size))
+        medians = np.partition(windows.reshape(-1, size * size), k, axis=1)[:, k]
+        counts += np.bincount(medians[valid[top:top + rows].ravel()], minlength=256)
+    return counts
 
 
-def _threshold(codes: np.ndarray, valid: np.ndarray, size: int, step: int, top: float,
+def _threshold(codes: np.ndarray, valid: np.ndarray, size: int, top: float,
                low: float, floor: float) -> tuple[float, int]:
-    """The log-Otsu threshold of the median-filtered codes over ``valid`` pixels (sampled every
-    ``step`` pixels) and the first code above it."""
-    sample = _median_sample(codes, size, step)[valid[::step, ::step]]
-    counts = np.bincount(sample.ravel(), minlength=256)
+    """The log-Otsu threshold of the median-filtered codes over ``valid`` pixels and the first
+    code above it."""
+    counts = _median_counts(codes, valid, size)
     levels = _code_values(top)
     t = _log_otsu(levels, low, top, floor, weights=counts)
     passing = np.nonzero(levels > t)[0]
@@ -191,15 +196,15 @@ def _threshold(codes: np.ndarray, valid: np.ndarray, size: int, step: int, top: 
 
 def tissue_mask(rgb: np.ndarray, *, min_saturation: float = MIN_SATURATION,
                 min_density: float = MIN_DENSITY, median_px: int = 5, speck_px: int = 3,
-                hole_px: int = 5, sample_pixels: int = 1 << 20) -> tuple[np.ndarray, float, float]:
+                hole_px: int = 5) -> tuple[np.ndarray, float, float]:
     """(mask, saturation threshold, density threshold) of an RGB uint8 image (see detect_tissue).
 
     The same mask as :func:`reference_tissue_mask` (median filter, thresholds, opening, closing,
     all at 8-bit precision with replicated edges) without filtering any float image: the two
     measures come from lookup tables, the median is a majority count of the thresholded codes
     (median >= level iff most of the window is), opening and closing are separable boolean
-    shifts. Only the Otsu histograms need real medians, computed exactly on a regular sample of
-    at most ``sample_pixels`` pixels (every pixel for levels up to 1024 x 1024).
+    shifts. Only the Otsu histograms need real medians: computed exactly at every pixel, so the
+    thresholds, and hence the mask, are the reference's on levels of any size.
     """
     rgb = np.asarray(rgb)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
@@ -209,9 +214,8 @@ def tissue_mask(rgb: np.ndarray, *, min_saturation: float = MIN_SATURATION,
     sat = _saturation_codes()[high, low]
     od = _density_codes()[low]
     del high, low
-    step = max(1, int(np.ceil(np.sqrt(valid.size / sample_pixels))))
-    t_sat, k_sat = _threshold(sat, valid, median_px, step, 1.0, 1 / 255, min_saturation)
-    t_od, k_od = _threshold(od, valid, median_px, step, OD_TOP, 0.01, min_density)
+    t_sat, k_sat = _threshold(sat, valid, median_px, 1.0, 1 / 255, min_saturation)
+    t_od, k_od = _threshold(od, valid, median_px, OD_TOP, 0.01, min_density)
     mask = _median_passes(sat, k_sat, median_px)
     mask |= _median_passes(od, k_od, median_px)
     mask &= valid

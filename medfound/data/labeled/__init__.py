@@ -14,7 +14,8 @@ from collections.abc import Callable
 from medfound.data.labeled.base import (CSVFormatError, DatasetFormatError, LabeledDataset, NumpySource,
                                         as_keras_inputs, prepare_image)
 from medfound.data.labeled.splits import (LABEL_FRACTIONS, PatientLeakageError, check_no_leakage,
-                                          label_fraction_subset, parse_fraction, patient_split, split_dataset)
+                                          label_fraction_subset, parse_fraction, parse_fractions,
+                                          patient_split, split_dataset)
 from medfound.data.labeled.tfds_sources import is_tfds_data
 
 TASKS = ("chexpert", "mimic", "nih", "camelyon", "breakhis", "medmnist", "csv", "folder")
@@ -69,5 +70,5 @@ def load_task_splits(task: str, path: str | os.PathLike, seed: int = 0, **kwargs
 
 __all__ = ["CSVFormatError", "DatasetFormatError", "LABEL_FRACTIONS", "LabeledDataset", "NumpySource",
            "PatientLeakageError", "TASKS", "as_keras_inputs", "check_no_leakage", "is_tfds_data",
-           "label_fraction_subset", "load_task_splits", "parse_fraction", "patient_split", "prepare_image",
+           "label_fraction_subset", "load_task_splits", "parse_fraction", "parse_fractions", "patient_split", "prepare_image",
            "split_dataset"]

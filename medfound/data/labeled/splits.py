@@ -102,17 +102,27 @@ def checked_splits(splits: Mapping[str, LabeledDataset]) -> dict[str, LabeledDat
 
 
 def parse_fraction(value: float | str) -> float:
-    """A label fraction from 0.05, '0.05', '5%' or 5 (a number above 1 is read as a percentage)."""
+    """A label fraction in (0, 1] from 0.05, '0.05' or '5%'; '1' is all the labels.
+
+    A bare number above 1 ('5') is refused rather than guessed to be a percentage, so that '1'
+    means one thing everywhere (100 %, not 1 %).
+    """
     text = str(value).strip()
     try:
         f = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
     except ValueError:
         raise ValueError(f"label fraction {value!r} is not a number or a percentage") from None
     if f > 1.0 and not text.endswith("%"):
-        f /= 100.0
+        raise ValueError(f"label fraction {value!r} is above 1: fractions are in (0, 1], so "
+                         f"write {f / 100:g} (or {text}%) for {text} %")
     if not 0.0 < f <= 1.0:
         raise ValueError(f"label fraction {value!r} must be in (0, 1] (or 0-100%)")
     return f
+
+
+def parse_fractions(text: str) -> list[float]:
+    """Comma-separated label fractions ('0.01,0.1,1' or '1%,10%,100%'), each as parse_fraction."""
+    return [parse_fraction(part) for part in str(text).split(",") if part.strip()]
 
 
 def label_fraction_indices(patient_ids: Sequence[str] | np.ndarray, fraction: float | str,

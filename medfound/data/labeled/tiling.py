@@ -16,9 +16,6 @@ from medfound.data.labeled.base import DatasetFormatError, LabeledDataset
 
 BREAKHIS_PATTERN = re.compile(
     r"^SOB_(?P<label>[BM])_(?P<subtype>[A-Z]+)-(?P<year>\d+)-(?P<patient>[0-9A-Za-z]+)-(?P<mag>\d+)-(?P<seq>\d+)$")
-BREAKHIS_SUBTYPES = {"A": "adenosis", "F": "fibroadenoma", "PT": "phyllodes_tumor", "TA": "tubular_adenoma",
-                     "DC": "ductal_carcinoma", "LC": "lobular_carcinoma", "MC": "mucinous_carcinoma",
-                     "PC": "papillary_carcinoma"}
 
 
 def tile_boxes(height: int, width: int, tile: int, stride: int | None = None) -> np.ndarray:
