@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script
+
 TORCH_SIDE = """
 import sys, numpy as np, timm, torch
 folder, images, out = sys.argv[1:]
@@ -77,7 +79,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         rows = [measure(a, args.size, args.batch, Path(scratch)) for a in args.archs.split(",")]
-    report = {"command": "python " + " ".join(sys.argv), "rows": rows,
+    from bench.common import machine_info
+
+    report = {"command": "python " + " ".join(sys.argv), "machine": machine_info(), "rows": rows,
               "note": "relative error = max |timm - medfound| / max |medfound| of the raw block4 map"}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     for row in rows:

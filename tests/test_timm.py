@@ -96,10 +96,15 @@ def test_timm_loads_the_folder_and_gives_the_module_map(files, tmp_path):
     assert relative_error(got["embedding"], want.mean(axis=(1, 2))) < TOLERANCE
 
 
-def test_medfound_reads_its_timm_folder_back(files):
-    """medfound.load of the timm folder: the same map, the module's metadata kept."""
+def test_medfound_reads_its_timm_folder_back(files, capsys):
+    """medfound.load of the timm folder: the same map, the module's metadata kept; medfound info
+    prints it with the input contract."""
     from medfound.resolve import load
 
+    _, path_folder = files["path-50x1-remedis-m"]
+    assert main(["info", str(path_folder)]) == 0
+    printed = capsys.readouterr().out
+    assert "name: path-50x1-remedis-m" in printed and "224x224 px at 0.5 um/px" in printed
     module, folder = files["cxr-50x1-remedis-m"]
     images = uint8_images(1, 64, seed=1)
     backbone = load(folder)

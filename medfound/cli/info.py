@@ -8,9 +8,10 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "info", help="print a module's metadata",
         description="Prints the metadata of a medfound module (a SavedModel folder, a .tar.gz "
-                    "hub archive or a .keras file), or describes a PhysioNet REMEDIS file or BiT "
+                    "hub archive, a .keras file or a timm folder) and its input contract, or "
+                    "describes a PhysioNet REMEDIS file or BiT "
                     "SavedModel from its variables (format, architecture, parameters, sizes).")
-    parser.add_argument("path", help="module folder, .tar.gz or .keras file")
+    parser.add_argument("path", help="module folder, .tar.gz, .keras file or timm folder")
     parser.add_argument("--json", action="store_true", help="print the metadata as JSON")
     parser.set_defaults(func=run, needs_tensorflow=False)
 
@@ -90,4 +91,5 @@ def describe(meta) -> list[str]:
         lines.append(f"{field.name}: {value}" + (f"  ({note})" if note else ""))
     if missing:
         lines.append(f"not recorded: {', '.join(missing)}")
+    lines += ["input contract:", *(f"  {line[2:]}" for line in meta.input_contract.card_lines())]
     return lines

@@ -105,6 +105,8 @@ def read_metadata(path: str | os.PathLike) -> ModuleMetadata:
         if not meta.is_file() and (path / "config.json").is_file() \
                 and (path / METADATA_FILE).is_file():
             meta = path / METADATA_FILE  # a .keras file's folder form (Hugging Face layout)
+        if not meta.is_file() and (path / "model.safetensors").is_file():
+            return _timm_metadata(path)
         if not meta.is_file():
             kind = "a SavedModel" if (path / "saved_model.pb").exists() else "not a SavedModel"
             raise ValueError(f"{path}: {kind} without {METADATA_ASSET}, so not a medfound module")
@@ -133,3 +135,17 @@ def read_metadata(path: str | os.PathLike) -> ModuleMetadata:
             raise ValueError(str(err)) from err
         return ModuleMetadata.from_json(text, f"{path}!{METADATA_ASSET}")
     raise ValueError(f"{path}: unknown module format (expected a folder, .keras or .tar.gz)")
+
+
+def _timm_metadata(path: Path) -> ModuleMetadata:
+    """The metadata ``export --format timm`` writes into the folder's config.json."""
+    from medfound.formats.timm_folder import CONFIG, METADATA_KEY
+
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{path / CONFIG}: not valid JSON ({type(err).__name__})") from None
+    if not isinstance(config, dict) or not isinstance(config.get(METADATA_KEY), dict):
+        raise ValueError(f"{path}: a timm folder without medfound metadata (not written by "
+                         "medfound export --format timm)")
+    return ModuleMetadata.from_json(json.dumps(config[METADATA_KEY]), str(path / CONFIG))
