@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "medfound"
-# What the leaf may import from medfound: itself and the small utilities below everything.
-LEAF_MAY_IMPORT = ("medfound.evaluation", "medfound.utils")
+# What the leaf may import from medfound: itself, the small utilities below everything, and the
+# image ops of medfound.augment (pure TensorFlow functions; one Gaussian blur serves augmentation
+# and the sharpness shift), which import nothing of medfound but themselves.
+LEAF_MAY_IMPORT = ("medfound.evaluation", "medfound.utils", "medfound.augment")
 LEAF_MODULES = ("medfound.evaluation.metrics", "medfound.evaluation.plots", "medfound.evaluation.shifts")
 
 
@@ -63,6 +65,16 @@ def test_evaluation_is_a_leaf(path):
     """metrics, plots and shifts import nothing of medfound above them (no fine-tuning, no CLI)."""
     above = sorted(n for n in imported_modules(path) if not _within(n, LEAF_MAY_IMPORT) and n != "medfound")
     assert not above, f"{path.relative_to(PACKAGE.parent)} imports {above}: medfound.evaluation must stay a leaf"
+
+
+@pytest.mark.parametrize("path", [PACKAGE / "augment" / f"{n}.py" for n in ("filters", "color",
+                                                                             "geometry")],
+                         ids=lambda p: p.name)
+def test_augment_ops_import_only_each_other(path):
+    """The image ops the leaf may use stay below it (presets and preview sit above them)."""
+    above = sorted(n for n in imported_modules(path) if not _within(n, ("medfound.augment",))
+                   and n != "medfound")
+    assert not above, f"{path.relative_to(PACKAGE.parent)} imports {above}"
 
 
 def test_library_does_not_import_the_cli():
