@@ -8,7 +8,6 @@ subprocess (see the end of this file and tests/test_hostile_pretrain.py).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import subprocess
@@ -24,6 +23,7 @@ from medfound.cli.main import main
 from medfound.data.unlabeled import open_unlabeled
 from medfound.pretrain import runfolder
 from medfound.pretrain.config import PretrainConfig
+from tests.hostile import snapshot
 
 TINY = ["--arch", "tiny", "--image-size", "32", "--batch-size", "4", "--steps", "2", "--quiet"]
 
@@ -86,19 +86,6 @@ def corrupt_png(path: Path) -> None:
     start = data.index(b"IDAT") + 8
     data[start:start + 40] = bytes(40)
     path.write_bytes(bytes(data))
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` with a hash of its content."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            state[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            state[os.path.relpath(path, root)] = hashlib.sha256(
-                Path(path).read_bytes()).hexdigest()
-    return state
 
 
 @dataclass

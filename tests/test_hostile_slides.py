@@ -6,7 +6,6 @@ failures.csv while the good ones are still embedded."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import shlex
 import subprocess
@@ -17,6 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.hostile import snapshot
+
 pytest.importorskip("tiffslide", reason="tiffslide (a medfound dependency) is not installed")
 pytest.importorskip("tifffile", reason="tifffile (test extra) writes the test slides")
 
@@ -26,19 +27,6 @@ from medfound.slides.synthetic import (SET_SIZE, rect, write_asap_xml,  # noqa: 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "path-50x1-remedis-m"
 GEOMETRY = "--tile-size 32 --min-tissue 0.5 --image-size 32 --quiet"
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` with a hash of its content."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            state[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            state[os.path.relpath(path, root)] = hashlib.sha256(
-                Path(path).read_bytes()).hexdigest()
-    return state
 
 
 def medfound(argv: str, world: Path, out: Path | None = None) -> subprocess.CompletedProcess:
