@@ -224,6 +224,24 @@ if first is not None:
     ax_m.imshow(tissue.mask, cmap="gray"); ax_m.axis("off")
     ax_m.set_title(f"tissue mask (level {tissue.level}, {tissue.fraction:.0%} tissue)")
     plt.show()'''),
+ new_markdown_cell("""A real whole slide through the same reader, tissue detector and tiling: the OpenSlide
+test slide `CMU-1-Small-Region.svs` (Aperio SVS, H&E skin, 0.499 um/px, CC0) when the data
+folder has it. One slide cannot train a classifier, so the classifier below uses the generated
+slides; the embedding command is the same for real slides (`medfound embed --slides`)."""),
+ new_code_cell('''from medfound.slides.tiling import TilingConfig, plan_tiles
+
+real = Path(DATA) / "wsi" / "CMU-1-Small-Region.svs"
+real_tiles = {}
+if real.is_file():
+    with open_slide(real) as slide:
+        real_tissue = detect_tissue(slide)
+        for mpp in (0.5, 1.0):
+            real_tiles[mpp] = len(plan_tiles(slide, real_tissue, TilingConfig(mpp=mpp)).coords)
+        print(real.name, "| levels", slide.level_dimensions, "| mpp", round(slide.mpp, 3),
+              f"| {real_tissue.fraction:.0%} tissue | 224-px tiles:", real_tiles)
+        plt.imshow(slide.thumbnail(512)); plt.axis("off"); plt.title(real.name); plt.show()
+else:
+    print("no real slide at", real, "(the data folder's wsi/); skipped")'''),
  new_code_cell('''from medfound.slides.embed import SlideEmbedConfig, embed_slides
 from medfound.slides.tiling import TilingConfig
 

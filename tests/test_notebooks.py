@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,11 @@ def test_notebook_executes(name, expected, shared_data, tmp_path, monkeypatch):
             assert m["auc_ci95"][0] <= m["auc"] <= m["auc_ci95"][1]
         assert len(list((out / "slide_features").glob("*.h5"))) == 16
         assert len(images) >= 6  # + thumbnail and tissue mask, two heatmaps
+        if (shared_data / "wsi" / "CMU-1-Small-Region.svs").is_file():  # the real-slide cell
+            text = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
+                           for o in c.get("outputs", []))
+            found = re.search(r"CMU-1-Small-Region\.svs \| levels .* tiles: \{0\.5: (\d+), "
+                              r"1\.0: (\d+)\}", text)
+            assert found, "the real slide cell printed nothing"
+            at_half, at_one = map(int, found.groups())
+            assert at_one > 0 and 3.0 <= at_half / at_one <= 4.5  # 4x the area per tile at 1.0
