@@ -35,6 +35,12 @@ def register(subparsers) -> None:
                         "GPUs), tpu (a TPU VM); no multiworker: embedding needs no exchange "
                         "between hosts, so split the input list and run one embed per host "
                         "(default: %(default)s)")
+    p.add_argument("--engine", choices=["local", "beam"], default="local",
+                   help="local: this process (the default); beam: an Apache Beam pipeline (pip "
+                        "install medfound[beam]), every option after the medfound ones passed "
+                        "to Beam untouched, e.g. --direct_num_workers 2 --direct_running_mode "
+                        "multi_processing, or --runner DataflowRunner and its options; the "
+                        "module, inputs and output must be at paths every worker sees")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     slides = p.add_argument_group(
@@ -65,6 +71,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.slides:
+        if args.engine == "beam":
+            from medfound.embed import EmbedError
+
+            raise EmbedError("--engine beam embeds plain images only so far; embed slides "
+                             "without --engine beam")
         return run_slides(args)
     from medfound.embed import EmbedConfig, embed
 
@@ -74,9 +85,24 @@ def run(args: argparse.Namespace) -> int:
         skip_bad_images=args.skip_bad_images, path_column=args.path_column, root=args.root,
         max_images=args.max_images, overwrite=args.overwrite, progress=not args.quiet,
         strategy=args.strategy)
-    result = embed(config)  # EmbedError, ImageError, ...: one line from medfound.cli.main
+    if args.engine == "beam":
+        result = _embed_with_beam(config, getattr(args, "engine_args", []))
+    else:
+        result = embed(config)  # EmbedError, ImageError, ...: one line from medfound.cli.main
     print(result.summary())
     return 0
+
+
+def _embed_with_beam(config, beam_args: list[str]):
+    from medfound.embed import EmbedError
+
+    try:
+        from medfound.beam.images import embed_with_beam
+    except ImportError as err:
+        if "apache_beam" not in str(err):
+            raise
+        raise EmbedError("--engine beam needs Apache Beam: pip install 'medfound[beam]'") from None
+    return embed_with_beam(config, beam_args)
 
 
 def run_slides(args: argparse.Namespace) -> int:
