@@ -133,7 +133,12 @@ def test_a_killed_pipeline_resumes_to_the_same_file(two_workers, module_dir, ima
     written = sorted(p.name for p in parts_dir.glob("part-*.npz"))
     assert run.returncode == -signal.SIGKILL and not out.exists()
     assert 2 <= len(written) < 16, written  # killed part way
-    assert main(command(module_dir, image_folder, out, *TWO_WORKERS)) == 0
+    from medfound.beam import embed_with_beam
+
+    result = embed_with_beam(EmbedConfig(
+        module=str(module_dir), input=str(image_folder), out=str(out), image_size=SIZE,
+        batch_size=BATCH, part_size=PART, progress=False), TWO_WORKERS)
+    assert result.complete and result.processed == 32 - PART * len(written)  # finished: skipped
     assert sha256_file(out) == sha256_file(two_workers)
     assert failures_file.read_bytes() == sidecar_paths(two_workers)[1].read_bytes()
     assert not parts_dir.exists()
