@@ -182,3 +182,52 @@ def test_pending_parts_fill_exactly_the_gaps(tmp_path, names, total, size, expec
     for start, end in names:
         (tmp_path / f"part-{start:09d}-{end:09d}.npz").write_bytes(b"")
     assert pending_parts(tmp_path, total, size) == expected
+
+
+# ---- whole slides: one work item per slide ------------------------------------------------------
+
+SLIDE_ARGS = ["--slides", "--mpp", "1.0", "--tile-size", "64", "--batch-size", "16",
+              "--part-size", "32"]
+
+
+@pytest.fixture(scope="module")
+def slide_folder(shared_data, tmp_path_factory):
+    """The two real Aperio slides (one level, pyramid) and a truncated copy of one."""
+    folder = tmp_path_factory.mktemp("beam_slides")
+    for slide in sorted((shared_data / "wsi").glob("*.svs")):
+        (folder / slide.name).symlink_to(slide)
+    data = (shared_data / "wsi" / "CMU-1-Small-Region.svs").read_bytes()
+    (folder / "cut-short.svs").write_bytes(data[: len(data) // 3])
+    return folder
+
+
+def slide_command(module_dir, slide_folder, out, *extra) -> list[str]:
+    return ["embed", "--module", str(module_dir), "--input", str(slide_folder), "--out",
+            str(out), "--image-size", str(SIZE), "--quiet", *SLIDE_ARGS, *extra]
+
+
+def test_slides_on_two_workers_give_the_files_of_one_process(beam, module_dir, slide_folder,
+                                                             tmp_path, worker_path):
+    from medfound.slides.embed import read_slide_features
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(slide_command(module_dir, slide_folder, one)) == 0
+    assert main(slide_command(module_dir, slide_folder, two, "--engine", "beam",
+                              *TWO_WORKERS)) == 0
+    names = sorted(p.name for p in one.iterdir() if not p.name.startswith("."))
+    assert names == sorted(p.name for p in two.iterdir() if not p.name.startswith("."))
+    assert [n for n in names if n.endswith(".h5")] == ["CMU-1-Small-Region-pyramid.h5",
+                                                        "CMU-1-Small-Region.h5"]
+    for name in names:
+        if name.endswith(".h5"):
+            a, b = read_slide_features(one / name), read_slide_features(two / name)
+            assert a["attrs"] == b["attrs"] and a["coords"].shape[0] > 50
+            np.testing.assert_array_equal(a["coords"], b["coords"])
+            np.testing.assert_allclose(a["features"], b["features"], rtol=1e-6, atol=1e-7)
+        else:  # failures.csv and the tissue overlays
+            assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    assert "cut-short.svs" in (two / "failures.csv").read_text()
+    finished = {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in two.glob("*.h5")}
+    assert main(slide_command(module_dir, slide_folder, two, "--engine", "beam")) == 0
+    assert {p.name: (sha256_file(p), p.stat().st_mtime_ns)
+            for p in two.glob("*.h5")} == finished  # skipped, not rewritten

@@ -11,7 +11,9 @@ apache_beam is imported only when one of these names is used (``pip install medf
 from __future__ import annotations
 
 _LAZY = {"EmbedImages": "medfound.beam.images", "EmbedPartFn": "medfound.beam.images",
-         "embed_with_beam": "medfound.beam.images", "pending_parts": "medfound.beam.parts"}
+         "embed_with_beam": "medfound.beam.images", "pending_parts": "medfound.beam.parts",
+         "EmbedSlides": "medfound.beam.slides", "EmbedSlideFn": "medfound.beam.slides",
+         "embed_slides_with_beam": "medfound.beam.slides"}
 
 __all__ = sorted(_LAZY)
 

@@ -108,7 +108,9 @@ def _run_pipeline(config: EmbedConfig, parts_dir: Path, image_size: int, dim: in
     from apache_beam.options.pipeline_options import PipelineOptions
 
     items = [(start, end, paths[start:end]) for start, end in pending]
-    with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
+    options = PipelineOptions(list(beam_args))
+    options.get_all_options(display_warnings=True)  # Beam's own 'did you mean' for a typo
+    with beam.Pipeline(options=options) as pipeline:
         _ = (pipeline | "Parts" >> beam.Create(items)
              | "EmbedImages" >> EmbedImages(config, parts_dir, image_size, dim))
 

@@ -71,11 +71,6 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.slides:
-        if args.engine == "beam":
-            from medfound.embed import EmbedError
-
-            raise EmbedError("--engine beam embeds plain images only so far; embed slides "
-                             "without --engine beam")
         return run_slides(args)
     from medfound.embed import EmbedConfig, embed
 
@@ -94,15 +89,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _embed_with_beam(config, beam_args: list[str]):
+    require_beam()
+    from medfound.beam.images import embed_with_beam
+
+    return embed_with_beam(config, beam_args)
+
+
+def require_beam() -> None:
+    """An EmbedError saying how to install Apache Beam when ``--engine beam`` lacks it."""
+    import importlib.util
+
     from medfound.embed import EmbedError
 
-    try:
-        from medfound.beam.images import embed_with_beam
-    except ImportError as err:
-        if "apache_beam" not in str(err):
-            raise
-        raise EmbedError("--engine beam needs Apache Beam: pip install 'medfound[beam]'") from None
-    return embed_with_beam(config, beam_args)
+    if importlib.util.find_spec("apache_beam") is None:
+        raise EmbedError("--engine beam needs Apache Beam: pip install 'medfound[beam]'")
 
 
 def run_slides(args: argparse.Namespace) -> int:
@@ -119,6 +119,12 @@ def run_slides(args: argparse.Namespace) -> int:
         flush_every=256 if args.part_size is None else args.part_size,
         annotations=args.annotations, base_mpp=args.base_mpp, max_tiles=args.max_tiles,
         path_column=args.path_column, root=args.root, progress=not args.quiet)
-    result = embed_slides(config)
+    if args.engine == "beam":
+        require_beam()
+        from medfound.beam.slides import embed_slides_with_beam
+
+        result = embed_slides_with_beam(config, getattr(args, "engine_args", []))
+    else:
+        result = embed_slides(config)
     print(result.summary())
     return 1 if result.failures and not result.done else 0
