@@ -33,7 +33,7 @@ PARTS_FORMAT_VERSION = 1
 _PART_NAME = re.compile(r"^part-(\d{9})-(\d{9})\.npz$")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same .npz bytes
 # Inference needs no gradient exchange, so one process drives all its devices; several hosts
-# would each embed and write the same rows (shard the input list instead, one run per host).
+# would each embed and write the same rows (several hosts: --engine beam, medfound.beam).
 STRATEGIES = ("default", "mirrored", "tpu")
 COMMAND = "medfound embed"  # who the outputs belong to (medfound.utils.ownership)
 
@@ -351,7 +351,7 @@ def make_embed_strategy(name: str):
     """The tf.distribute strategy ``EmbedConfig.strategy`` names (None for one device)."""
     if name not in STRATEGIES:
         raise EmbedError(f"strategy must be one of {list(STRATEGIES)}, got {name!r} (several "
-                         "hosts: split the input list and run one embed per host)")
+                         "hosts: --engine beam, medfound.beam)")
     if name == "default":
         return None
     from medfound.pretrain.strategy import make_strategy

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", choices=["default", "mirrored", "tpu"], default="default",
                    help="devices each batch is split over: default (one), mirrored (all local "
                         "GPUs), tpu (a TPU VM); no multiworker: embedding needs no exchange "
-                        "between hosts, so split the input list and run one embed per host "
+                        "between hosts: for several hosts use --engine beam "
                         "(default: %(default)s)")
     p.add_argument("--engine", choices=["local", "beam"], default="local",
                    help="local: this process (the default); beam: an Apache Beam pipeline (pip "
