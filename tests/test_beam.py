@@ -207,7 +207,8 @@ def slide_command(module_dir, slide_folder, out, *extra) -> list[str]:
 
 
 def test_slides_on_two_workers_give_the_files_of_one_process(beam, module_dir, slide_folder,
-                                                             tmp_path, worker_path):
+                                                             tmp_path, worker_path, capsys):
+    from medfound.pretrain.runfolder import locked
     from medfound.slides.embed import read_slide_features
 
     one, two = tmp_path / "one", tmp_path / "two"
@@ -231,3 +232,6 @@ def test_slides_on_two_workers_give_the_files_of_one_process(beam, module_dir, s
     assert main(slide_command(module_dir, slide_folder, two, "--engine", "beam")) == 0
     assert {p.name: (sha256_file(p), p.stat().st_mtime_ns)
             for p in two.glob("*.h5")} == finished  # skipped, not rewritten
+    with locked(two, "embed --slides"):  # a local `embed --slides` (or a pipeline) running
+        assert main(slide_command(module_dir, slide_folder, two, "--engine", "beam")) == 2
+    assert "is in use by another medfound embed --slides" in capsys.readouterr().err
