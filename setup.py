@@ -67,6 +67,9 @@ setup(
         "tools": ["kaiko-eva[vision]>=0.4,<0.5"],
         # Benchmark-only baselines (bench/alternatives.py): timm's BiT in PyTorch.
         "bench": ["torch>=2.2", "timm>=1.0"],
+        # `medfound embed --engine beam` (medfound.beam): Apache Beam's runners (Direct, Dataflow,
+        # Flink, Spark). It resolves beside TensorFlow 2.21 (protobuf 6.x).
+        "beam": ["apache-beam>=2.77,<3"],
         "notebooks": ["nbformat>=5.9,<6", "nbclient>=0.10,<1", "ipykernel>=6.29,<8"],
     },
     entry_points={"console_scripts": ["medfound=medfound.cli.main:main"]},

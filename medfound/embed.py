@@ -9,6 +9,7 @@ the image path and its embedding: nothing from DICOM headers or any patient tabl
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -32,7 +33,7 @@ PARTS_FORMAT_VERSION = 1
 _PART_NAME = re.compile(r"^part-(\d{9})-(\d{9})\.npz$")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same inputs give the same .npz bytes
 # Inference needs no gradient exchange, so one process drives all its devices; several hosts
-# would each embed and write the same rows (shard the input list instead, one run per host).
+# would each embed and write the same rows (several hosts: --engine beam, medfound.beam).
 STRATEGIES = ("default", "mirrored", "tpu")
 COMMAND = "medfound embed"  # who the outputs belong to (medfound.utils.ownership)
 
@@ -350,7 +351,7 @@ def make_embed_strategy(name: str):
     """The tf.distribute strategy ``EmbedConfig.strategy`` names (None for one device)."""
     if name not in STRATEGIES:
         raise EmbedError(f"strategy must be one of {list(STRATEGIES)}, got {name!r} (several "
-                         "hosts: split the input list and run one embed per host)")
+                         "hosts: --engine beam, medfound.beam)")
     if name == "default":
         return None
     from medfound.pretrain.strategy import make_strategy
@@ -375,10 +376,14 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
             strategy = make_embed_strategy(config.strategy)
         embedder = ModuleEmbedder(config.module, strategy=strategy)
     image_size = _image_size(config, embedder)
-    manifest = {"inputs_sha256": _inputs_digest(paths), "num_inputs": len(paths),
-                "module_fingerprint": embedder.fingerprint, "image_size": image_size,
-                "format_version": PARTS_FORMAT_VERSION}
-    covered = open_parts(parts_dir, manifest)
+    with hold_parts(parts_dir, parts_manifest(paths, embedder, image_size)) as covered:
+        return _embed_held(config, embedder, out, fmt, paths, image_size, covered)
+
+
+def _embed_held(config: EmbedConfig, embedder: ModuleEmbedder, out: Path, fmt: str,
+                paths: list[str], image_size: int, covered: int) -> EmbedResult:
+    """``embed`` once its parts folder is held: embeds from ``covered`` on, then merges."""
+    parts_dir, failures_file = sidecar_paths(out)
     # Parts and stopping points fall on batch-block boundaries (see ``_batches``).
     block = config.batch_size
     stop = len(paths) if config.max_images is None else min(
@@ -397,12 +402,44 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
         embedded = sum(len(_read_part(f)["index"]) for _, _, f in part_files(parts_dir))
         return EmbedResult(out=None, complete=False, num_embedded=embedded, failures_file=None,
                            **result)
-    count = write_output(out, fmt, contiguous_parts(parts_dir, len(paths)), paths, dim,
-                         module=embedder.name, image_size=image_size)
-    write_failures(failures_file, failures)
-    remove_owned(parts_dir, _PART_NAME, extra=(PARTS_MANIFEST,))
+    count = finish_output(out, fmt, paths, failures, dim, module=embedder.name,
+                          image_size=image_size)
     return EmbedResult(out=out, complete=True, num_embedded=count, failures_file=failures_file,
                        **result)
+
+
+def finish_output(out: Path, fmt: str, paths: Sequence[str], failures: list[tuple[str, str]],
+                  dim: int, *, module: str, image_size: int) -> int:
+    """Merges the parts covering every input into ``out``, writes the failures CSV and removes
+    the parts folder (its own files only); every engine (one process, Beam) ends here."""
+    from medfound.pretrain.runfolder import LOCK_FILE
+
+    parts_dir, failures_file = sidecar_paths(out)
+    count = write_output(out, fmt, contiguous_parts(parts_dir, len(paths)), paths, dim,
+                         module=module, image_size=image_size)
+    write_failures(failures_file, failures)
+    remove_owned(parts_dir, _PART_NAME, extra=(PARTS_MANIFEST, LOCK_FILE))
+    return count
+
+
+def parts_manifest(paths: Sequence[str], embedder: ModuleEmbedder, image_size: int) -> dict:
+    """What a parts folder records so that only the same run continues it."""
+    return {"inputs_sha256": _inputs_digest(paths), "num_inputs": len(paths),
+            "module_fingerprint": embedder.fingerprint, "image_size": image_size,
+            "format_version": PARTS_FORMAT_VERSION}
+
+
+@contextlib.contextmanager
+def hold_parts(parts_dir: Path, manifest: dict, command: str = "embed") -> Iterator[int]:
+    """Opens (``open_parts``) and locks the parts folder for the whole run; yields how many rows
+    its parts cover from 0. A second run on the same output (one process or Beam) is refused
+    while this one holds it, and only the holder removes temporaries a killed writer left."""
+    from medfound.pretrain.runfolder import locked
+
+    if not (parts_dir / PARTS_MANIFEST).is_file():
+        open_parts(parts_dir, manifest)  # creates the folder (ownership-checked) and manifest
+    with locked(parts_dir, command):
+        yield open_parts(parts_dir, manifest)
 
 
 def _checked_output(config: EmbedConfig) -> tuple[Path, str]:

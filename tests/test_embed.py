@@ -213,5 +213,5 @@ def test_two_replicas_split_each_batch_and_keep_the_rows(full_run, module_dir, i
     assert embedder._forward.spread.experimental_get_tracing_count() == 1  # split path ran
     np.testing.assert_allclose(spread, _LOADED[module_dir](images).numpy(), atol=1e-5, rtol=1e-5)
     assert embedder(images[:1]).shape == (1, 1024)  # fewer images than replicas: one device
-    with pytest.raises(EmbedError, match="one embed per host"):
+    with pytest.raises(EmbedError, match="several hosts: --engine beam"):
         make_embed_strategy("multiworker")

@@ -33,8 +33,14 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", choices=["default", "mirrored", "tpu"], default="default",
                    help="devices each batch is split over: default (one), mirrored (all local "
                         "GPUs), tpu (a TPU VM); no multiworker: embedding needs no exchange "
-                        "between hosts, so split the input list and run one embed per host "
+                        "between hosts: for several hosts use --engine beam "
                         "(default: %(default)s)")
+    p.add_argument("--engine", choices=["local", "beam"], default="local",
+                   help="local: this process (the default); beam: an Apache Beam pipeline (pip "
+                        "install medfound[beam]), every option after the medfound ones passed "
+                        "to Beam untouched, e.g. --direct_num_workers 2 --direct_running_mode "
+                        "multi_processing, or --runner DataflowRunner and its options; the "
+                        "module, inputs and output must be at paths every worker sees")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     slides = p.add_argument_group(
@@ -74,9 +80,29 @@ def run(args: argparse.Namespace) -> int:
         skip_bad_images=args.skip_bad_images, path_column=args.path_column, root=args.root,
         max_images=args.max_images, overwrite=args.overwrite, progress=not args.quiet,
         strategy=args.strategy)
-    result = embed(config)  # EmbedError, ImageError, ...: one line from medfound.cli.main
+    if args.engine == "beam":
+        result = _embed_with_beam(config, getattr(args, "engine_args", []))
+    else:
+        result = embed(config)  # EmbedError, ImageError, ...: one line from medfound.cli.main
     print(result.summary())
     return 0
+
+
+def _embed_with_beam(config, beam_args: list[str]):
+    require_beam()
+    from medfound.beam.images import embed_with_beam
+
+    return embed_with_beam(config, beam_args)
+
+
+def require_beam() -> None:
+    """An EmbedError saying how to install Apache Beam when ``--engine beam`` lacks it."""
+    import importlib.util
+
+    from medfound.embed import EmbedError
+
+    if importlib.util.find_spec("apache_beam") is None:
+        raise EmbedError("--engine beam needs Apache Beam: pip install 'medfound[beam]'")
 
 
 def run_slides(args: argparse.Namespace) -> int:
@@ -93,6 +119,12 @@ def run_slides(args: argparse.Namespace) -> int:
         flush_every=256 if args.part_size is None else args.part_size,
         annotations=args.annotations, base_mpp=args.base_mpp, max_tiles=args.max_tiles,
         path_column=args.path_column, root=args.root, progress=not args.quiet)
-    result = embed_slides(config)
+    if args.engine == "beam":
+        require_beam()
+        from medfound.beam.slides import embed_slides_with_beam
+
+        result = embed_slides_with_beam(config, getattr(args, "engine_args", []))
+    else:
+        result = embed_slides(config)
     print(result.summary())
     return 1 if result.failures and not result.done else 0

@@ -173,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; expected failures print `medfound COMMAND: error: ...` and return 2,
     Ctrl-C prints one line and returns 130."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "engine", None) == "beam":
+        args.engine_args = extra  # the engine's own options (Beam's), passed through untouched
+    elif extra:
+        args = parser.parse_args(argv)  # argparse's own 'unrecognized arguments' error
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

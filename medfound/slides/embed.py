@@ -35,6 +35,7 @@ from medfound.slides.tissue import detect_tissue, overlay_png
 from medfound.utils.progress import StatusLine
 
 FAILURES_FILE = "failures.csv"
+LOCK_COMMAND = "embed --slides"  # who holds --out (medfound.pretrain.runfolder.locked)
 FORMAT_VERSION = 1
 
 
@@ -322,6 +323,17 @@ def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult
     failures.csv and the others go on."""
     from medfound.pretrain.runfolder import locked
 
+    slides, out_dir, unannotated = prepare_slides(config)
+    with locked(out_dir, LOCK_COMMAND):
+        result = _embed_all(config, slides, out_dir, embedder)
+    result.unannotated = [str(s) for s in unannotated]
+    result.annotations = config.annotations
+    return result
+
+
+def prepare_slides(config: SlideEmbedConfig) -> tuple[list[Path], Path, list[Path]]:
+    """(slides, --out folder, slides without annotations) once everything that concerns all
+    slides is checked; creates --out. Every engine (one process, Beam) starts here."""
     config.validate()
     slides = list_slides(config.input, path_column=config.path_column, root=config.root)
     if not slides:
@@ -336,11 +348,13 @@ def embed_slides(config: SlideEmbedConfig, *, embedder=None) -> SlideEmbedResult
 
         unannotated = annotation_folder(config.annotations, slides)[1]
     out_dir.mkdir(parents=True, exist_ok=True)
-    with locked(out_dir, "embed --slides"):
-        result = _embed_all(config, slides, out_dir, embedder)
-    result.unannotated = [str(s) for s in unannotated]
-    result.annotations = config.annotations
-    return result
+    return slides, out_dir, unannotated
+
+
+def slide_sizes(config: SlideEmbedConfig, embedder) -> tuple[int, int]:
+    """(image size tiles are resized to, embedding width) for ``embedder``."""
+    image_size = config.image_size or embedder.default_image_size or config.tiling.tile_size
+    return image_size, int(embedder(np.zeros((1, image_size, image_size, 3), np.float32)).shape[-1])
 
 
 def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
@@ -348,8 +362,7 @@ def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
     from medfound.embed import ModuleEmbedder
 
     embedder = embedder or ModuleEmbedder(config.module)
-    image_size = config.image_size or embedder.default_image_size or config.tiling.tile_size
-    dim = int(embedder(np.zeros((1, image_size, image_size, 3), np.float32)).shape[-1])
+    image_size, dim = slide_sizes(config, embedder)
     log = StatusLine(sys.stderr) if config.progress else None
     done, failures, tiles = [], [], 0
     start = time.perf_counter()
