@@ -32,10 +32,15 @@ def test_every_call_path_refuses_what_the_module_refuses(model, case):
         tf.function(lambda x: model(x)["embedding"])(tf.constant(bad))
 
 
+def relative_error(got, want) -> float:
+    """Largest difference relative to the largest value: graph and eager differ in rounding."""
+    return float(np.abs(np.asarray(got) - want).max() / np.abs(want).max())
+
+
 def test_good_batches_pass_every_path_unchanged(model):
     want = model(GOOD)["embedding"].numpy()
-    np.testing.assert_allclose(model.predict(GOOD, verbose=0)["embedding"], want, rtol=1e-4, atol=1e-4)
+    assert relative_error(model.predict(GOOD, verbose=0)["embedding"], want) < 1e-4
     traced = tf.function(lambda x: model(x)["embedding"])(tf.constant(GOOD)).numpy()
-    np.testing.assert_allclose(traced, want, rtol=1e-4, atol=1e-4)
+    assert relative_error(traced, want) < 1e-4
     with pytest.raises(ImageInputError, match="dtype uint8"):
         model(tf.constant((GOOD * 255).astype("uint8")))

@@ -91,5 +91,5 @@ def describe(meta) -> list[str]:
         lines.append(f"{field.name}: {value}" + (f"  ({note})" if note else ""))
     if missing:
         lines.append(f"not recorded: {', '.join(missing)}")
-    lines += ["input contract:", *(f"  {line[2:]}" for line in meta.input_contract.card_lines())]
+    lines += [f"input contract: {line[2:]}" for line in meta.input_contract.card_lines()]
     return lines
