@@ -5,8 +5,8 @@ as .npz and reports on stdout (JSON) whether TensorFlow was imported. Jobs:
 ``embed IMAGES.npy OUT_PREFIX SPEC...``: medfound.load(SPEC) on the images, or
 keras.saving.load_model after ``import medfound`` for a spec written ``load_model:PATH``, into
 OUT_PREFIX<i>.npz (``--no-tensorflow`` first: as if TensorFlow were not installed);
-``fit KERAS MODE OUT.npz``:
-a linear probe (MODE=linear) or full fine-tuning (MODE=full) with ``model.fit``.
+``fit KERAS OUT_PREFIX``: a linear probe, then full fine-tuning, with ``model.fit``, into
+OUT_PREFIX{linear,full}.npz; ``contract KERAS``: a 0-255 batch given to the model.
 """
 from __future__ import annotations
 
@@ -62,7 +62,13 @@ def contract(spec: str) -> dict:
     return {"refused": None}
 
 
-def fit(spec: str, mode: str, out: str) -> dict:
+def fit(spec: str, prefix: str) -> dict:
+    """Linear probe and full fine-tuning, one after the other in this process."""
+    return {f"trainable_backbone_weights_{mode}": _fit(spec, mode, f"{prefix}{mode}.npz")
+            for mode in ("linear", "full")}
+
+
+def _fit(spec: str, mode: str, out: str) -> int:
     import keras
 
     import medfound
@@ -85,7 +91,7 @@ def fit(spec: str, mode: str, out: str) -> dict:
     probabilities = keras.ops.convert_to_numpy(model.predict(x, verbose=0)["probabilities"])
     np.savez(out, loss=np.asarray(history.history["loss"]), probabilities=probabilities,
              backbone_before=before, backbone_after=_flat(backbone.weights))
-    return {"trainable_backbone_weights": len(backbone.trainable_weights)}
+    return len(backbone.trainable_weights)
 
 
 def _flat(weights) -> np.ndarray:
