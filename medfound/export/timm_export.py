@@ -34,12 +34,11 @@ class TimmExportError(ValueError):
 
 def timm_architecture(backbone) -> str:
     """timm's name for the backbone's architecture; custom sizes have none."""
+    from medfound.models.configs import table_name
+
     spec = backbone.spec
     name = TIMM_ARCHITECTURES.get(spec.name)
-    from medfound.models.configs import get_arch
-
-    if name is None or (spec.units, spec.width) != (get_arch(spec.name).units,
-                                                    get_arch(spec.name).width):
+    if name is None or table_name(spec.units, spec.width) != spec.name:
         raise TimmExportError(f"timm has no architecture for {spec.name} (units {spec.units}, "
                               f"width {spec.width}); timm folders exist for "
                               f"{', '.join(TIMM_ARCHITECTURES)}")

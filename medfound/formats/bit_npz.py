@@ -15,6 +15,7 @@ def load_npz(path: Path, init: str | None):
     from medfound.formats.module_info import ModuleInfo
     from medfound.models.bit import build_backbone
     from medfound.models.bit_weights import assign_bit_arrays, read_checkpoint
+    from medfound.models.configs import table_name
     from medfound.utils.files import sha256_file
 
     match = _BIT_FILE.search(path.name)
@@ -37,8 +38,8 @@ def load_npz(path: Path, init: str | None):
 
 def arch_of_arrays(arrays: dict, source: os.PathLike | str) -> tuple[tuple[int, ...], float]:
     """(units per block, width) of a BiT checkpoint's arrays ({'resnet/block1/...': array})."""
-    from medfound.formats.module_info import ROOT_KERNEL
     from medfound.models.bit_names import units_per_block
+    from medfound.models.configs import ROOT_KERNEL
 
     names = [k.split("/", 1)[1] if k.startswith("resnet/") else k for k in arrays]
     root = arrays.get(f"resnet/{ROOT_KERNEL}", arrays.get(ROOT_KERNEL))
@@ -47,13 +48,3 @@ def arch_of_arrays(arrays: dict, source: os.PathLike | str) -> tuple[tuple[int, 
         raise BackboneError(f"{source}: not a BiT ResNetV2 checkpoint (no {ROOT_KERNEL} and four "
                             "blocks of units)")
     return units, root.shape[-1] / 64
-
-
-def table_name(units, width) -> str | None:
-    """The architecture table's name for (units, width), or None for a custom size."""
-    from medfound.models.configs import ARCHITECTURES
-
-    for spec in ARCHITECTURES.values():
-        if spec.units == tuple(units) and float(spec.width) == float(width):
-            return spec.name
-    return None

@@ -26,7 +26,6 @@ def load_keras(path: Path):
     from medfound.utils.limits import load_keras_file
 
     model = load_keras_file(path, BackboneError)  # bounded; a foreign file is one line, not Keras'
-
     if not isinstance(model, BiTBackbone):
         raise BackboneError(f"{path}: a Keras {type(model).__name__}, not a medfound BiT "
                             "backbone (export one with medfound export --format keras)")

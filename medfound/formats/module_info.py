@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from medfound.formats.metadata import METADATA_ASSET, ModuleMetadata, read_metadata
-from medfound.models.configs import ROOT_KERNEL
+from medfound.models.configs import ROOT_KERNEL, table_name
 from medfound.registry import HUB_MODULES
 
 _TOP = re.compile(r"^(root_block|block\d+|group_norm|head)/")
@@ -165,7 +165,7 @@ def describe(path: str | Path) -> ModuleInfo:
     units = units_per_block(variables)
     width = variables[ROOT_KERNEL][0][-1] / 64
     final_norm = "group_norm/gamma" in variables
-    arch = _arch_name(units, width)
+    arch = table_name(units, width) or "r50x1"  # a custom size keeps r50x1 as its base
     info = ModuleInfo(
         path=str(path), format="bit-hub" if final_norm else "physionet", arch=arch,
         units=units, width=float(width), final_norm=final_norm,
@@ -191,13 +191,3 @@ def _count(variables: dict) -> int:
             size *= dim
         total += size
     return total
-
-
-def _arch_name(units: tuple[int, ...], width: float) -> str:
-    """The architecture table's name for (units, width), or 'r50x1' as the base of a custom size."""
-    from medfound.models.configs import ARCHITECTURES
-
-    for spec in ARCHITECTURES.values():
-        if spec.units == tuple(units) and float(spec.width) == float(width):
-            return spec.name
-    return "r50x1"

@@ -99,3 +99,11 @@ def get_arch(arch: str | ArchSpec) -> ArchSpec:
     if key not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[key]
+
+
+def table_name(units, width) -> str | None:
+    """The table's name of the architecture with these units and width, or None (a custom size)."""
+    for spec in ARCHITECTURES.values():
+        if spec.units == tuple(units) and float(spec.width) == float(width):
+            return spec.name
+    return None
