@@ -172,7 +172,8 @@ def build_metadata(spec: HubModuleSpec, run: RunInfo, backbone) -> ModuleMetadat
         init_checkpoint=Path(run.init_path).name if run.init_path else None,
         init_sha256=run.init_sha256, init_data=INIT_DATA.get(run.init, ""), method=run.method,
         steps=int(run.steps), pretraining_data=run.data, pretraining_image_size=run.image_size,
-        medfound_version=__version__, test_only=backbone.spec.test_only)
+        medfound_version=__version__, test_only=backbone.spec.test_only,
+        input_scaling=backbone.input_scaling)
 
 
 def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike, *,
@@ -190,8 +191,7 @@ def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike
     out = Path(out)
     with tempfile.TemporaryDirectory() as scratch:
         metadata = dataclasses.replace(metadata, kernel_form="folded" if fold
-                                       else "standardize_in_graph",
-                                       input_scaling=backbone.input_scaling)
+                                       else "standardize_in_graph")
         meta_file = Path(scratch) / METADATA_FILE
         meta_file.write_text(metadata.to_json())
         module = RemedisModule(backbone, metadata.to_json(), str(meta_file), fold=fold)

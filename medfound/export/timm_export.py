@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from medfound.contract import input_contract
 from medfound.formats.metadata import ModuleMetadata
 from medfound.formats.timm_folder import (CONFIG, CONTRACT_KEY, FINAL_NORM, METADATA_KEY,
                                           TIMM_ARCHITECTURES, WEIGHTS, timm_key, to_timm)
@@ -60,7 +59,7 @@ def timm_tensors(backbone, fold: bool = True) -> dict[str, np.ndarray]:
 
 def timm_config(backbone, metadata: ModuleMetadata) -> dict:
     """config.json as timm's ``save_config_for_hf`` writes it, plus medfound's metadata."""
-    contract = input_contract(metadata.modality, metadata.input_size, backbone.input_scaling)
+    contract = metadata.input_contract
     pretrained_cfg = {**contract.timm_data_config(), "num_classes": 0, "fixed_input_size": False,
                       "first_conv": "stem.conv", "classifier": "head.fc", "license": "apache-2.0"}
     return {"architecture": timm_architecture(backbone), "num_classes": 0,
@@ -81,19 +80,13 @@ def write_timm(backbone, metadata: ModuleMetadata, out: str | os.PathLike, *,
         tmp.mkdir()
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / CARD).write_text(render_timm_card(config))
+        (tmp / CARD).write_text(render_timm_card(config, metadata))
     return out
 
 
-def render_timm_card(config: dict) -> str:
+def render_timm_card(config: dict, metadata: ModuleMetadata) -> str:
     """The folder's README: what it is, how timm loads it, the input contract, the one line."""
-    from medfound.contract import InputContract
-
-    meta, contract = config[METADATA_KEY], config[CONTRACT_KEY]
-    fields = {k: v for k, v in contract.items() if k not in ("mean", "std")}
-    fields["value_range"], fields["accepted_range"] = (tuple(fields["value_range"]),
-                                                       tuple(fields["accepted_range"]))
-    lines = InputContract(**fields).card_lines()
+    meta = config[METADATA_KEY]
     return "\n".join([
         "---", "library_name: timm", "license: apache-2.0", "tags: [image-feature-extraction, "
         "medical-imaging, remedis]", "---", "",
@@ -108,4 +101,4 @@ def render_timm_card(config: dict) -> str:
         f"{config['num_features']}): the REMEDIS embedding",
         "block4 = model.forward_intermediates(x, indices=1, norm=False, "
         "intermediates_only=True)[0]  # the raw map hub modules return", "```", "",
-        "## Input contract", "", *lines, ""])
+        "## Input contract", "", *metadata.input_contract.card_lines(), ""])
