@@ -104,15 +104,9 @@ def hub_card(meta: ModuleMetadata, module_card: str, license_id: str) -> str:
     return "\n".join(lines)
 
 
-def write_native_backbone(module_dir: Path, target: Path) -> None:
-    """The module's native Keras backbone, as the folder form of a ``.keras`` file.
-
-    One small function on purpose: it uses whatever ``medfound.load`` returns for a module
-    folder (the trainable Keras 3 backbone), so a change of loader needs a change only here.
-    """
-    from medfound.resolve import load
-
-    model = load(module_dir)
+def write_native_backbone(model, target: Path, module_dir: Path) -> None:
+    """The module's native Keras backbone (``medfound.load(module_dir)``, the trainable Keras 3
+    model), as the folder form of a ``.keras`` file."""
     keras_file = target / ".backbone.keras"
     model.save(str(keras_file))
     with zipfile.ZipFile(keras_file) as zf:
@@ -124,13 +118,11 @@ def write_native_backbone(module_dir: Path, target: Path) -> None:
     keras_file.unlink()
 
 
-def write_timm_unit(module_dir: Path, meta: ModuleMetadata, layout_dir: Path) -> str | None:
+def write_timm_unit(model, meta: ModuleMetadata, layout_dir: Path) -> str | None:
     """``<name>-timm/``: the same weights as a timm repository folder (``hf-hub:OWNER/NAME-timm``),
     with the module metadata beside timm's files; None for a size timm has no model for."""
     from medfound.export.timm_export import TimmExportError, timm_architecture, write_timm
-    from medfound.resolve import load
 
-    model = load(module_dir)
     try:
         timm_architecture(model)
     except TimmExportError:
@@ -168,6 +160,8 @@ def publish_layout(release_dir: Path, layout: str, modules: list[tuple[Path, Mod
 
     Returns the layout's manifest.
     """
+    from medfound.resolve import load
+
     if license_id not in LICENSES:
         raise ValueError(f"licence {license_id!r}: choose one of {', '.join(LICENSES)}")
     out = release_dir / layout
@@ -179,6 +173,7 @@ def publish_layout(release_dir: Path, layout: str, modules: list[tuple[Path, Mod
             (tmp / "model-metadata.json").write_text(json.dumps(
                 kaggle_model_metadata(owner, model_slug, release_card), indent=1))
         for folder, meta, probe, card in modules:
+            timm_unit = None
             if layout == "kaggle":
                 unit = Path(KAGGLE_FRAMEWORK) / meta.name
                 shutil.copytree(folder, tmp / unit)
@@ -188,12 +183,14 @@ def publish_layout(release_dir: Path, layout: str, modules: list[tuple[Path, Mod
             else:
                 unit = Path(meta.name)
                 (tmp / unit).mkdir()
-                write_native_backbone(folder, tmp / unit)
+                model = load(folder)  # once, for the Keras folder and the timm folder
+                write_native_backbone(model, tmp / unit, folder)
                 (tmp / unit / METADATA_FILE).write_text(meta.to_json())
                 (tmp / unit / HF_CARD).write_text(hub_card(meta, card, license_id))
+                timm_unit = write_timm_unit(model, meta, tmp)
             entries[meta.name] = {"folder": unit.as_posix(), "metadata": json.loads(meta.to_json()),
                                   "probe": probe}
-            if layout == "huggingface" and (timm_unit := write_timm_unit(folder, meta, tmp)):
+            if timm_unit:
                 entries[meta.name]["timm_folder"] = timm_unit
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in _files_under(tmp)}
         manifest = {"format": LAYOUT_FORMAT, "format_version": 1, "layout": layout,
