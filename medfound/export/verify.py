@@ -255,28 +255,20 @@ def layout_probe(folder: Path, layout: str, size: int) -> np.ndarray:
 
 def check_unit(release_dir: Path, layout: str, name: str, entry: dict, manifest: dict,
                good: set[str], problems: list[str]) -> bool:
-    """The static checks of one Kaggle or Hugging Face unit: its files hash-checked, its
-    metadata and instance record agreeing with the manifest. True when the unit may be probed."""
-    from medfound.export.layouts import KAGGLE_FRAMEWORK, layout_module_metadata
+    """The static checks of one Kaggle or Hugging Face unit (and of the timm folder beside a
+    Hugging Face one): its files hash-checked, its metadata and instance record agreeing with the
+    manifest. True when the unit may be probed."""
+    from medfound.export.layouts import KAGGLE_FRAMEWORK
 
     unit = _plain_name(release_dir, entry.get("folder"), f"module {name} folder", nested=True)
-    folder = release_dir / unit
-    own = [n for n in manifest["files"] if n.startswith(f"{unit}/")]
-    if not own:
-        problems.append(f"{unit}/: {MANIFEST} lists no files of module {name}")
-    if not own or not all(n in good for n in own):
-        return False
     before = len(problems)
-    try:
-        meta = layout_module_metadata(folder, layout)
-    except (OSError, ValueError) as err:
-        problems.append(f"{unit}/: {err}")
+    meta = _unit_metadata(release_dir, layout, unit, name, entry, manifest, good, problems)
+    if meta is None:
         return False
-    check_metadata_agrees(f"{unit}/", meta, entry.get("metadata"), problems)
     if meta.name != name:
         problems.append(f"{unit}/: module metadata says {meta.name!r}, {MANIFEST} {name!r}")
     if layout == "kaggle":
-        instance_file = folder / "model-instance-metadata.json"
+        instance_file = release_dir / unit / "model-instance-metadata.json"
         try:
             instance = json.loads(instance_file.read_text())
             if (instance.get("instanceSlug"), instance.get("framework")) != (
@@ -287,28 +279,32 @@ def check_unit(release_dir: Path, layout: str, name: str, entry: dict, manifest:
         except (OSError, ValueError, AttributeError, RecursionError) as err:
             problems.append(f"{unit}/model-instance-metadata.json: unreadable ({err})")
     if layout == "huggingface" and entry.get("timm_folder") is not None:
-        check_timm_unit(release_dir, name, entry, manifest, good, problems)
+        timm_unit = _plain_name(release_dir, entry["timm_folder"], f"module {name} timm folder",
+                                nested=True)
+        if _unit_metadata(release_dir, layout, timm_unit, name, entry, manifest, good,
+                          problems) is None:
+            return False
     return len(problems) == before
 
 
-def check_timm_unit(release_dir: Path, name: str, entry: dict, manifest: dict, good: set[str],
-                    problems: list[str]) -> None:
-    """The timm folder beside a Hugging Face unit: every file listed and intact, its metadata
-    agreeing with the manifest's."""
+def _unit_metadata(release_dir: Path, layout: str, unit: str, name: str, entry: dict,
+                   manifest: dict, good: set[str], problems: list[str]):
+    """The metadata of one published folder whose listed files all passed their hash check,
+    compared with the manifest's entry; None when it cannot be read (the problem is listed)."""
     from medfound.export.layouts import layout_module_metadata
 
-    unit = _plain_name(release_dir, entry["timm_folder"], f"module {name} timm folder",
-                       nested=True)
     own = [n for n in manifest["files"] if n.startswith(f"{unit}/")]
+    if not own:
+        problems.append(f"{unit}/: {MANIFEST} lists no files of module {name}")
     if not own or not all(n in good for n in own):
-        problems.append(f"{unit}/: the timm folder of {name} has no intact listed files")
-        return
+        return None  # a failed hash is already listed by check_hashes
     try:
-        meta = layout_module_metadata(release_dir / unit, "huggingface")
+        meta = layout_module_metadata(release_dir / unit, layout)
     except (OSError, ValueError) as err:
         problems.append(f"{unit}/: {err}")
-        return
+        return None
     check_metadata_agrees(f"{unit}/", meta, entry.get("metadata"), problems)
+    return meta
 
 
 def check_layout(release_dir: Path, layout: str, problems: list[str],
