@@ -20,15 +20,20 @@ class ImageInputError(ValueError):
     """Images that break the input contract; the message says what to pass instead."""
 
 
+def check_dtype(name: str) -> None:
+    """Raises ``ImageInputError`` unless ``name`` (a NumPy or Keras dtype name) is a float type."""
+    if name == "bool" or name.startswith(("int", "uint")):
+        raise ImageInputError(
+            f"images have dtype {name}; medfound models take float32 in [0, 1]: pass "
+            "images.astype('float32') / 255 for 8-bit (or / 65535 for 16-bit) pixels")
+    if not name.startswith(("float", "bfloat")):
+        raise ImageInputError(f"images have dtype {name}; pass float32 in [0, 1]")
+
+
 def check_array(images) -> None:
     """Raises ``ImageInputError`` for integer dtypes, NaN, or values off the [0, 1] scale."""
     array = np.asarray(images)
-    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
-        raise ImageInputError(
-            f"images have dtype {array.dtype}; medfound models take float32 in [0, 1]: pass "
-            "images.astype('float32') / 255 for 8-bit (or / 65535 for 16-bit) pixels")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ImageInputError(f"images have dtype {array.dtype}; pass float32 in [0, 1]")
+    check_dtype(str(array.dtype))
     if array.size == 0:
         return
     has_nan = bool(np.isnan(array).any())
@@ -51,9 +56,7 @@ def enforce_contract(inputs):
         return inputs
     if isinstance(inputs, keras.KerasTensor) or not hasattr(inputs, "dtype"):
         return inputs
-    dtype = keras.backend.standardize_dtype(inputs.dtype)
-    if not dtype.startswith(("float", "bfloat")):
-        check_array(np.zeros((0,), dtype=dtype if dtype != "bool" else np.bool_))  # the dtype error
+    check_dtype(keras.backend.standardize_dtype(inputs.dtype))
     if keras.backend.backend() == "tensorflow":
         from medfound.models.graph_guard import guard_tensorflow
 
