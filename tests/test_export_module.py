@@ -288,3 +288,33 @@ def test_export_parity_guard_refuses_a_disagreeing_graph_at_the_stated_tolerance
     stated = card.split("Export tolerance:")[1].split("\n- ")[0]
     written = f"{EXPORT_PARITY_TOLERANCE:.0e}".replace("e-0", "e-")  # 1e-3
     assert f"within {written} " in stated and "1e-4" not in stated
+
+
+def test_module_variables_share_the_backbone_weights_instead_of_copying_them():
+    """The hub module's variables are built from the backbone's own tensors: no NumPy copy of
+    the weights (tracemalloc sees NumPy's buffers; the old path made one per variable) and no
+    TensorFlow copy (the buffers are shared), so export holds the weights once, not three
+    times (bench/memory.py). Sharing is copy-on-write: changing the backbone later leaves the
+    module's values as they were."""
+    import tracemalloc
+
+    from medfound.export.hub_module import RemedisModule
+
+    backbone = build_backbone("small", final_norm=False)
+    weight_bytes = sum(int(np.prod(w.shape)) * 4 for w in backbone.weights)
+    tracemalloc.start()
+    try:
+        module = RemedisModule(backbone, "{}", __file__)
+        numpy_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert numpy_peak < weight_bytes / 10, (numpy_peak, weight_bytes)
+    ours = {v.name[:-2]: v for v in module.variables}
+    kernel = backbone.get_layer("block4_unit02_c_standardized_conv2d").kernel
+    shared = ours["block4/unit02/c/standardized_conv2d/kernel"]
+    assert np.shares_memory(np.asarray(shared.read_value()),
+                            np.asarray(kernel.value.read_value()))
+    before = shared.numpy()
+    kernel.assign(kernel.value + 1.0)
+    np.testing.assert_array_equal(shared.numpy(), before)
+    np.testing.assert_array_equal(kernel.numpy(), before + 1.0)

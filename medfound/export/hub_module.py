@@ -14,9 +14,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from medfound.export.hub_graph import forward
-from medfound.models.bit_names import named_values, variable_names
+from medfound.models.bit_names import KERNEL_SUFFIX, named_values, named_weights, variable_names
 from medfound.models.configs import MIN_IMAGE_SIZE
 from medfound.models.input_check import ABOVE_ADVICE, BELOW_ADVICE, HIGH_LIMIT, LOW_LIMIT
+from medfound.models.layers import standardize_kernel
 
 SIGNATURE_OUTPUT = "output_1"  # the key a Keras-2 model's serving_default gives its one output
 FEATURE_OUTPUTS = ("stem", "block1", "block2", "block3", "block4", "embedding")
@@ -74,6 +75,21 @@ def check_images(images: tf.Tensor) -> tf.Tensor:
                        lambda: tf.zeros([1, MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, 3]))
 
 
+def initial_values(backbone, *, fold: bool = False) -> dict:
+    """{BiT path: initial value} of the module's variables.
+
+    On the TensorFlow backend these are the backbone's own tensors (a ``tf.Variable`` built
+    from one shares its buffer, copy-on-write), so the module costs no second copy of the
+    weights, and ``fold`` adds only the standardised kernels; exporting r152x2 held the Keras
+    weights, a NumPy copy and the module's copy at once. Other backends get NumPy copies.
+    """
+    weights = named_weights(backbone)
+    if not all(isinstance(w.value, tf.Variable) for w in weights.values()):
+        return named_values(backbone, fold=fold)
+    return {name: standardize_kernel(w.value) if fold and name.endswith(KERNEL_SUFFIX)
+            else w.value.read_value() for name, w in weights.items()}
+
+
 class RemedisModule(tf.Module):
     """A reusable SavedModel of a BiT backbone's variables under their BiT paths.
 
@@ -91,9 +107,9 @@ class RemedisModule(tf.Module):
 
     def __init__(self, backbone, metadata_json: str, metadata_file: str, *, fold: bool = False):
         super().__init__(name="remedis_module")
-        values = named_values(backbone, fold=fold)
+        values = initial_values(backbone, fold=fold)
         names = variable_names(backbone.spec)
-        self._params = {name: tf.Variable(values[name], name=name, trainable=not fold)
+        self._params = {name: tf.Variable(values.pop(name), name=name, trainable=not fold)
                         for name in names}
         self._units = tuple(backbone.spec.units)
         self._standardize = not fold

@@ -13,6 +13,7 @@ import numpy as np
 from medfound.models.configs import ROOT_KERNEL, ArchSpec
 from medfound.models.layers import standardize_kernel
 
+KERNEL_SUFFIX = "standardized_conv2d/kernel"  # ends the path of every convolution kernel
 _UNIT = re.compile(r"^block(\d)/unit(\d\d)/")
 
 
@@ -43,22 +44,27 @@ def units_per_block(names) -> tuple[int, ...]:
     return tuple(counts[b] for b in sorted(counts))
 
 
-def named_values(backbone, fold: bool = False) -> dict[str, np.ndarray]:
-    """{BiT path: value} of a native ``BiTBackbone``'s weights, without the final norm or head;
-    ``fold`` stores standardised kernels (the inference form)."""
+def named_weights(backbone) -> dict[str, "keras.Variable"]:
+    """{BiT path: Keras variable} of a native ``BiTBackbone``'s weights, without the final norm
+    or head, in the backbone's layer order: the variables themselves, nothing copied."""
     from medfound.models.bit_weights import PREFIX, expected_keys
 
-    values = {}
     wanted = set(variable_names(backbone.spec))
-    for key, weight in expected_keys(backbone).items():
-        name = key[len(PREFIX):]
-        if name not in wanted:
-            continue
-        value = keras.ops.convert_to_numpy(weight)
-        if fold and name.endswith("standardized_conv2d/kernel"):
-            value = keras.ops.convert_to_numpy(standardize_kernel(value))
-        values[name] = value
-    missing = wanted - set(values)
+    weights = {key[len(PREFIX):]: weight for key, weight in expected_keys(backbone).items()
+               if key[len(PREFIX):] in wanted}
+    missing = wanted - set(weights)
     if missing:
         raise ValueError(f"backbone lacks BiT variables {sorted(missing)[:3]}")
+    return weights
+
+
+def named_values(backbone, fold: bool = False) -> dict[str, np.ndarray]:
+    """{BiT path: NumPy copy} of ``named_weights``; ``fold`` stores standardised kernels (the
+    inference form)."""
+    values = {}
+    for name, weight in named_weights(backbone).items():
+        value = keras.ops.convert_to_numpy(weight)
+        if fold and name.endswith(KERNEL_SUFFIX):
+            value = keras.ops.convert_to_numpy(standardize_kernel(value))
+        values[name] = value
     return values
