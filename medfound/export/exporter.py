@@ -187,6 +187,7 @@ def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike
     import tensorflow as tf
 
     from medfound.export.hub_module import RemedisModule
+    from medfound.utils.memory import release_free_memory
 
     out = Path(out)
     with tempfile.TemporaryDirectory() as scratch:
@@ -200,6 +201,7 @@ def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike
         got = module.features(tf.constant(probe))["embedding"].numpy()
         want = backbone(probe, training=False)["embedding"].numpy()
         check_parity(got, want, out)
+        release_free_memory()
         with atomic_path(out) as tmp:
             tf.saved_model.save(module, str(tmp),
                                 signatures={"serving_default": module.serving_default})
