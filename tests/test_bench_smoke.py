@@ -226,3 +226,46 @@ def test_tissue_agreement_reports_masks_equal_to_the_reference_on_the_real_slide
     # One level of the single-level slide, its black-grid crop, four levels of the pyramid.
     assert len(data["rows"]) == 6 and data["all_identical"], data["rows"]
     assert data["rows"][0]["pixels"] == 2220 * 2967
+
+
+def test_step_profile_splits_a_simclr_step_into_its_components(tmp_path, shared_data):
+    from bench import step_profile
+
+    out = tmp_path / "step_profile.json"
+    step_profile.main(["--tiny", "--data", str(shared_data), "--json", str(out), *FAST])
+    data = load(out)
+    (row,) = data["rows"]
+    assert (row["preset"], row["arch"], row["size"], row["batch"]) == ("cxr", "tiny", 32, 2)
+    t = row["seconds_per_step"]
+    assert set(t) == set(step_profile.MEASURED) and all(finite_positive(v) for v in t.values())
+    parts = row["components"]
+    # Measured parts are the timings; derived ones their differences; shares of pipeline + step.
+    assert parts["augment"]["seconds"] == t["augment"] and row["augment_share"] == pytest.approx(
+        t["augment"] / (t["pipeline"] + t["step"]))
+    assert parts["backward"]["seconds"] == pytest.approx(t["forward_backward"] - t["forward"])
+    assert sum(p["share"] for p in parts.values()) == pytest.approx(
+        (t["read_decode"] + t["augment"] + t["step"]) / (t["pipeline"] + t["step"]))
+
+
+def test_simclr_vs_lightly_alternates_medfound_and_lightly_workers(tmp_path):
+    pytest.importorskip("lightly", reason="lightly (bench extra) is the PyTorch SimCLR peer")
+    from bench import simclr_vs_lightly
+
+    out = tmp_path / "simclr_vs_lightly.json"
+    simclr_vs_lightly.main(["--tiny", "--kinds", "medfound,lightly_eager", "--threads", "1",
+                            "--max-load", "1000", "--json", str(out), *FAST])
+    data = load(out)
+    (row,) = data["rows"]
+    assert (row["arch"], row["size"], row["batch"], row["failures"]) == ("tiny", 32, 2, {})
+    assert (row["medfound_best"], row["lightly_best"]) == ("medfound", "lightly_eager")
+    assert row["medfound_vs_lightly"] == pytest.approx(
+        row["seconds"]["lightly_eager"][0] / row["seconds"]["medfound"][0])
+    assert row["meets_goal"] == (row["medfound_vs_lightly"] >= 1.2)
+    # Both workers pinned one thread (intra and inter op), read back from their runtimes.
+    assert row["info"]["medfound"]["threads"] == {"tf_intra_op_threads": 1,
+                                                  "tf_inter_op_threads": 1}
+    assert row["info"]["lightly_eager"]["threads"] == {"torch_threads": 1,
+                                                       "torch_interop_threads": 1}
+    # The same network on both sides: timm's tiny ResNetV2 has medfound's tiny parameter count.
+    assert row["info"]["lightly_eager"]["backbone_params"] == 2007328
+    assert data["lightly"].startswith("1.") and data["torch"] and data["timm"]
