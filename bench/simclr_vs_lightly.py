@@ -28,10 +28,11 @@ time to run ``--steps-per-rep`` steps, rotating the order each repetition; steps
 median block, ratios the median of per-repetition ratios of the faster medfound variant over the
 faster lightly variant (a variant whose worker fails, e.g. ``torch.compile`` on this CPU, is
 recorded with its error and left out; XLA and compiled variants get one warm-up step more,
-their compilation). The tiny backbones have the same parameter count on both sides (2,007,328). Before a row at a larger batch the workers' peak memory
-is extrapolated from the previous row (fixed + per-image, from each worker's RSS before and after
-its warm-up): a row that would not fit in ``MemAvailable`` is cut to the two faster variants of
-the previous row, or skipped with the reason.
+their compilation). The tiny backbones have the same parameter count on both sides (2,007,328).
+Before a row at a larger batch the workers' peak memory is extrapolated from the previous row
+(fixed + per-image, from each worker's RSS before and after its warm-up): a row that would not
+fit in 90% of ``MemAvailable`` is cut to the two faster variants of the previous row, or skipped
+with the reason.
 
     python bench/simclr_vs_lightly.py --configs r50x1:224:16,r50x1:224:64,tiny:32:16 --repeats 5
 """
@@ -68,7 +69,7 @@ def _memory_mb() -> dict:
 
 
 def _pin_and_read_threads(kind: str, threads: int) -> dict:
-    """Pins the worker's runtime to ``threads`` intra- and inter-op threads; returns them read back."""
+    """Pins the worker's runtime to ``threads`` intra- and inter-op threads; reads them back."""
     if kind.startswith("lightly"):
         import torch
 

@@ -1,4 +1,4 @@
-"""Where the time of one SimCLR step goes: reading, augmentation, forward, loss, backward, optimizer.
+"""Where the time of one SimCLR step goes: reading, augmentation, forward, loss, backward, LARS.
 
 Method: split timings of separately built functions, all on the package's own pieces in one
 process, timed in alternating repetitions (each repetition starts its candidate afresh, makes

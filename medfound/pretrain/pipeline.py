@@ -42,8 +42,9 @@ def view_dataset(source, config: PretrainConfig, *, per_replica_batch: int,
                           shard_index=shard_index)
     pairs = micle_pairs(source, micle=config.micle, probability=config.micle_probability,
                         seed=config.seed, shuffle=True, repeat=True, window=window)
+    first = start_step * config.batch_size // num_shards
     return augment_views(pairs, config, per_replica_batch=per_replica_batch,
-                         shard_index=shard_index, first=start_step * config.batch_size // num_shards)
+                         shard_index=shard_index, first=first)
 
 
 def augment_views(pairs: tf.data.Dataset, config: PretrainConfig, *, per_replica_batch: int,
