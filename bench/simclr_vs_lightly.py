@@ -193,7 +193,7 @@ def available_mb() -> float:
 def plan_kinds(kinds: list[str], batch: int, previous: dict | None) -> tuple[list[str], str | None]:
     """The candidates a row can run at ``batch`` given the memory ``previous`` (the last row of
     the same arch and size) measured; a reason when it was cut or must be skipped ([] kinds)."""
-    if not previous or "info" not in previous:
+    if not previous or not previous.get("info"):
         return kinds, None
 
     def need(names) -> float:
@@ -208,9 +208,11 @@ def plan_kinds(kinds: list[str], batch: int, previous: dict | None) -> tuple[lis
     known = [k for k in kinds if k in previous["info"]]
     if need(known) <= free:
         return known, None
-    pair = [previous["medfound_best"], previous["lightly_best"]]
+    pair = [previous.get("medfound_best"), previous.get("lightly_best")]
     why = (f"all {len(known)} workers would need about {need(known):.0f} MB at batch {batch} "
            f"(extrapolated from batch {previous['batch']}), 90% of MemAvailable is {free:.0f} MB")
+    if None in pair:
+        return [], why + "; no medfound and lightly pair ran before: skipped"
     if need(pair) <= free:
         return pair, why + f"; ran the faster two of batch {previous['batch']}: {', '.join(pair)}"
     return [], why + f"; even {', '.join(pair)} would need about {need(pair):.0f} MB: skipped"
