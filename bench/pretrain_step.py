@@ -29,8 +29,9 @@ def parse_configs(text: str) -> list[tuple[str, int, int]]:
                                                 for item in text.split(","))]
 
 
-def simclr_step(arch: str, size: int, batch: int, optimizer: str):
-    """The package's own SimCLR train step (default strategy) and one cached batch of views."""
+def simclr_step(arch: str, size: int, batch: int, optimizer: str, *, xla: bool = False):
+    """The package's own SimCLR train step (default strategy; ``xla``: PretrainConfig.xla, the
+    forward and backward pass XLA-compiled) and one cached batch of views."""
     import tensorflow as tf
 
     from medfound.pretrain.config import PretrainConfig
@@ -38,7 +39,7 @@ def simclr_step(arch: str, size: int, batch: int, optimizer: str):
     from medfound.pretrain.trainer import make_train_step
 
     config = PretrainConfig(data="unused", out_dir="unused", arch=arch, image_size=size,
-                            batch_size=batch, steps=1000, optimizer=optimizer)
+                            batch_size=batch, steps=1000, optimizer=optimizer, xla=xla)
     strategy = tf.distribute.get_strategy()
     nets, _ = build_networks(config)
     step = make_train_step(strategy, nets, build_optimizer(config), config)
