@@ -190,7 +190,8 @@ class ModuleEmbedder:
         self.metadata = source.metadata
         self.input_size = source.input_size
         self.name = source.name or self.path.name or str(module)
-        self.fingerprint = source.sha256 or source.spec
+        # Parts record it: a run resumed with other compute options would mix their last bits.
+        self.fingerprint = (source.sha256 or source.spec) + self.compute_options
         folded = self._model = fold(backbone, self.group_norm_statistics)
         self._call = lambda images: folded(images, training=False)["embedding"]
         if self.xla:
@@ -200,6 +201,20 @@ class ModuleEmbedder:
 
             compiled = tf.function(self._call, autograph=False, jit_compile=True)
             self._call = lambda images: compiled(enforce_contract(images))
+
+    @property
+    def compute_options(self) -> str:
+        """'' for the default computation, else the options that change it (for fingerprints)."""
+        options = (["xla"] if self.xla else []) + (
+            [self.group_norm_statistics] if self.group_norm_statistics != "two_pass" else [])
+        return "".join(f"+{o}" for o in options)
+
+    @classmethod
+    def for_config(cls, config, strategy=None) -> ModuleEmbedder:
+        """The embedder an ``EmbedConfig`` or ``SlideEmbedConfig`` asks for (module and compute
+        options): one constructor for one process, slides and every Beam worker."""
+        return cls(config.module, strategy=strategy, xla=config.xla,
+                   group_norm_statistics=config.group_norm_statistics)
 
     @property
     def default_image_size(self) -> int | None:
@@ -389,8 +404,7 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
     if embedder is None:
         if strategy is None:
             strategy = make_embed_strategy(config.strategy)
-        embedder = ModuleEmbedder(config.module, strategy=strategy, xla=config.xla,
-                                  group_norm_statistics=config.group_norm_statistics)
+        embedder = ModuleEmbedder.for_config(config, strategy)
     image_size = _image_size(config, embedder)
     with hold_parts(parts_dir, parts_manifest(paths, embedder, image_size)) as covered:
         return _embed_held(config, embedder, out, fmt, paths, image_size, covered)

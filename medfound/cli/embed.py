@@ -127,7 +127,8 @@ def run_slides(args: argparse.Namespace) -> int:
         image_size=args.image_size, batch_size=args.batch_size,
         flush_every=256 if args.part_size is None else args.part_size,
         annotations=args.annotations, base_mpp=args.base_mpp, max_tiles=args.max_tiles,
-        path_column=args.path_column, root=args.root, progress=not args.quiet)
+        path_column=args.path_column, root=args.root, progress=not args.quiet, xla=args.xla,
+        group_norm_statistics=args.group_norm_statistics)
     if args.engine == "beam":
         require_beam()
         from medfound.beam.slides import embed_slides_with_beam
