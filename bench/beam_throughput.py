@@ -34,8 +34,10 @@ from bench.common import (base_parser, machine_info, median, parse_with_defaults
                           report, spread)
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULTS = {"arch": "r50x1", "images": 128, "batch": 16, "workers": 2, "mpp": 1.0, "size": 448}
-TINY = {"arch": "tiny", "images": 8, "batch": 4, "workers": 2, "mpp": 4.0, "size": 64}
+DEFAULTS = {"arch": "r50x1", "images": 96, "batch": 16, "workers": 2, "mpp": 0.5, "size": 448,
+            "slide_copies": 4}
+TINY = {"arch": "tiny", "images": 8, "batch": 4, "workers": 2, "mpp": 4.0, "size": 64,
+        "slide_copies": 1}
 
 
 def sample_tree(pid: int, peaks: dict, stop: threading.Event) -> None:
@@ -91,8 +93,9 @@ def run_command(args: list[str], out: Path) -> dict:
             "cpu_s": sum(p["cpu_s"] for p in procs)}
 
 
-def inputs(data: Path, scratch: Path, images: int) -> tuple[Path, Path, Path]:
-    """A folder of the first ``images`` NIH PNGs, a folder with one of them, and the slides."""
+def inputs(data: Path, scratch: Path, images: int, copies: int) -> tuple[Path, Path, Path]:
+    """A folder of the first ``images`` NIH PNGs, a folder with one of them, and a cohort of
+    ``copies`` links to each real slide (one work item per slide, as in a real cohort)."""
     source = sorted((data / "nih-cxr14-sample" / "images").glob("*.png"))[:images]
     if len(source) < images:
         raise SystemExit(f"{data}/nih-cxr14-sample/images: fewer than {images} PNG files")
@@ -103,7 +106,8 @@ def inputs(data: Path, scratch: Path, images: int) -> tuple[Path, Path, Path]:
         (many / path.name).symlink_to(path)
     (one / source[0].name).symlink_to(source[0])
     for slide in sorted((data / "wsi").glob("*.svs")):
-        (slides / slide.name).symlink_to(slide)
+        for copy in range(copies):
+            (slides / f"{slide.stem}-{copy}{slide.suffix}").symlink_to(slide)
     return many, one, slides
 
 
@@ -184,13 +188,41 @@ def fixed_cost(module: str, one_image: Path, out: Path, workers: int, repeats: i
     return {f"fixed_s_{name}": s for name, s in seconds.items()}
 
 
+def at_scale(result: dict) -> None:
+    """Adds to the images row each engine's rate once its fixed cost is paid (a cohort's rate):
+    ``(items - 1) / (median seconds - fixed seconds)``, and their ratio."""
+    for row in result["rows"]:
+        if row["kind"] != "images":
+            continue
+        for name in engines(row["workers"]):
+            row[f"{name}_per_s_at_scale"] = (row["items"] - 1) / (
+                median(row["seconds"][name]) - result[f"fixed_s_{name}"])
+        row["beam_vs_one_at_scale"] = row["beam_per_s_at_scale"] / row["one_per_s_at_scale"]
+
+
+def rescore(path: str) -> None:
+    """Recomputes the derived figures of a written report from its raw runs (no new timing)."""
+    import json
+
+    from bench.common import write_json
+
+    result = json.loads(Path(path).read_text())
+    at_scale(result)
+    write_json(path, result)
+    print(f"rescored {path}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = base_parser(__doc__.split("\n")[0], "bench/results/beam_throughput.json")
+    parser.add_argument("--rescore", metavar="REPORT",
+                        help="recompute the derived figures of REPORT from its raw runs")
     parser.add_argument("--data", default="../shared/data", help="the shared data folder")
-    for key in ("arch", "images", "batch", "workers", "mpp", "size"):
-        parser.add_argument(f"--{key}", type=str if key == "arch" else
+    for key in DEFAULTS:
+        parser.add_argument(f"--{key.replace('_', '-')}", type=str if key == "arch" else
                             float if key == "mpp" else int, help=f"default {DEFAULTS[key]}")
     args = parse_with_defaults(parser, argv, DEFAULTS, TINY)
+    if args.rescore:
+        return rescore(args.rescore)
     import psutil
 
     from bench.embed_speed import export_module
@@ -204,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         module = str(export_module(scratch, args.arch))
-        many, one, slides = inputs(Path(args.data), scratch, args.images)
+        many, one, slides = inputs(Path(args.data), scratch, args.images,
+                                   args.slide_copies)
         out = scratch / "out"
         out.mkdir()
         common = ["--module", module, "--batch-size", str(args.batch), "--quiet"]
@@ -219,8 +252,10 @@ def main(argv: list[str] | None = None) -> dict:
         result.update(fixed_cost(module, one, out, args.workers, max(1, args.repeats // 2)))
     result["loadavg_after"] = list(os.getloadavg())
     result["memory_total_mb"] = psutil.virtual_memory().total / 2 ** 20
+    at_scale(result)
     report(rows, ["kind", "items", "workers", "one_per_s", "beam_per_s", "beam_vs_one",
-                  "spread_one", "spread_beam", "cores_busy_one", "cores_busy_beam",
+                  "beam_vs_one_at_scale", "spread_one", "spread_beam", "cores_busy_one",
+                  "cores_busy_beam",
                   "peak_rss_mb_one", "peak_rss_mb_beam_process", "same_output"], args.json, result)
     return result
 
