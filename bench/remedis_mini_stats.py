@@ -13,7 +13,7 @@ MATCH_RULE = (f"an init at fraction f matches the supervised baseline at 100 % (
               f"the lower end of the 95 % interval of the paired difference AUC(init, f) - "
               f"AUC(supervised, 100 %) is above -{MARGIN} (non-inferiority, margin {MARGIN}); the "
               "difference is bootstrapped over patients (the same draw for both) and over "
-              "pretraining seeds (drawn per side)")
+              "pretraining seeds (paired by seed index: REMEDIS seed s continues supervised seed s)")
 INTERVAL = ("95 % percentile bootstrap of the AUC averaged over pretraining seeds: each draw "
             "resamples patients (the same for every seed) and the seeds, so the interval holds "
             "patient and pretraining variance")

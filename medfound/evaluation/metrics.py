@@ -213,11 +213,9 @@ def classification_report(labels, scores, class_names: Sequence[str], task: str,
     return report
 
 
-def _run_mean(aucs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(B,) means over runs of ``aucs`` (S, B), the S runs drawn with replacement per draw."""
-    s, b = aucs.shape
-    picks = rng.multinomial(s, np.full(s, 1.0 / s), size=b).astype(np.float64)  # (B, S)
-    return np.einsum("bs,sb->b", picks, aucs) / s
+def _run_picks(rng: np.random.Generator, runs: int, n_boot: int) -> np.ndarray:
+    """(B, S) multiplicities of S runs drawn with replacement, per bootstrap draw."""
+    return rng.multinomial(runs, np.full(runs, 1.0 / runs), size=n_boot).astype(np.float64)
 
 
 def runs_bootstrap_auc(labels, scores, groups: Sequence[str] | np.ndarray, baseline=None,
@@ -226,7 +224,8 @@ def runs_bootstrap_auc(labels, scores, groups: Sequence[str] | np.ndarray, basel
     patients' and the runs' variance: each draw resamples patients (the same for every run) and,
     per side, the runs. ``scores`` is (S, N), a row per run (pretraining seed) over the same N
     examples. With ``baseline`` (S', N) the paired difference mean AUC(scores) - mean
-    AUC(baseline) is bootstrapped on the same patient draws (runs drawn per side).
+    AUC(baseline) is bootstrapped on the same patient draws; runs are paired by row (the same
+    run draw for both) when S == S' (run i of each side shares seed i), else drawn per side.
     Returns {"auc", "low", "high", "runs", "n_boot"} and, with a baseline, {"difference",
     "difference_low", "difference_high", "baseline_auc"}; NaN-AUC draws are left out."""
     y = np.asarray(labels, np.float64).reshape(-1)
@@ -244,7 +243,13 @@ def runs_bootstrap_auc(labels, scores, groups: Sequence[str] | np.ndarray, basel
                         for i in range(0, n_boot, step)])
     full = np.ones((1, y.size))
     points = [float(np.mean([_weighted_auc(y, row, full)[0] for row in side])) for side in sides]
-    draws = [_run_mean(np.stack([_weighted_auc(y, row, w) for row in side]), rng) for side in sides]
+    picks = _run_picks(rng, sides[0].shape[0], n_boot)
+    draws = []
+    for side in sides:
+        if side.shape[0] != picks.shape[1]:
+            picks = _run_picks(rng, side.shape[0], n_boot)
+        aucs = np.stack([_weighted_auc(y, row, w) for row in side])  # (S, B)
+        draws.append(np.einsum("bs,sb->b", picks, aucs) / side.shape[0])
     q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
 
     def interval(values: np.ndarray) -> tuple[float, float]:
