@@ -43,8 +43,8 @@ from bench.common import machine_info, parse_with_defaults, write_json  # noqa: 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 INITS = ("random", "supervised", "remedis", "simclr")
 PIECES = ("pretrain", "id", "ood", "report")
-DEFAULTS = {"arch": "tiny", "image_size": 32, "ood_image_size": 64, "supervised_steps": 500,
-            "supervised_max_steps": 4000, "supervised_batch": 128, "pretrain_steps": 300,
+DEFAULTS = {"arch": "tiny", "image_size": 32, "ood_image_size": 64, "supervised_steps": 400,
+            "supervised_max_steps": 1600, "supervised_batch": 128, "pretrain_steps": 300,
             "pretrain_batch": 64, "fractions": "0.01,0.1,1", "ood_fractions": "0.1,0.33,1",
             "seeds": "0,1,2", "folds": 5, "budgets_linear": "20", "budgets_full": "6",
             "full_steps_per_epoch": 10, "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.03",
@@ -134,7 +134,7 @@ def build_report(args, out: Path, nih: dict, argv) -> dict:
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     return {"benchmark": "remedis_mini", "machine": machine_info(),
             "command": " ".join(["python bench/remedis_mini.py", *(argv or [])]),
-            "settings": {k: v for k, v in vars(args).items()}, "stages": stages,
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "stages": stages,
             "cifar_curve": json.loads(plateau.read_text()) if plateau.is_file() else None,
             "choices": [{k: r[k] for k in ("dataset", "mode", "init", "seed", "fold", "chosen",
                                            "tried")} for r in records if r["fraction"] == 1.0],
@@ -145,26 +145,33 @@ def build_report(args, out: Path, nih: dict, argv) -> dict:
             "timings": timings, "estimate": estimate(args, timings) if args.tiny else None}
 
 
+# Seconds per step measured by the last committed full run (bench/reports/remedis_mini.json,
+# tiny BiT at 32 px, 2 cores under load): supervised batch 128, SimCLR batch 64.
+STEP_SECONDS = {"supervised": 7.8 * 60 / 400, "simclr": 7.5 * 60 / 300}
+
+
 def estimate(args, timings: dict) -> dict:
-    """The full study's compute from a --tiny run: runs counted at DEFAULTS, each costing what a
-    tiny run cost (its fixed part), plus every pretraining step at the tiny supervised curve's
-    seconds per step (4 steps minus 2 steps); full-mode steps at 64 px counted 4x. Rough."""
+    """The full study's compute at DEFAULTS: every fine-tuning run at what a --tiny run of its
+    dataset cost (a floor: tiny runs are overhead), full-mode steps at 4x a 32 px SimCLR step
+    (64 px), pretraining steps at STEP_SECONDS, the CIFAR curve at its longest. Rough."""
     d = DEFAULTS
     seeds, inits, modes = len(floats(d["seeds"])), len(INITS), len(args.modes)
-    runs = {"id": inits * seeds * modes * (2 + len(floats(d["fractions"])) - 1),
-            "ood": inits * seeds * d["folds"] * modes * (2 + len(floats(d["ood_fractions"])) - 1)}
-    tiny_runs = {k: max(1, v) for k, v in timings.get("runs", {}).items()}
-    per_run = {k: timings.get(k, 0.0) / tiny_runs.get(k, 1) for k in ("id", "ood")}
-    curve = timings.get("curve", [])
-    step = max(0.0, (curve[-1] - curve[0]) / 2) if len(curve) > 1 else 0.5
-    sup_steps = 2 * d["supervised_max_steps"] + (seeds - 1) * d["supervised_max_steps"]
-    ssl_steps = 2 * seeds * d["pretrain_steps"] * 2 * d["pretrain_batch"] / args.supervised_batch
-    full_steps = runs["ood"] / modes * 0.5 * d["full_steps_per_epoch"] * 6 * 4 + runs["id"] / modes * 60
-    seconds = {"pretrain": step * (sup_steps + ssl_steps), "id": per_run["id"] * runs["id"],
-               "ood": per_run["ood"] * runs["ood"], "full_mode_steps": step * full_steps}
+    per_piece = {"id": 2 + len(floats(d["fractions"])) - 1,
+                 "ood": (2 + len(floats(d["ood_fractions"])) - 1) * d["folds"]}
+    runs = {k: inits * seeds * modes * v for k, v in per_piece.items()}
+    tiny = timings.get("runs", {})
+    per_run = {k: timings.get(k, 0.0) / max(1, tiny.get(k, 1)) for k in runs}
+    longest, curve = d["supervised_max_steps"], 0
+    while longest >= d["supervised_steps"]:
+        curve, longest = curve + longest, longest // 2
+    sup_steps = curve + (seeds - 1) * d["supervised_max_steps"]
+    full_runs = sum(runs.values()) / modes if "full" in args.modes else 0
+    seconds = {"pretrain": STEP_SECONDS["supervised"] * sup_steps
+               + STEP_SECONDS["simclr"] * 2 * seeds * d["pretrain_steps"],
+               "finetune_runs": sum(per_run[k] * runs[k] for k in runs),
+               "full_mode_steps": full_runs * 6 * d["full_steps_per_epoch"] * STEP_SECONDS["simclr"] * 2}
     return {"runs": runs, "seconds": seconds, "hours": sum(seconds.values()) / 3600,
-            "method": estimate.__doc__.split("\n")[0] + " " + " ".join(
-                estimate.__doc__.split("\n")[1:]).strip()}
+            "method": " ".join(estimate.__doc__.split())}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -244,11 +251,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return value
 
     if "pretrain" in pieces:
-        curve = timed("pretrain", lambda: pretrain.plateau(args, out))["curve"]
-        if args.tiny:
-            timings = json.loads(timings_file.read_text())
-            timings["curve"] = [c["seconds"] for c in curve]
-            write_json(timings_file, timings)
+        timed("pretrain", lambda: pretrain.plateau(args, out))
         for init in pretrain.STAGES:
             for seed in seeds:
                 timed("pretrain", lambda i=init, s=seed: pretrain.pretrain_stage(args, out, i, s))
