@@ -43,17 +43,24 @@ from bench.common import machine_info, parse_with_defaults, write_json  # noqa: 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 INITS = ("random", "supervised", "remedis", "simclr")
 PIECES = ("pretrain", "id", "ood", "report")
+# The full study (what the report and BENCHMARKS.md describe). --tiny swaps in TINY below.
 DEFAULTS = {"arch": "tiny", "image_size": 32, "ood_image_size": 64, "supervised_steps": 400,
             "supervised_max_steps": 1600, "supervised_batch": 128, "pretrain_steps": 300,
             "pretrain_batch": 64, "fractions": "0.01,0.1,1", "ood_fractions": "0.1,0.33,1",
             "seeds": "0,1,2", "folds": 5, "budgets_linear": "20", "budgets_full": "6",
             "full_steps_per_epoch": 10, "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.03",
-            "n_boot": 1000, "limit": 0, "nih_limit": 0}
-TINY = {"arch": "tiny", "image_size": 32, "ood_image_size": 64, "supervised_steps": 2,
-        "supervised_max_steps": 4, "supervised_batch": 16, "pretrain_steps": 2,
-        "pretrain_batch": 8, "fractions": "1", "ood_fractions": "0.5,1", "seeds": "0",
+            "n_boot": 1000, "limit": 0, "nih_limit": 0, "inits": ",".join(INITS)}
+# Smoke-test settings only (tests/test_remedis_mini.py; CI runs it, so it must take seconds):
+# the same code path (CIFAR curve, supervised and REMEDIS stages, 2 patient folds, per-fold
+# selection, a fraction below 100 %, pooled bootstrap, paired test against supervised @ 100 %,
+# report, tables) on 2 inits, 1 seed, a few steps, 32 px (OOD 40 px: its own size)
+# and 30 NIH patients (113 images).
+TINY = {"arch": "tiny", "image_size": 32, "ood_image_size": 40, "supervised_steps": 2,
+        "supervised_max_steps": 2, "supervised_batch": 16, "pretrain_steps": 2,
+        "pretrain_batch": 8, "fractions": "1", "ood_fractions": "0.5", "seeds": "0",
         "folds": 2, "budgets_linear": "1", "budgets_full": "1", "full_steps_per_epoch": 1,
-        "lrs_linear": "0.1", "lrs_full": "0.01", "n_boot": 50, "limit": 48, "nih_limit": 120}
+        "lrs_linear": "0.1", "lrs_full": "0.01", "n_boot": 50, "limit": 32, "nih_limit": 30,
+        "inits": "supervised,remedis"}
 
 
 def floats(text: str) -> list[float]:
@@ -184,7 +191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(PIECES),
                         help=f"comma-separated pieces among {PIECES} (default: all); finished "
                              "work is reused, so the study can run in several sittings")
-    parser.add_argument("--inits", default=",".join(INITS))
+    parser.add_argument("--inits", help=f"comma-separated inits among {INITS}; pretraining "
+                                         "runs only the stages these need")
     parser.add_argument("--modes", nargs="+", default=["linear", "full"], choices=["linear", "full"])
     parser.add_argument("--fractions", help="ID label fractions (1 is always added)")
     parser.add_argument("--ood-fractions", help="OOD fractions of each fold's training patients")
@@ -214,7 +222,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--n-boot", type=int, help="bootstrap draws of each pooled interval")
     parser.add_argument("--limit", type=int, help="PneumoniaMNIST images per split (0: all)")
-    parser.add_argument("--nih-limit", type=int, help="NIH images, whole patients (0: all)")
+    parser.add_argument("--nih-limit", type=int, help="NIH patients: the table's first N, all their images (0: all)")
     parser.add_argument("--out", default="bench/results/remedis_mini")
     parser.add_argument("--verbose", action="store_true")
     args = parse_with_defaults(parser, argv, DEFAULTS, TINY)
@@ -251,8 +259,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         return value
 
     if "pretrain" in pieces:
-        timed("pretrain", lambda: pretrain.plateau(args, out))
-        for init in pretrain.STAGES:
+        if {"supervised", "remedis"} & set(inits):
+            timed("pretrain", lambda: pretrain.plateau(args, out))
+        for init in (i for i in pretrain.STAGES if i in inits):
             for seed in seeds:
                 timed("pretrain", lambda i=init, s=seed: pretrain.pretrain_stage(args, out, i, s))
     for dataset in ("id", "ood"):

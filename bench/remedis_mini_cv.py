@@ -23,7 +23,8 @@ NIH_FOLD_SEED = 0  # the fold assignment is one for every init, seed and mode (p
 
 def nih_arrays(nih_dir: Path, size: int, limit: int = 0) -> dict:
     """The NIH sample as arrays: images (N, size, size) uint8, labels (any finding = 1),
-    patients and names; ``limit`` keeps whole patients until that many images (0: all)."""
+    patients and names; ``limit`` keeps the table's first ``limit`` patients, every image of
+    each (0: all)."""
     from PIL import Image
 
     table = nih_dir / "Data_Entry_2017_v2020.csv"
@@ -32,13 +33,8 @@ def nih_arrays(nih_dir: Path, size: int, limit: int = 0) -> dict:
     with open(table, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     if limit:
-        keep, seen = [], set()
-        for row in rows:
-            if row["Patient ID"] not in seen and len(keep) >= limit:
-                continue
-            seen.add(row["Patient ID"])
-            keep.append(row)
-        rows = keep
+        kept = set(list(dict.fromkeys(row["Patient ID"] for row in rows))[:limit])
+        rows = [row for row in rows if row["Patient ID"] in kept]
     images = []
     for row in rows:
         with Image.open(nih_dir / "images" / row["Image Index"]) as image:

@@ -82,14 +82,14 @@ def pretrain_stage(args, out: Path, init: str, seed: int) -> dict:
     if init == "supervised":
         module = export_module(sup.run_dir, where / "supervised.keras", fmt="keras",
                                name=MODULE_NAMES[init], modality="cxr")
-        stage = {"steps": steps, "cifar_test_accuracy": sup.eval_accuracy,
+        stage = {"steps": steps, "start": "random", "cifar_test_accuracy": sup.eval_accuracy,
                  "losses": [h["loss"] for h in sup.history]}
     else:
         start = f"bit-s:{sup.checkpoint}" if init == "remedis" else "random"
         pre = lep.pretrain_backbone(args, Path(args.data), where, init=start,
                                     name=MODULE_NAMES[init], seed=seed)
         module = pre.module
-        stage = {"steps": args.pretrain_steps, "init": start, "losses": pre.losses,
+        stage = {"steps": args.pretrain_steps, "start": start, "losses": pre.losses,
                  "data": str(args.data), "nih_images": 0}
     stage.update(init=init, seed=seed, module=str(module), seconds=time.perf_counter() - t0)
     write_json(path, stage)

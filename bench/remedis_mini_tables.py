@@ -38,13 +38,17 @@ def curve_table(report: dict) -> str:
 
 def stages_table(report: dict) -> str:
     """Every (stage, seed): what it started from, its result, its time."""
-    lines = ["| stage | seed | steps | result | minutes |", "|---|---|---|---|---|"]
+    lines = ["| stage | seed | from | steps | result | minutes |", "|---|---|---|---|---|---|"]
     for s in sorted(report["stages"], key=lambda s: (s["init"], s["seed"])):
         result = (f"CIFAR-10 test accuracy {_num(s['cifar_test_accuracy'])}"
                   if "cifar_test_accuracy" in s else
                   f"NT-Xent {_num(s['losses'][0])} -> {_num(s['losses'][-1])}" if s["losses"]
                   else "reused")
-        lines.append(f"| {s['init']} | {s['seed']} | {s['steps']} | {result} | "
+        start = s.get("start", "")  # 'random' or bit-s:OUT/supervised/seedS/stepsN/supervised.npz
+        if start.startswith("bit-s:"):
+            checkpoint = Path(start.split(":", 1)[1]).parent
+            start = f"supervised {checkpoint.parent.name}, {checkpoint.name}"
+        lines.append(f"| {s['init']} | {s['seed']} | {start} | {s['steps']} | {result} | "
                      f"{s['seconds'] / 60:.1f} |")
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """bench/remedis_mini.py at its tiniest settings, and the statistics and folds it rests on.
 
-The end-to-end test runs every piece (--tiny, linear probes only) and checks what can be wrong:
+The end-to-end test runs every piece (--tiny: 2 inits, 1 seed, 2 folds, linear probes) and checks what can be wrong:
 every NIH image predicted exactly once per (init, fraction) by a model whose training and
 validation patients exclude its own; no NIH image in pretraining; the CIFAR curve and the
 per-(stage, seed) files; the paired test rows; the tables rendered from the report.
@@ -77,49 +77,55 @@ def test_paired_rule_tells_a_clearly_worse_init_from_an_equal_one():
         "linear/remedis": 0.1, "linear/random": None, "linear/supervised": 1.0}
 
 
-@pytest.mark.slow
 def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
-    out = tmp_path / "remedis_mini"
-    cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz")
-    report = remedis_mini.main(["--tiny", "--modes", "linear", "--cifar", str(cifar),
-                                "--data", str(shared_data / "pneumoniamnist.npz"),
-                                "--nih", str(shared_data / "nih-cxr14-sample"), "--out", str(out)])
-    nih = remedis_mini_cv.nih_arrays(shared_data / "nih-cxr14-sample", 64, 120)
-    records = remedis_mini.collect(out)
-    ood = [r for r in records if r["dataset"] == "ood"]
+    """The real pipeline at --tiny (supervised and REMEDIS, 1 seed, 2 patient folds, 30 NIH
+    patients): seconds, not minutes, so CI can run it."""
+    out, nih_dir = tmp_path / "remedis_mini", shared_data / "nih-cxr14-sample"
+    cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz", 64, 32)
+    argv = ["--tiny", "--modes", "linear", "--cifar", str(cifar), "--nih", str(nih_dir),
+            "--data", str(shared_data / "pneumoniamnist.npz"), "--out", str(out)]
+    report = remedis_mini.main(argv)
+    settings = report["settings"]
+    inits, size = settings["inits"].split(","), settings["ood_image_size"]
+    assert size != settings["image_size"]  # so the size check below tells OOD from ID
+    nih = remedis_mini_cv.nih_arrays(nih_dir, size, settings["nih_limit"])
+    n = nih["labels"].size
+    ood = [r for r in remedis_mini.collect(out) if r["dataset"] == "ood"]
     # Every NIH image predicted exactly once per (init, seed, fraction), never by a model that
-    # trained or validated on its patient.
-    for init in remedis_mini.INITS:
+    # trained or validated on its patient; a fraction's training patients a subset of 100 %'s.
+    for init in inits:
         for fraction in (0.5, 1.0):
             mine = [r for r in ood if r["init"] == init and r["fraction"] == fraction]
-            assert sorted(i for r in mine for i in r["rows"]) == list(range(120))
+            assert sorted(i for r in mine for i in r["rows"]) == list(range(n))
             for r in mine:
-                with np.load(out / "folds" / (f"fold{r['fold']}_f1.npz" if fraction == 1
-                                              else f"fold{r['fold']}_f0.5_s0.npz")) as data:
+                name = f"fold{r['fold']}_f1.npz" if fraction == 1 else f"fold{r['fold']}_f0.5_s0.npz"
+                with np.load(out / "folds" / name) as data, \
+                        np.load(out / "folds" / f"fold{r['fold']}_f1.npz") as whole:
                     seen = set(nih["patients"][np.r_[data["train_rows"], data["val_rows"]]])
                     assert data["test_rows"].tolist() == r["rows"]
+                    assert set(data["train_rows"]) <= set(whole["train_rows"])
                 assert not seen & set(nih["patients"][r["rows"]])
-    # The 64 px OOD runs, the stages (no NIH image in pretraining), the CIFAR curve.
-    assert {json.loads((Path(r["run_dir"]) / "metrics.json").read_text()).get("image_size", 64)
-            for r in ood} == {64}
+                assert json.loads((Path(r["run_dir"]) / "config.json").read_text())[
+                    "image_size"] == size
+    # The stages: REMEDIS continues the supervised checkpoint, and its SimCLR run (as the
+    # library recorded it) saw the PneumoniaMNIST subset only, no NIH image.
     stages = {(s["init"], s["seed"]): s for s in report["stages"]}
-    assert set(stages) == {(i, 0) for i in ("supervised", "remedis", "simclr")}
-    assert stages[("remedis", 0)]["init"].startswith("bit-s:")
-    assert all(stages[(i, 0)]["nih_images"] == 0 for i in ("remedis", "simclr"))
-    assert [c["steps"] for c in report["cifar_curve"]["curve"]] == [2, 4]
+    assert set(stages) == {("supervised", 0), ("remedis", 0)}
+    assert stages[("remedis", 0)]["start"].startswith("bit-s:")
+    simclr_run = json.loads((out / "remedis" / "seed0" / "pretrain" / "config.json").read_text())
+    assert Path(simclr_run["data"]).name == f"subset{settings['limit']}.npz"
+    assert [c["steps"] for c in report["cifar_curve"]["curve"]] == [2]
     # One pooled row per (dataset, init, fraction); paired rows against supervised @ 100 %.
     rows = {(r["dataset"], r["init"], r["fraction"]): r for r in report["rows"]}
-    assert set(rows) == {("id", i, 1.0) for i in remedis_mini.INITS} | {
-        ("ood", i, f) for i in remedis_mini.INITS for f in (0.5, 1.0)}
+    assert set(rows) == {("id", i, 1.0) for i in inits} | {
+        ("ood", i, f) for i in inits for f in (0.5, 1.0)}
     assert rows[("ood", "supervised", 1.0)]["difference"] == 0.0
-    assert rows[("ood", "remedis", 0.5)]["images"] == 120
+    assert rows[("ood", "remedis", 0.5)]["images"] == n
     assert report["estimate"]["hours"] > 0
     tables = remedis_mini_tables.main([str(out / "remedis_mini.json")])
     block = tables.split("<!-- Out of distribution -->")[1].split("<!--")[0]
-    assert sum(line.startswith("| ") for line in block.splitlines()) == 1 + len(remedis_mini.INITS)
+    assert sum(line.startswith("| ") for line in block.splitlines()) == 1 + len(inits)
     assert f"{rows[('ood', 'remedis', 0.5)]['auc']:.3f}" in block
     # Reused: a second report call trains nothing and gives the same rows.
-    again = remedis_mini.main(["--tiny", "--modes", "linear", "--only", "report",
-                               "--cifar", str(cifar), "--nih", str(shared_data / "nih-cxr14-sample"),
-                               "--data", str(shared_data / "pneumoniamnist.npz"), "--out", str(out)])
+    again = remedis_mini.main(argv + ["--only", "report"])
     assert [r["auc"] for r in again["rows"]] == [r["auc"] for r in report["rows"]]
