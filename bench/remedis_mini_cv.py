@@ -87,10 +87,10 @@ def fold_npz(nih: dict, rows: dict, fraction: float, seed: int, path: Path) -> P
 def predict_test(run_dir: str, data: Path, size: int, batch: int) -> list[float]:
     """The fine-tuned classifier's positive-class probability for each test image of ``data``."""
     from medfound.data.labeled.medmnist import load_medmnist
-    from medfound.finetune.evaluate import _load_classifier, resolve_model_path
+    from medfound.finetune.evaluate import load_classifier
     from medfound.finetune.trainer import predict_logits, probabilities
 
-    classifier = _load_classifier(resolve_model_path(run_dir))
+    classifier = load_classifier(run_dir)
     logits = predict_logits(classifier, load_medmnist(data, "test"), size, batch)
     return probabilities(logits, "binary")[:, 0].tolist()
 

@@ -80,6 +80,8 @@ def test_paired_rule_tells_a_clearly_worse_init_from_an_equal_one():
 def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
     """The real pipeline at --tiny (supervised and REMEDIS, 1 seed, 2 patient folds, 30 NIH
     patients): seconds, not minutes, so CI can run it."""
+    from medfound.evaluation.metrics import roc_auc
+
     out, nih_dir = tmp_path / "remedis_mini", shared_data / "nih-cxr14-sample"
     cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz", 64, 32)
     argv = ["--tiny", "--modes", "linear", "--cifar", str(cifar), "--nih", str(nih_dir),
@@ -105,8 +107,11 @@ def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
                     assert data["test_rows"].tolist() == r["rows"]
                     assert set(data["train_rows"]) <= set(whole["train_rows"])
                 assert not seen & set(nih["patients"][r["rows"]])
-                assert json.loads((Path(r["run_dir"]) / "config.json").read_text())[
-                    "image_size"] == size
+                run = Path(r["run_dir"])
+                assert json.loads((run / "config.json").read_text())["image_size"] == size
+                # The saved predictions are the run's own: its test AUC, from the scores.
+                assert roc_auc(nih["labels"][r["rows"]], np.array(r["scores"])) == pytest.approx(
+                    json.loads((run / "metrics.json").read_text())["test"]["mean_auc"], abs=1e-6)
     # The stages: REMEDIS continues the supervised checkpoint, and its SimCLR run (as the
     # library recorded it) saw the PneumoniaMNIST subset only, no NIH image.
     stages = {(s["init"], s["seed"]): s for s in report["stages"]}
