@@ -4,19 +4,21 @@ Four inits of the tiny BiT (``random``; ``supervised`` on the CIFAR-10 subset un
 accuracy plateaus; ``remedis``, that checkpoint continued with SimCLR; ``simclr`` from random),
 each pretraining stage run with every seed of ``--seeds`` (``bench/remedis_mini_pretrain.py``;
 the SimCLR stages see PneumoniaMNIST train only, no NIH image). Each init and seed is fine-tuned
-(linear probe, full fine-tuning) at several label fractions:
+at several label fractions:
 
-- **ID**: PneumoniaMNIST, official splits, at ``--image-size`` (32 px);
+- **ID**: PneumoniaMNIST, official splits, at ``--image-size`` (32 px), linear probe and full
+  fine-tuning (``--modes``);
 - **OOD**: the NIH sample (any finding vs No Finding) by patient-level ``--folds``-fold
-  cross-validation at ``--ood-image-size`` (64 px, as stored): every image is predicted once by a
-  model that never saw its patient, the (rate, budget) pair chosen per fold on that fold's own
-  validation patients (``bench/remedis_mini_cv.py``).
+  cross-validation at ``--ood-image-size`` (64 px, as stored), linear probe only by default
+  (``--ood-modes linear full`` adds full fine-tuning, about 4x the compute): every image is
+  predicted once by a model that never saw its patient, the (rate, budget) pair chosen per fold
+  on that fold's own validation patients (``bench/remedis_mini_cv.py``).
 
 One AUC per (dataset, mode, init, fraction) over the pooled predictions, with a bootstrap over
 patients and pretraining seeds, and a paired test against supervised @ 100 %
 (``bench/remedis_mini_stats.py``). Every piece is kept on disk and reused:
 
-    python bench/remedis_mini.py --tiny                 # smoke test; prints the full estimate
+    python bench/remedis_mini.py --tiny                 # smoke test (its own --out); estimate
     python bench/remedis_mini.py --only pretrain        # 3 seeds x 3 stages (+ the CIFAR curve)
     python bench/remedis_mini.py --only id
     python bench/remedis_mini.py --only ood --inits random,supervised   # any subset, any order
@@ -49,8 +51,14 @@ DEFAULTS = {"arch": "tiny", "image_size": 32, "ood_image_size": 64, "supervised_
             "pretrain_batch": 64, "fractions": "0.01,0.1,1", "ood_fractions": "0.1,0.33,1",
             "seeds": "0,1,2", "folds": 5, "budgets_linear": "20", "budgets_full": "6",
             "full_steps_per_epoch": 10, "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.03",
-            "n_boot": 1000, "limit": 0, "nih_limit": 0, "inits": ",".join(INITS)}
-# Smoke-test settings only (tests/test_remedis_mini.py; CI runs it, so it must take seconds):
+            "n_boot": 1000, "limit": 0, "nih_limit": 0, "inits": ",".join(INITS),
+            "modes": ["linear", "full"], "ood_modes": ["linear"],
+            "out": "bench/results/remedis_mini"}
+# OOD is linear-only by default: full fine-tuning at 64 px, 5 folds, 3 seeds, 4 inits would take
+# the study from about 4 h to about 18 h of compute on the 2-core machine (estimate() below);
+# ID (32 px, one split) keeps both modes. --ood-modes linear full adds it.
+
+# Smoke-test settings only (tests/test_remedis_mini.py; CI runs it, so it must stay cheap):
 # the same code path (CIFAR curve, supervised and REMEDIS stages, 2 patient folds, per-fold
 # selection, a fraction below 100 %, pooled bootstrap, paired test against supervised @ 100 %,
 # report, tables) on 2 inits, 1 seed, a few steps, 32 px (OOD 40 px: its own size)
@@ -60,7 +68,8 @@ TINY = {"arch": "tiny", "image_size": 32, "ood_image_size": 40, "supervised_step
         "pretrain_batch": 8, "fractions": "1", "ood_fractions": "0.5", "seeds": "0",
         "folds": 2, "budgets_linear": "1", "budgets_full": "1", "full_steps_per_epoch": 1,
         "lrs_linear": "0.1", "lrs_full": "0.01", "n_boot": 50, "limit": 32, "nih_limit": 30,
-        "inits": "supervised,remedis"}
+        "inits": "supervised,remedis", "modes": ["linear"], "ood_modes": ["linear"],
+        "out": "bench/results/remedis_mini_tiny"}  # never the study's folder: pieces are reused
 
 
 def floats(text: str) -> list[float]:
@@ -92,7 +101,7 @@ def finetune(args, out: Path, dataset: str, inits, seeds, nih: dict | None) -> l
     mods, records = modules(args, out, seeds), []
     fractions = sorted(set(floats(args.ood_fractions if dataset == "ood" else args.fractions))
                        | {1.0})
-    for mode in args.modes:
+    for mode in modes_of(args, dataset):
         base = lep.finetune_base(args, Path(args.data), out, mode)
         for init in inits:
             for seed in seeds:
@@ -108,6 +117,11 @@ def finetune(args, out: Path, dataset: str, inits, seeds, nih: dict | None) -> l
                     print(f"{dataset} {mode} {init} seed {seed} fold {fold}: "
                           f"{time.perf_counter() - t0:.0f} s", flush=True)
     return records
+
+
+def modes_of(args, dataset: str) -> list[str]:
+    """The fine-tuning modes of a dataset: --ood-modes for OOD, --modes for ID."""
+    return list(args.ood_modes if dataset == "ood" else args.modes)
 
 
 def ood_file(args, out: Path, nih: dict, fold: int, fraction: float, seed: int) -> Path:
@@ -149,6 +163,7 @@ def build_report(args, out: Path, nih: dict, argv) -> dict:
             "rule": stats.MATCH_RULE, "interval": stats.INTERVAL,
             "ood_task": f"NIH sample, any finding vs No Finding, {args.folds}-fold patient-level "
                         f"cross-validation at {args.ood_image_size} px; no NIH image in pretraining",
+            "modes": {"id": modes_of(args, "id"), "ood": modes_of(args, "ood")},
             "timings": timings, "estimate": estimate(args, timings) if args.tiny else None}
 
 
@@ -158,26 +173,35 @@ STEP_SECONDS = {"supervised": 7.8 * 60 / 400, "simclr": 7.5 * 60 / 300}
 
 
 def estimate(args, timings: dict) -> dict:
-    """The full study's compute at DEFAULTS: every fine-tuning run at what a --tiny run of its
-    dataset cost (a floor: tiny runs are overhead), full-mode steps at 4x a 32 px SimCLR step
-    (64 px), pretraining steps at STEP_SECONDS, the CIFAR curve at its longest. Rough."""
+    """The full study's compute at DEFAULTS (their modes: ID linear and full, OOD linear), and
+    with OOD full fine-tuning added: every fine-tuning run at what a --tiny run of its dataset
+    cost (a floor: tiny runs are overhead), full-mode steps at STEP_SECONDS["simclr"] scaled by
+    pixels x images (x2 at 64 px, x0.5 at 32 px), pretraining steps at STEP_SECONDS, the CIFAR
+    curve at its longest. Rough."""
     d = DEFAULTS
-    seeds, inits, modes = len(floats(d["seeds"])), len(INITS), len(args.modes)
+    seeds, inits = len(floats(d["seeds"])), len(INITS)
     per_piece = {"id": 2 + len(floats(d["fractions"])) - 1,
                  "ood": (2 + len(floats(d["ood_fractions"])) - 1) * d["folds"]}
-    runs = {k: inits * seeds * modes * v for k, v in per_piece.items()}
     tiny = timings.get("runs", {})
-    per_run = {k: timings.get(k, 0.0) / max(1, tiny.get(k, 1)) for k in runs}
+    per_run = {k: timings.get(k, 0.0) / max(1, tiny.get(k, 1)) for k in per_piece}
+    scale = {"id": 0.5 * (d["image_size"] / 32) ** 2, "ood": 0.5 * (d["ood_image_size"] / 32) ** 2}
     longest, curve = d["supervised_max_steps"], 0
     while longest >= d["supervised_steps"]:
         curve, longest = curve + longest, longest // 2
     sup_steps = curve + (seeds - 1) * d["supervised_max_steps"]
-    full_runs = sum(runs.values()) / modes if "full" in args.modes else 0
-    seconds = {"pretrain": STEP_SECONDS["supervised"] * sup_steps
-               + STEP_SECONDS["simclr"] * 2 * seeds * d["pretrain_steps"],
-               "finetune_runs": sum(per_run[k] * runs[k] for k in runs),
-               "full_mode_steps": full_runs * 6 * d["full_steps_per_epoch"] * STEP_SECONDS["simclr"] * 2}
-    return {"runs": runs, "seconds": seconds, "hours": sum(seconds.values()) / 3600,
+    pretrain_s = (STEP_SECONDS["supervised"] * sup_steps
+                  + STEP_SECONDS["simclr"] * 2 * seeds * d["pretrain_steps"])
+
+    def finetune_s(dataset: str, modes) -> float:
+        runs = inits * seeds * per_piece[dataset]
+        full = runs * 6 * d["full_steps_per_epoch"] * STEP_SECONDS["simclr"] * scale[dataset]
+        return len(modes) * runs * per_run[dataset] + (full if "full" in modes else 0.0)
+
+    seconds = {"pretrain": pretrain_s, "id": finetune_s("id", d["modes"]),
+               "ood": finetune_s("ood", d["ood_modes"])}
+    with_full = sum(seconds.values()) - seconds["ood"] + finetune_s("ood", ["linear", "full"])
+    return {"runs": {k: inits * seeds * v for k, v in per_piece.items()}, "seconds": seconds,
+            "hours": sum(seconds.values()) / 3600, "hours_with_ood_full": with_full / 3600,
             "method": " ".join(estimate.__doc__.split())}
 
 
@@ -193,7 +217,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "work is reused, so the study can run in several sittings")
     parser.add_argument("--inits", help=f"comma-separated inits among {INITS}; pretraining "
                                          "runs only the stages these need")
-    parser.add_argument("--modes", nargs="+", default=["linear", "full"], choices=["linear", "full"])
+    parser.add_argument("--modes", nargs="+", choices=["linear", "full"],
+                        help="ID fine-tuning modes (default: linear full)")
+    parser.add_argument("--ood-modes", nargs="+", choices=["linear", "full"],
+                        help="OOD fine-tuning modes (default: linear; full multiplies the "
+                             "study's compute by about 4, see DEFAULTS)")
     parser.add_argument("--fractions", help="ID label fractions (1 is always added)")
     parser.add_argument("--ood-fractions", help="OOD fractions of each fold's training patients")
     parser.add_argument("--seeds", help="pretraining seeds (each also the fine-tuning seed)")
@@ -222,8 +250,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--n-boot", type=int, help="bootstrap draws of each pooled interval")
     parser.add_argument("--limit", type=int, help="PneumoniaMNIST images per split (0: all)")
-    parser.add_argument("--nih-limit", type=int, help="NIH patients: the table's first N, all their images (0: all)")
-    parser.add_argument("--out", default="bench/results/remedis_mini")
+    parser.add_argument("--nih-limit", type=int,
+                        help="NIH patients: the table's first N, all their images (0: all)")
+    parser.add_argument("--out", help="results folder (pieces there are reused)")
     parser.add_argument("--verbose", action="store_true")
     args = parse_with_defaults(parser, argv, DEFAULTS, TINY)
     args.method, args.moco_queue_size = "simclr", None  # what lep.pretrain_backbone reads
@@ -268,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         if dataset in pieces:
             runs_per_piece = len(candidates(args, "linear")) + len(floats(
                 args.ood_fractions if dataset == "ood" else args.fractions)) - 1
-            n = len(inits) * len(seeds) * len(args.modes) * runs_per_piece * (
+            n = len(inits) * len(seeds) * len(modes_of(args, dataset)) * runs_per_piece * (
                 args.folds if dataset == "ood" else 1)
             timed(dataset, lambda d=dataset: finetune(args, out, d, inits, seeds, nih), n)
     if "report" not in pieces:
@@ -282,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                  f"{row['difference_high']:+.3f}] matches={row['matches']}" if "matches" in row else ""))
     if report["estimate"]:
         print(f"estimated full study: {report['estimate']['hours']:.1f} h of compute "
-              f"({report['estimate']['seconds']})")
+              f"({report['estimate']['seconds']}); with OOD full fine-tuning "
+              f"{report['estimate']['hours_with_ood_full']:.1f} h")
     print(f"wrote {out / 'remedis_mini.json'}")
     return report
 

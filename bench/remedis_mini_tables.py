@@ -27,6 +27,15 @@ def _num(value, fmt: str = ".3f") -> str:
         format(value, fmt)
 
 
+def design_text(report: dict) -> str:
+    """The fine-tuning modes each dataset was run with (OOD is linear-only unless asked)."""
+    modes = report.get("modes", {})
+    text = "; ".join(f"{DATASETS[d]} {', '.join(modes.get(d, [])) or 'none'}" for d in DATASETS)
+    note = "" if "full" in modes.get("ood", []) else (
+        " (OOD full fine-tuning left out to fit the compute budget: --ood-modes linear full)")
+    return f"Fine-tuning modes: {text}{note}."
+
+
 def curve_table(report: dict) -> str:
     """The supervised stage's CIFAR-10 curve (seed 0) and where it stopped improving."""
     curve = report.get("cifar_curve") or {"curve": [], "steps": None, "rule": ""}
@@ -117,7 +126,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("report", help="remedis_mini.json")
     args = parser.parse_args(argv)
     report = json.loads(Path(args.report).read_text())
-    sections = [("CIFAR-10 curve", curve_table(report)),
+    sections = [("Design", design_text(report)),
+                ("CIFAR-10 curve", curve_table(report)),
                 ("Pretraining stages", stages_table(report)),
                 ("Hyperparameters chosen on validation", choices_table(report)),
                 ("In distribution", sweep_table(report, "id")),

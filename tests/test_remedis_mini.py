@@ -77,6 +77,17 @@ def test_paired_rule_tells_a_clearly_worse_init_from_an_equal_one():
         "linear/remedis": 0.1, "linear/random": None, "linear/supervised": 1.0}
 
 
+def test_tiny_has_its_own_folder_and_the_study_defaults_to_linear_ood():
+    """--tiny pieces would be reused by the study if they shared a folder; OOD full fine-tuning
+    is opt-in (it would take the study past its compute budget), ID keeps both modes."""
+    study, tiny = remedis_mini.parse_args([]), remedis_mini.parse_args(["--tiny"])
+    assert Path(tiny.out).resolve() != Path(study.out).resolve()
+    assert (study.modes, study.ood_modes) == (["linear", "full"], ["linear"])
+    both = remedis_mini.parse_args(["--ood-modes", "linear", "full"])
+    assert remedis_mini.modes_of(both, "ood") == ["linear", "full"]
+    assert remedis_mini.modes_of(both, "id") == ["linear", "full"]
+
+
 def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
     """The real pipeline at --tiny (supervised and REMEDIS, 1 seed, 2 patient folds, 30 NIH
     patients): seconds, not minutes, so CI can run it."""
@@ -84,7 +95,7 @@ def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
 
     out, nih_dir = tmp_path / "remedis_mini", shared_data / "nih-cxr14-sample"
     cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz", 64, 32)
-    argv = ["--tiny", "--modes", "linear", "--cifar", str(cifar), "--nih", str(nih_dir),
+    argv = ["--tiny", "--cifar", str(cifar), "--nih", str(nih_dir),
             "--data", str(shared_data / "pneumoniamnist.npz"), "--out", str(out)]
     report = remedis_mini.main(argv)
     settings = report["settings"]
@@ -126,11 +137,14 @@ def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
         ("ood", i, f) for i in inits for f in (0.5, 1.0)}
     assert rows[("ood", "supervised", 1.0)]["difference"] == 0.0
     assert rows[("ood", "remedis", 0.5)]["images"] == n
-    assert report["estimate"]["hours"] > 0
+    estimate = report["estimate"]  # at DEFAULTS: ID linear+full, OOD linear; OOD full on top
+    assert 0 < estimate["hours"] < estimate["hours_with_ood_full"]
     tables = remedis_mini_tables.main([str(out / "remedis_mini.json")])
     block = tables.split("<!-- Out of distribution -->")[1].split("<!--")[0]
     assert sum(line.startswith("| ") for line in block.splitlines()) == 1 + len(inits)
     assert f"{rows[('ood', 'remedis', 0.5)]['auc']:.3f}" in block
+    assert report["modes"] == {"id": ["linear"], "ood": ["linear"]}
+    assert "Fine-tuning modes: ID linear; OOD linear (OOD full fine-tuning left out" in tables
     # Reused: a second report call trains nothing and gives the same rows.
     again = remedis_mini.main(argv + ["--only", "report"])
     assert [r["auc"] for r in again["rows"]] == [r["auc"] for r in report["rows"]]
