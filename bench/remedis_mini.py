@@ -205,6 +205,21 @@ def estimate(args, timings: dict) -> dict:
             "method": " ".join(estimate.__doc__.split())}
 
 
+def add_timing(out: Path, name: str, seconds: float, count: int | None) -> None:
+    """Adds a piece's seconds (and run count) to ``out/timings.json``, under a lock: the two
+    processes of ``bench/remedis_mini_parallel.sh`` update it side by side."""
+    import fcntl
+
+    path = out / "timings.json"
+    with open(out / "timings.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        timings = json.loads(path.read_text()) if path.is_file() else {}
+        timings[name] = timings.get(name, 0.0) + seconds
+        if count is not None:
+            timings.setdefault("runs", {})[name] = timings.get("runs", {}).get(name, 0) + count
+        write_json(path, timings)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(DATA / "pneumoniamnist.npz"),
@@ -275,16 +290,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     inits = [i for i in INITS if i in args.inits.split(",")]
     nih = cv.nih_arrays(Path(args.nih), args.ood_image_size, args.nih_limit)
-    timings_file = out / "timings.json"
 
     def timed(name: str, fn, count=None):
         t0 = time.perf_counter()
         value = fn()
-        timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-        if count is not None:
-            timings.setdefault("runs", {})[name] = timings.get("runs", {}).get(name, 0) + count
-        write_json(timings_file, timings)
+        add_timing(out, name, time.perf_counter() - t0, count)
         return value
 
     if "pretrain" in pieces:
