@@ -1,9 +1,11 @@
 """bench/remedis_mini.py at its tiniest settings, and the statistics and folds it rests on.
 
-The end-to-end test runs every piece (--tiny: 2 inits, 1 seed, 2 folds, linear probes) and checks what can be wrong:
-every NIH image predicted exactly once per (init, fraction) by a model whose training and
-validation patients exclude its own; no NIH image in pretraining; the CIFAR curve and the
-per-(stage, seed) files; the paired test rows; the tables rendered from the report.
+The end-to-end test runs every piece (--tiny: supervised and REMEDIS, 1 seed, 2 folds, linear
+probes) and checks what can be wrong: every NIH image predicted exactly once per (init,
+fraction) by a model whose training and validation patients exclude its own, at the OOD size,
+its saved scores reproducing the run's own test AUC; no NIH image in pretraining; the CIFAR
+curve and the per-(stage, seed) files; the paired test rows; the tables; a report-only rerun
+giving the same rows.
 """
 from __future__ import annotations
 
