@@ -66,7 +66,7 @@ setup(
         # The tools encoders are benchmarked with, tested against medfound's embeddings.
         "tools": ["kaiko-eva[vision]>=0.4,<0.5"],
         # Benchmark-only baselines (bench/alternatives.py): timm's BiT in PyTorch.
-        "bench": ["torch>=2.2", "timm>=1.0"],
+        "bench": ["torch>=2.2", "timm>=1.0", "lightly>=1.5,<2"],
         # `medfound embed --engine beam` (medfound.beam): Apache Beam's runners (Direct, Dataflow,
         # Flink, Spark). It resolves beside TensorFlow 2.21 (protobuf 6.x).
         "beam": ["apache-beam>=2.77,<3"],

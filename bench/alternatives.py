@@ -248,14 +248,17 @@ def run_worker(spec: dict) -> None:
 # ---------------------------------------------------------------- parent side
 
 class Worker:
-    """One candidate's process, driven line by line."""
+    """One candidate's process, driven line by line: ``script --worker SPEC`` (by default this
+    file's ``run_worker``; other benchmarks pass their own script with the same protocol)."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, script: str | os.PathLike | None = None):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         self.kind = spec["kind"]
+        script = Path(script or __file__).resolve()
+        self.log = Path(tempfile.gettempdir()) / f"{script.stem}-{self.kind}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(Path(tempfile.gettempdir()) / f"alternatives-{self.kind}.log", "w"), text=True,
+            [sys.executable, str(script), "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log, "w"), text=True,
             env=env)
         self._expect(READY)
 
@@ -263,7 +266,10 @@ class Worker:
         while True:
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError(f"worker {self.kind} exited (code {self.proc.poll()})")
+                self.proc.wait(timeout=60)
+                tail = self.log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+                raise RuntimeError(f"worker {self.kind} exited (code {self.proc.poll()}): "
+                                   f"{tail[0][:300]} (log: {self.log})")
             line = line.strip()
             if token is None and line.startswith("{"):
                 return line

@@ -92,11 +92,12 @@ def subset_npz(path: Path, limit: int, out: Path) -> Path:
 
 
 def pretrain_backbone(args, data: Path, out: Path, *, init: str = "random",
-                      name: str | None = None) -> Pretrained:
+                      name: str | None = None, seed: int = 0) -> Pretrained:
     """SimCLR (or ``--method``) on the train split without labels, exported as a .keras module.
 
     ``init`` is ``PretrainConfig.init`` ('random', or 'bit-s:PATH' to continue a supervised
-    backbone, as ``bench/remedis_mini.py`` does); ``name`` the exported module's name."""
+    backbone, as ``bench/remedis_mini.py`` does); ``name`` the exported module's name; ``seed``
+    the run's (sampling, augmentation and initialisation)."""
     from medfound.export.exporter import export_module
     from medfound.pretrain import PretrainConfig, pretrain
 
@@ -114,7 +115,7 @@ def pretrain_backbone(args, data: Path, out: Path, *, init: str = "random",
         image_size=args.image_size, batch_size=args.pretrain_batch, steps=steps,
         learning_rate=args.pretrain_lr, augment=dict(MILD_AUGMENT),
         log_every=max(1, min(50, steps // 10)), checkpoint_every=steps, preview_images=0,
-        seed=0, init=init, method=args.method, method_options=MethodOptions(**options))
+        seed=seed, init=init, method=args.method, method_options=MethodOptions(**options))
     start = time.perf_counter()
     result = pretrain(config, verbose=False)
     module = export_module(result.run_dir, out / "pretrained.keras", fmt="keras",

@@ -29,8 +29,10 @@ def parse_configs(text: str) -> list[tuple[str, int, int]]:
                                                 for item in text.split(","))]
 
 
-def simclr_step(arch: str, size: int, batch: int, optimizer: str):
-    """The package's own SimCLR train step (default strategy) and one cached batch of views."""
+def simclr_step(arch: str, size: int, batch: int, optimizer: str, *, xla: bool = False,
+                views=None):
+    """The package's own SimCLR train step (default strategy, ``PretrainConfig.xla`` as given)
+    on one cached batch of views: ``views`` (2, B, S, S, 3) float32, else random ones."""
     import tensorflow as tf
 
     from medfound.pretrain.config import PretrainConfig
@@ -38,13 +40,18 @@ def simclr_step(arch: str, size: int, batch: int, optimizer: str):
     from medfound.pretrain.trainer import make_train_step
 
     config = PretrainConfig(data="unused", out_dir="unused", arch=arch, image_size=size,
-                            batch_size=batch, steps=1000, optimizer=optimizer)
+                            batch_size=batch, steps=1000, optimizer=optimizer, xla=xla)
     strategy = tf.distribute.get_strategy()
-    nets, _ = build_networks(config)
-    step = make_train_step(strategy, nets, build_optimizer(config), config)
-    views = {"view_a": tf.random.stateless_uniform([batch, size, size, 3], seed=[0, 1]),
-             "view_b": tf.random.stateless_uniform([batch, size, size, 3], seed=[0, 2])}
-    return lambda: float(step(views)["loss"])
+    with strategy.scope():
+        nets, _ = build_networks(config)
+        opt = build_optimizer(config)
+        opt.build(nets.trainable_variables)
+    step = make_train_step(strategy, nets, opt, config)
+    if views is None:
+        views = tf.stack([tf.random.stateless_uniform([batch, size, size, 3], seed=[0, i])
+                          for i in (1, 2)])
+    batch_views = {"view_a": tf.constant(views[0]), "view_b": tf.constant(views[1])}
+    return lambda: float(step(batch_views)["loss"])
 
 
 def supervised_step(arch: str, size: int, batch: int, optimizer: str, num_classes: int = 14):

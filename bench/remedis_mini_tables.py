@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -21,118 +22,116 @@ MODES = ("linear", "full")
 DATASETS = {"id": "ID", "ood": "OOD"}
 
 
-def _auc(mean: float, sd: float | None = None, low: float | None = None,
-         high: float | None = None) -> str:
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    text = f"{mean:.3f}"
-    if sd is not None and not math.isnan(sd):
-        text += f" ± {sd:.3f}"
-    if low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
-        text += f" [{low:.2f}, {high:.2f}]"
+def _num(value, fmt: str = ".3f") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else \
+        format(value, fmt)
+
+
+def design_text(report: dict) -> str:
+    """The fine-tuning modes each dataset was run with (OOD is linear-only unless asked)."""
+    modes = report.get("modes", {})
+    text = "; ".join(f"{DATASETS[d]} {', '.join(modes.get(d, [])) or 'none'}" for d in DATASETS)
+    note = "" if "full" in modes.get("ood", []) else (
+        " (OOD full fine-tuning left out to fit the compute budget: --ood-modes linear full)")
+    return f"Fine-tuning modes: {text}{note}."
+
+
+def curve_table(report: dict) -> str:
+    """The supervised stage's CIFAR-10 curve (seed 0) and where it stopped improving."""
+    curve = report.get("cifar_curve") or {"curve": [], "steps": None, "rule": ""}
+    lines = ["| steps | CIFAR-10 test accuracy | minutes |", "|---|---|---|"]
+    lines += [f"| {c['steps']} | {_num(c['test_accuracy'])} | {c['seconds'] / 60:.1f} |"
+              for c in curve["curve"]]
+    return "\n".join(lines) + f"\n\nKept: {curve['steps']} steps ({curve['rule']})."
+
+
+def stages_table(report: dict) -> str:
+    """Every (stage, seed): what it started from, its result, its time."""
+    lines = ["| stage | seed | from | steps | result | minutes |", "|---|---|---|---|---|---|"]
+    for s in sorted(report["stages"], key=lambda s: (s["init"], s["seed"])):
+        result = (f"CIFAR-10 test accuracy {_num(s['cifar_test_accuracy'])}"
+                  if "cifar_test_accuracy" in s else
+                  f"NT-Xent {_num(s['losses'][0])} -> {_num(s['losses'][-1])}" if s["losses"]
+                  else "reused")
+        start = s.get("start", "")  # 'random' or bit-s:OUT/supervised/seedS/stepsN/supervised.npz
+        if start.startswith("bit-s:"):
+            checkpoint = Path(start.split(":", 1)[1]).parent
+            start = f"supervised {checkpoint.parent.name}, {checkpoint.name}"
+        lines.append(f"| {s['init']} | {s['seed']} | {start} | {s['steps']} | {result} | "
+                     f"{s['seconds'] / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return ""
+    text = f"{_num(row['auc'])} [{_num(row['low'], '.2f')}, {_num(row['high'], '.2f')}]"
+    if "difference" in row and not (row["init"] == "supervised" and row["fraction"] == 1.0):
+        text += (f" Δ {row['difference']:+.3f} [{row['difference_low']:+.2f}, "
+                 f"{row['difference_high']:+.2f}] {'**matches**' if row['matches'] else 'below'}")
     return text
 
 
-def choices_table(report: dict) -> str:
-    """Every candidate's validation AUC per (dataset, mode, init), and the one chosen."""
-    lines = ["| data | mode | init | val AUC per candidate (epochs @ rate) | chosen |",
-             "|---|---|---|---|---|"]
-    order = {(d, m, i): n for n, (d, m, i) in enumerate(
-        (d, m, i) for d in DATASETS for m in MODES for i in INITS)}
-    for c in sorted(report["choices"], key=lambda c: order[(c["dataset"], c["mode"], c["init"])]):
-        tried = ", ".join(
-            f"{t['epochs']} @ {t['learning_rate']:g}: "
-            + ("failed (" + t["error"] + ")" if "error" in t
-               else "no AUC (one class)" if t["val_auc"] is None else f"{t['val_auc']:.3f}")
-            for t in c["tried"])
-        lines.append(f"| {DATASETS[c['dataset']]} | {c['mode']} | {c['init']} | {tried} | "
-                     f"**{c['chosen_epochs']} @ {c['chosen_lr']:g}** |")
-    return "\n".join(lines)
-
-
 def sweep_table(report: dict, dataset: str) -> str:
-    """Test AUC per init and mode at each fraction: mean ± sd over seeds [mean 95 % interval]."""
+    """Pooled AUC [95 % interval over patients and seeds] per (init, mode, fraction), with the
+    paired difference to supervised @ 100 % and the verdict."""
     rows = [r for r in report["rows"] if r["dataset"] == dataset]
     fractions = sorted({r["fraction"] for r in rows})
-    lines = ["| init | mode | epochs @ rate | " + " | ".join(f"{100 * f:g} %" for f in fractions)
-             + " |", "|---|---|---|" + "---|" * len(fractions)]
+    by = {(r["mode"], r["init"], r["fraction"]): r for r in rows}
+    lines = ["| init | mode | seeds | " + " | ".join(f"{100 * f:g} %" for f in fractions) + " |",
+             "|---|---|---|" + "---|" * len(fractions)]
     for mode in MODES:
         for init in INITS:
-            mine = {r["fraction"]: r for r in rows if r["mode"] == mode and r["init"] == init}
-            if not mine:
-                continue
-            first = next(iter(mine.values()))
-            cells = [_auc(mine[f]["test_auc_mean"], mine[f]["test_auc_std"],
-                          mine[f]["ci_low_mean"], mine[f]["ci_high_mean"]) if f in mine else ""
-                     for f in fractions]
-            lines.append(f"| {init} | {mode} | {first['epochs']} @ {first['lr']:g} | "
-                         + " | ".join(cells) + " |")
+            mine = [by.get((mode, init, f)) for f in fractions]
+            if any(mine):
+                seeds = next(r for r in mine if r)["seeds"]
+                lines.append(f"| {init} | {mode} | {len(seeds)} | "
+                             + " | ".join(_cell(r) for r in mine) + " |")
     return "\n".join(lines)
-
-
-def zero_shot_table(report: dict) -> str:
-    lines = ["| init | linear head | full fine-tuning |", "|---|---|---|"]
-    by = {(z["mode"], z["init"]): z for z in report["zero_shot"]}
-    for init in INITS:
-        cells = []
-        for mode in MODES:
-            z = by.get((mode, init))
-            cells.append(_auc(z["test_auc_mean"], z["test_auc_std"], z["ci_low_mean"],
-                              z["ci_high_mean"]) if z else "")
-        lines.append(f"| {init} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _fraction(value) -> str:
-    return "never" if value is None else f"{100 * value:g} %"
 
 
 def match_table(report: dict) -> str:
-    """The smallest fraction at which each init matches the supervised baseline trained on
-    100 % (the report's rule: not below it beyond seed noise): in the same mode, and against the
-    baseline's better mode."""
-    lines = ["| data | against | baseline AUC | " + " | ".join(
-        f"{init}, {mode}" for init in ("remedis", "simclr", "random") for mode in MODES) + " |",
-        "|---|---|---|" + "---|" * 6]
+    """The smallest fraction at which each init matches supervised @ 100 % (the paired rule)."""
+    lines = ["| data | " + " | ".join(f"{i}, {m}" for i in INITS for m in MODES) + " |",
+             "|---|" + "---|" * (len(INITS) * len(MODES))]
     for dataset, entry in report["fraction_to_match"].items():
-        base = entry["supervised_at_100"]
-        strongest = entry["strongest_baseline_mode"]
-        for kind, label, value in (
-                ("same_mode", "supervised @ 100 %, same mode",
-                 ", ".join(f"{m} {base[m]:.3f}" for m in MODES if m in base)),
-                ("against_strongest", f"the better baseline ({strongest})",
-                 f"{base[strongest]:.3f}")):
-            cells = [_fraction(entry[kind].get(f"{mode}/{init}"))
-                     for init in ("remedis", "simclr", "random") for mode in MODES]
-            lines.append(f"| {DATASETS[dataset]} | {label} | {value} | " + " | ".join(cells)
-                         + " |")
+        cells = [("never" if entry[k] is None else f"{100 * entry[k]:g} %") if k in entry else ""
+                 for k in (f"{m}/{i}" for i in INITS for m in MODES)]
+        lines.append(f"| {DATASETS[dataset]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def choices_table(report: dict) -> str:
+    """How often each (epochs @ rate) won a piece's validation selection."""
+    lines = ["| data | mode | init | chosen (epochs @ rate: pieces) |", "|---|---|---|---|"]
+    counts: dict = {}
+    for c in report["choices"]:
+        key = (c["dataset"], c["mode"], c["init"])
+        counts.setdefault(key, Counter())[f"{c['chosen']['epochs']} @ {c['chosen']['learning_rate']:g}"] += 1
+    for (dataset, mode, init), counter in sorted(counts.items()):
+        lines.append(f"| {DATASETS[dataset]} | {mode} | {init} | "
+                     + ", ".join(f"{k}: {v}" for k, v in counter.most_common()) + " |")
     return "\n".join(lines)
 
 
 def timings_table(report: dict) -> str:
-    lines = ["| stage | minutes |", "|---|---|"]
-    for name, seconds in report.get("timings", {}).items():
-        lines.append(f"| {name} | {seconds / 60:.1f} |")
+    lines = ["| piece | minutes |", "|---|---|"]
+    lines += [f"| {name} | {seconds / 60:.1f} |" for name, seconds in report.get("timings", {}).items()
+              if isinstance(seconds, (int, float))]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", help="remedis_mini.json")
-    parser.add_argument("--rescore", action="store_true",
-                        help="first recompute the report's spreads (ddof=1) and matches (the "
-                             "seed-noise rule) from its per-seed AUCs and write it back")
     args = parser.parse_args(argv)
     report = json.loads(Path(args.report).read_text())
-    if args.rescore:
-        from bench.common import write_json
-        from bench.remedis_mini import rescore
-
-        write_json(args.report, rescore(report))
-    sections = [("Hyperparameters chosen on validation", choices_table(report)),
+    sections = [("Design", design_text(report)),
+                ("CIFAR-10 curve", curve_table(report)),
+                ("Pretraining stages", stages_table(report)),
+                ("Hyperparameters chosen on validation", choices_table(report)),
                 ("In distribution", sweep_table(report, "id")),
                 ("Out of distribution", sweep_table(report, "ood")),
-                ("Zero-shot", zero_shot_table(report)),
                 ("Fraction to match", match_table(report)),
                 ("Timings", timings_table(report))]
     text = "\n\n".join(f"<!-- {title} -->\n{table}" for title, table in sections)

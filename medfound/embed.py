@@ -61,6 +61,10 @@ class EmbedConfig:
     # 'default' (one device), 'mirrored' (every local GPU) or 'tpu': each batch is split over
     # the devices and the rows gathered back in input order.
     strategy: str = "default"
+    # How the folded backbone computes: its forward pass XLA-compiled (input checks stay
+    # outside), and GroupNorm's variance formulation (models.configs.GN_STATISTICS).
+    xla: bool = False
+    group_norm_statistics: str = "two_pass"
 
 
 @dataclasses.dataclass
@@ -149,12 +153,16 @@ class ModuleEmbedder:
     name), ``medfound.load`` gives the native backbone, folded here for inference: the embedding
     is the spatial mean of the raw block4 map, as ``reduce_mean(module(images), [-3, -2])``.
     With a ``strategy`` of several replicas the module's variables are placed on every device
-    and each batch is split over them, rows gathered in input order.
+    and each batch is split over them, rows gathered in input order. ``xla`` compiles the
+    forward pass with XLA after the input checks (XLA would drop them); ``group_norm_statistics``
+    is GroupNorm's variance formulation (``models.configs.GN_STATISTICS``).
     """
 
-    def __init__(self, module: str | os.PathLike, strategy=None):
+    def __init__(self, module: str | os.PathLike, strategy=None, *, xla: bool = False,
+                 group_norm_statistics: str = "two_pass"):
         import tensorflow as tf
 
+        self.xla, self.group_norm_statistics = xla, group_norm_statistics
         self.strategy = strategy
         if strategy is not None and strategy.num_replicas_in_sync > 1:
             with strategy.scope():
@@ -182,9 +190,31 @@ class ModuleEmbedder:
         self.metadata = source.metadata
         self.input_size = source.input_size
         self.name = source.name or self.path.name or str(module)
-        self.fingerprint = source.sha256 or source.spec
-        folded = self._model = fold(backbone)
+        # Parts record it: a run resumed with other compute options would mix their last bits.
+        self.fingerprint = (source.sha256 or source.spec) + self.compute_options
+        folded = self._model = fold(backbone, self.group_norm_statistics)
         self._call = lambda images: folded(images, training=False)["embedding"]
+        if self.xla:
+            import tensorflow as tf
+
+            from medfound.models.input_check import enforce_contract
+
+            compiled = tf.function(self._call, autograph=False, jit_compile=True)
+            self._call = lambda images: compiled(enforce_contract(images))
+
+    @property
+    def compute_options(self) -> str:
+        """'' for the default computation, else the options that change it (for fingerprints)."""
+        options = (["xla"] if self.xla else []) + (
+            [self.group_norm_statistics] if self.group_norm_statistics != "two_pass" else [])
+        return "".join(f"+{o}" for o in options)
+
+    @classmethod
+    def for_config(cls, config, strategy=None) -> ModuleEmbedder:
+        """The embedder an ``EmbedConfig`` or ``SlideEmbedConfig`` asks for (module and compute
+        options): one constructor for one process, slides and every Beam worker."""
+        return cls(config.module, strategy=strategy, xla=config.xla,
+                   group_norm_statistics=config.group_norm_statistics)
 
     @property
     def default_image_size(self) -> int | None:
@@ -374,7 +404,7 @@ def embed(config: EmbedConfig, *, embedder: ModuleEmbedder | None = None,
     if embedder is None:
         if strategy is None:
             strategy = make_embed_strategy(config.strategy)
-        embedder = ModuleEmbedder(config.module, strategy=strategy)
+        embedder = ModuleEmbedder.for_config(config, strategy)
     image_size = _image_size(config, embedder)
     with hold_parts(parts_dir, parts_manifest(paths, embedder, image_size)) as covered:
         return _embed_held(config, embedder, out, fmt, paths, image_size, covered)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
-from bench import (inference, input_pipeline, label_efficiency_pneumonia,  # noqa: E402
+from bench import (fused, inference, input_pipeline, label_efficiency_pneumonia,  # noqa: E402
                    memory, methods_pneumonia, pretrain_step, scaling)
 
 FAST = ["--repeats", "1", "--warmup", "0"]
@@ -42,6 +42,24 @@ def test_inference_writes_ratios_against_resnet50v2(tmp_path):
         assert finite_positive(row[key]), key
     # FLOPs come from the graphs: ResNet50V2 at 32 px costs more than the tiny BiT.
     assert row["gflop_per_image_baseline"] > row["gflop_per_image_bit"] > 0
+
+
+def test_fused_writes_per_flop_ratios_and_the_xla_training_step(tmp_path):
+    out = tmp_path / "fused.json"
+    fused.main(["--tiny", "--kinds", "resnet50v2,module_xla,native_xla_one_pass",
+                "--json", str(out), *FAST])
+    data = load(out)
+    (row,), (train,) = data["rows"], data["train_rows"]
+    assert (row["arch"], row["size"], row["batch"]) == ("tiny", 32, 2)
+    for key in ("module_xla_vs_resnet50v2", "module_xla_per_flop_vs_resnet50v2",
+                "native_xla_one_pass_per_flop_vs_resnet50v2", "train_xla_vs_train"):
+        assert finite_positive(row.get(key, train.get(key))), key
+    # per FLOP = speed ratio x BiT FLOPs / ResNet50V2 FLOPs, both counted from the graphs
+    assert row["module_xla_per_flop_vs_resnet50v2"] == pytest.approx(
+        row["module_xla_vs_resnet50v2"] * row["gflop_per_image_bit"]
+        / row["gflop_per_image_resnet50v2"])
+    assert row["threads"]["tf_intra_op_threads"] == data["threads"]
+    assert len(row["loadavg_before"]) == 3 and isinstance(row["under_load"], bool)
 
 
 def test_pretrain_step_writes_simclr_vs_supervised(tmp_path):

@@ -141,7 +141,7 @@ def test_files_saved_with_keras_own_group_norm_still_load(tmp_path, monkeypatch,
 
     from medfound.models import bit
 
-    def keras_group_norm(name):  # what medfound's group_norm() returned before the rewrite
+    def keras_group_norm(name, statistics="two_pass"):  # what group_norm() returned before the rewrite
         return keras.layers.GroupNormalization(groups=32, epsilon=1e-5, name=name)
 
     path, _ = checkpoint

@@ -13,6 +13,7 @@ from medfound.data.labeled import TASKS
 from medfound.evaluation.shifts import DEFAULT_SEVERITIES, SHIFT_KINDS
 from medfound.finetune import config as finetune_config
 from medfound.finetune.evaluate import SPLITS
+from medfound.models.configs import GN_STATISTICS
 from medfound.optim import LR_SCALINGS, OPTIMIZERS
 from medfound.pretrain import config as pretrain_config
 from medfound.registry import MODALITIES, SSL_METHODS
@@ -38,6 +39,8 @@ def _options(command: str) -> dict:
     ("label-efficiency", "--task", TASKS),
     ("evaluate", "--task", TASKS),
     ("evaluate", "--split", SPLITS),
+    ("export", "--group-norm-statistics", GN_STATISTICS),
+    ("embed", "--group-norm-statistics", GN_STATISTICS),
 ])
 def test_cli_choices_are_the_librarys(command, flag, expected):
     assert tuple(_options(command)[flag].choices) == tuple(expected)

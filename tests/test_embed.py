@@ -125,6 +125,11 @@ def test_parts_of_a_different_run_are_refused_and_outputs_not_overwritten(
     run_embed(module_dir, image_folder, out, part_size=4, batch_size=2, max_images=4)
     with pytest.raises(EmbedError, match="different image_size"):
         run_embed(module_dir, image_folder, out, image_size=SIZE + 32)
+    # Other compute options change the last bits: their rows must not join these parts.
+    config = EmbedConfig(module=str(module_dir), input=str(image_folder), out=str(out),
+                         image_size=SIZE, progress=False, group_norm_statistics="one_pass")
+    with pytest.raises(EmbedError, match="different module_fingerprint"):
+        embed(config, embedder=ModuleEmbedder.for_config(config))
     with pytest.raises(EmbedError, match="pass --overwrite"):
         run_embed(module_dir, image_folder, full_run[1])
 

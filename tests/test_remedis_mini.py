@@ -1,28 +1,27 @@
-"""bench/remedis_mini.py at its tiniest settings: the report's structure, not its numbers.
+"""bench/remedis_mini.py at its tiniest settings, and the statistics and folds it rests on.
 
-Four inits (random, supervised, REMEDIS, SimCLR from random) in and out of distribution, the
-(rate, epoch budget) pairs chosen on validation, zero-shot transfer of the ID heads, the
-fractions to match the supervised baseline, the stage times and the plot. Linear probes only, to keep it cheap: full
-fine-tuning goes through the same sweep (``finetune`` in the other mode, tested elsewhere).
+The end-to-end test runs every piece (--tiny: supervised and REMEDIS, 1 seed, 2 folds, linear
+probes) and checks what can be wrong: every NIH image predicted exactly once per (init,
+fraction) by a model whose training and validation patients exclude its own, at the OOD size,
+its saved scores reproducing the run's own test AUC; no NIH image in pretraining; the CIFAR
+curve and the per-(stage, seed) files; the paired test rows; the tables; a report-only rerun
+giving the same rows.
 """
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
-from bench import remedis_mini, remedis_mini_tables  # noqa: E402
+from bench import remedis_mini, remedis_mini_cv, remedis_mini_stats, remedis_mini_tables  # noqa: E402
 
 
 def cifar_subset(source: Path, path: Path, n_train: int = 256, n_test: int = 64) -> Path:
-    """Evenly spaced images of the shared CIFAR-10 subset (its files are sorted by class, so every
-    class is kept): the supervised stage's real data, small."""
-    import numpy as np
-
+    """Evenly spaced images of the shared CIFAR-10 subset (sorted by class: every class kept)."""
     with np.load(source) as data:
         train = slice(None, None, len(data["train_labels"]) // n_train)
         test = slice(None, None, len(data["test_labels"]) // n_test)
@@ -32,134 +31,122 @@ def cifar_subset(source: Path, path: Path, n_train: int = 256, n_test: int = 64)
     return path
 
 
-@pytest.mark.slow
-def test_remedis_mini_reports_four_inits_in_and_out_of_distribution(tmp_path, shared_data):
-    from medfound.formats.metadata import read_metadata
+def test_folds_are_patient_disjoint_and_cover_every_image_once():
+    """Each fold's test patients are in no train/val of that fold; test folds partition the rows."""
+    patients = np.repeat(np.arange(60).astype(str), np.random.default_rng(0).integers(1, 6, 60))
+    seen = np.zeros(patients.size, int)
+    for fold in range(5):
+        rows = remedis_mini_cv.fold_rows(patients, 5, fold, 0.15)
+        seen[rows["test"]] += 1
+        sets = {k: set(patients[v]) for k, v in rows.items()}
+        assert not (sets["test"] & sets["train"]) and not (sets["test"] & sets["val"])
+        assert not (sets["train"] & sets["val"]) and sets["val"]
+        assert sorted(np.concatenate(list(rows.values())).tolist()) == list(range(patients.size))
+    assert (seen == 1).all()
 
-    out = tmp_path / "remedis_mini"
-    cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz")
-    remedis_mini.main(["--tiny", "--modes", "linear",
-                       "--data", str(shared_data / "pneumoniamnist.npz"),
-                       "--nih", str(shared_data / "nih-cxr14-sample"), "--cifar", str(cifar),
-                       "--out", str(out)])
-    report = json.loads((out / "remedis_mini.json").read_text())
-    inits = set(remedis_mini.INITS)
-    assert set(report["inits"]) == inits == set(report["modules"])
 
-    # Every (dataset, init) has a row per fraction: an AUC, its seeds and a bootstrap interval.
-    rows = {(r["dataset"], r["mode"], r["init"], r["fraction"]): r for r in report["rows"]}
-    assert set(rows) == {(d, "linear", i, 1.0) for d in ("id", "ood") for i in inits}
-    for row in rows.values():
-        assert row["n"] == 1 and len(row["test_aucs"]) == 1
-        auc, low, high = row["test_auc_mean"], row["ci_low_mean"], row["ci_high_mean"]
-        # One seed: the mean is that run's AUC, inside its own bootstrap interval.
-        assert auc == row["test_aucs"][0] or (math.isnan(auc) and math.isnan(row["test_aucs"][0]))
-        assert math.isnan(auc) or low <= auc <= high
-        assert math.isnan(row["test_auc_std"])  # no spread from one seed (ddof=1)
-        assert row["lr"] == float(remedis_mini.TINY["lrs_linear"])  # the one candidate of --tiny
-        assert row["epochs"] == int(remedis_mini.TINY["budgets_linear"])
+def test_assemble_refuses_overlapping_folds_and_waits_for_missing_ones():
+    piece = {"dataset": "ood", "mode": "linear", "init": "random", "fraction": 1.0, "seed": 0}
+    halves = [dict(piece, rows=[0, 1], scores=[0.1, 0.2]), dict(piece, rows=[2, 3], scores=[0.3, 0.4])]
+    assert remedis_mini_stats.assemble(halves[:1], 4) == {}  # a fold missing: no group yet
+    group = remedis_mini_stats.assemble(halves, 4)[("ood", "linear", "random", 1.0)][0]
+    assert group.tolist() == [0.1, 0.2, 0.3, 0.4]
+    with pytest.raises(ValueError, match="more than once"):
+        remedis_mini_stats.assemble(halves + [dict(piece, rows=[1], scores=[0.5])], 4)
 
-    # The stages: the supervised accuracy on CIFAR, REMEDIS continuing the supervised checkpoint.
-    stages = report["stages"]
-    assert report["settings"]["cifar"] == str(cifar)
-    assert 0.0 <= stages["supervised"]["cifar_test_accuracy"] <= 1.0
-    assert stages["remedis"]["init"].startswith("bit-s:")
-    assert stages["remedis"]["init"].endswith("supervised.npz")
-    assert stages["simclr"]["init"] == "random"
-    for name in ("supervised", "remedis", "simclr"):
-        assert stages[name]["losses"] and all(math.isfinite(v) for v in stages[name]["losses"])
-    remedis = read_metadata(report["modules"]["remedis"])
-    assert (remedis.init, remedis.method) == ("bit-s", "simclr")
-    assert read_metadata(report["modules"]["supervised"]).method == "supervised"
-    assert report["modules"]["random"] == "random:tiny"
 
-    # (Rate, budget) chosen on validation, per (dataset, mode, init), every candidate written down
-    # with its validation AUC; the sweep's 100 % seed-0 run is the chosen candidate's own.
-    choices = {(c["dataset"], c["mode"], c["init"]) for c in report["choices"]}
-    assert choices == {(d, "linear", i) for d in ("id", "ood") for i in inits}
-    for choice in report["choices"]:
-        assert (choice["chosen_lr"], choice["chosen_epochs"]) in [
-            (t["learning_rate"], t["epochs"]) for t in choice["tried"]]
-        for tried in choice["tried"]:
-            if "error" in tried:  # a run that failed is listed, without a score, and lost
-                assert tried["val_auc"] is None and "best_epoch" not in tried
-                continue
-            # None: the tiny validation split can hold one class only (no AUC).
-            assert tried["val_auc"] is None or 0.0 <= tried["val_auc"] <= 1.0
-            assert 1 <= tried["best_epoch"] <= tried["epochs_run"] <= tried["epochs"]
-        selection = json.loads((out / choice["dataset"] / "linear" / choice["init"]
-                                / "selection.json").read_text())
-        assert selection["chosen"] == {"epochs": choice["chosen_epochs"],
-                                       "learning_rate": choice["chosen_lr"]}
+def test_paired_rule_tells_a_clearly_worse_init_from_an_equal_one():
+    """One pooled AUC per group; 'matches' only when the paired interval's low end is above
+    -MARGIN: an init with the baseline's own scores matches, a noisier one does not."""
+    from medfound.evaluation.metrics import runs_bootstrap_auc
 
-    # Zero-shot: the ID heads on the NIH test split, one run per seed.
-    assert {(z["mode"], z["init"]) for z in report["zero_shot"]} == {("linear", i) for i in inits}
-    assert all(z["n"] == 1 for z in report["zero_shot"])
-    assert {(z["init"], z["seed"]) for z in report["zero_shot_runs"]} == {(i, 0) for i in inits}
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 800)
+    patients = np.repeat(np.arange(200), 4).astype(str)
+    base = np.stack([labels + rng.normal(0, 0.8, 800) for _ in range(3)])
+    worse = np.stack([labels + rng.normal(0, 2.0, 800) for _ in range(3)])
+    truth = {"ood": {"labels": labels, "groups": patients}}
+    groups = {("ood", "linear", "supervised", 1.0): dict(enumerate(base)),
+              ("ood", "linear", "remedis", 0.1): dict(enumerate(base)),
+              ("ood", "linear", "random", 0.1): dict(enumerate(worse))}
+    rows = {r["init"]: r for r in remedis_mini_stats.summarise(groups, truth, n_boot=200)}
+    assert rows["remedis"]["matches"] and rows["remedis"]["difference"] == 0.0
+    assert not rows["random"]["matches"] and rows["random"]["difference_high"] < 0
+    assert rows["random"]["seed_sd"] > 0 and len(rows["random"]["seed_aucs"]) == 3
+    boot = runs_bootstrap_auc(labels, base, patients, n_boot=200)
+    assert boot["low"] < boot["auc"] < boot["high"] and boot["high"] - boot["low"] < 0.12
+    assert remedis_mini_stats.fraction_to_match(list(rows.values()))["ood"] == {
+        "linear/remedis": 0.1, "linear/random": None, "linear/supervised": 1.0}
 
-    # One seed gives no spread: no init is said to match the baseline (MATCH_RULE), in either
-    # dataset, not even the baseline itself.
-    for dataset in ("id", "ood"):
-        entry = report["fraction_to_match"][dataset]
-        assert entry["rule"] == remedis_mini.MATCH_RULE
-        assert entry["supervised_at_100"]["linear"] == \
-            rows[(dataset, "linear", "supervised", 1.0)]["test_auc_mean"]
-        assert set(entry["same_mode"].values()) == {None}, entry
 
-    assert {"supervised", "remedis", "simclr", "zeroshot"} <= set(report["timings"])
-    assert Path(report["plot"]).read_bytes()[:4] == b"\x89PNG"
+def test_tiny_has_its_own_folder_and_the_study_defaults_to_linear_ood():
+    """--tiny pieces would be reused by the study if they shared a folder; OOD full fine-tuning
+    is opt-in (it would take the study past its compute budget), ID keeps both modes."""
+    study, tiny = remedis_mini.parse_args([]), remedis_mini.parse_args(["--tiny"])
+    assert Path(tiny.out).resolve() != Path(study.out).resolve()
+    assert (study.modes, study.ood_modes) == (["linear", "full"], ["linear"])
+    both = remedis_mini.parse_args(["--ood-modes", "linear", "full"])
+    assert remedis_mini.modes_of(both, "ood") == ["linear", "full"]
+    assert remedis_mini.modes_of(both, "id") == ["linear", "full"]
 
-    # BENCHMARKS.md's tables are rendered from the report: one line per choice, per sweep row.
+
+def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
+    """The real pipeline at --tiny (supervised and REMEDIS, 1 seed, 2 patient folds, 30 NIH
+    patients): seconds, not minutes, so CI can run it."""
+    from medfound.evaluation.metrics import roc_auc
+
+    out, nih_dir = tmp_path / "remedis_mini", shared_data / "nih-cxr14-sample"
+    cifar = cifar_subset(shared_data / "cifar10-small.npz", tmp_path / "cifar.npz", 64, 32)
+    argv = ["--tiny", "--cifar", str(cifar), "--nih", str(nih_dir),
+            "--data", str(shared_data / "pneumoniamnist.npz"), "--out", str(out)]
+    report = remedis_mini.main(argv)
+    settings = report["settings"]
+    inits, size = settings["inits"].split(","), settings["ood_image_size"]
+    assert size != settings["image_size"]  # so the size check below tells OOD from ID
+    nih = remedis_mini_cv.nih_arrays(nih_dir, size, settings["nih_limit"])
+    n = nih["labels"].size
+    ood = [r for r in remedis_mini.collect(out) if r["dataset"] == "ood"]
+    # Every NIH image predicted exactly once per (init, seed, fraction), never by a model that
+    # trained or validated on its patient; a fraction's training patients a subset of 100 %'s.
+    for init in inits:
+        for fraction in (0.5, 1.0):
+            mine = [r for r in ood if r["init"] == init and r["fraction"] == fraction]
+            assert sorted(i for r in mine for i in r["rows"]) == list(range(n))
+            for r in mine:
+                name = f"fold{r['fold']}_f1.npz" if fraction == 1 else f"fold{r['fold']}_f0.5_s0.npz"
+                with np.load(out / "folds" / name) as data, \
+                        np.load(out / "folds" / f"fold{r['fold']}_f1.npz") as whole:
+                    seen = set(nih["patients"][np.r_[data["train_rows"], data["val_rows"]]])
+                    assert data["test_rows"].tolist() == r["rows"]
+                    assert set(data["train_rows"]) <= set(whole["train_rows"])
+                assert not seen & set(nih["patients"][r["rows"]])
+                run = Path(r["run_dir"])
+                assert json.loads((run / "config.json").read_text())["image_size"] == size
+                # The saved predictions are the run's own: its test AUC, from the scores.
+                assert roc_auc(nih["labels"][r["rows"]], np.array(r["scores"])) == pytest.approx(
+                    json.loads((run / "metrics.json").read_text())["test"]["mean_auc"], abs=1e-6)
+    # The stages: REMEDIS continues the supervised checkpoint, and its SimCLR run (as the
+    # library recorded it) saw the PneumoniaMNIST subset only, no NIH image.
+    stages = {(s["init"], s["seed"]): s for s in report["stages"]}
+    assert set(stages) == {("supervised", 0), ("remedis", 0)}
+    assert stages[("remedis", 0)]["start"].startswith("bit-s:")
+    simclr_run = json.loads((out / "remedis" / "seed0" / "pretrain" / "config.json").read_text())
+    assert Path(simclr_run["data"]).name == f"subset{settings['limit']}.npz"
+    assert [c["steps"] for c in report["cifar_curve"]["curve"]] == [2]
+    # One pooled row per (dataset, init, fraction); paired rows against supervised @ 100 %.
+    rows = {(r["dataset"], r["init"], r["fraction"]): r for r in report["rows"]}
+    assert set(rows) == {("id", i, 1.0) for i in inits} | {
+        ("ood", i, f) for i in inits for f in (0.5, 1.0)}
+    assert rows[("ood", "supervised", 1.0)]["difference"] == 0.0
+    assert rows[("ood", "remedis", 0.5)]["images"] == n
+    estimate = report["estimate"]  # at DEFAULTS: ID linear+full, OOD linear; OOD full on top
+    assert 0 < estimate["hours"] < estimate["hours_with_ood_full"]
     tables = remedis_mini_tables.main([str(out / "remedis_mini.json")])
-    for choice in report["choices"]:
-        assert f"| {choice['mode']} | {choice['init']} | " in tables
-    for dataset, heading in (("id", "In distribution"), ("ood", "Out of distribution")):
-        block = tables.split(f"<!-- {heading} -->")[1].split("<!--")[0]
-        assert sum(line.startswith("| ") for line in block.splitlines()) == 1 + len(inits)
-        value = rows[(dataset, "linear", "remedis", 1.0)]["test_auc_mean"]
-        assert "| remedis | linear |" in block and (math.isnan(value) or f"{value:.3f}" in block)
-
-
-def _row(fraction, aucs):
-    import numpy as np
-
-    return {"fraction": fraction, "n": len(aucs), "test_auc_mean": float(np.mean(aucs)),
-            "test_auc_std": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else math.nan}
-
-
-def test_match_rule_needs_a_spread_and_allows_only_seed_noise():
-    """'Matches' is 'not below the baseline beyond seed noise', judged on the seeds' spread:
-    0.914 vs 0.912 with one seed each was called a match by 'mean >= target'; now no verdict."""
-    target = _row(1.0, [0.910, 0.912, 0.914])
-    assert remedis_mini.within_noise(_row(0.1, [0.914]), _row(1.0, [0.912])) is None
-    assert remedis_mini.within_noise(_row(0.1, [0.904, 0.908, 0.912]), target)  # within noise
-    assert not remedis_mini.within_noise(_row(0.1, [0.880, 0.885, 0.890]), target)  # clearly below
-    curve = [_row(0.01, [0.80, 0.82, 0.81]), _row(0.05, [0.905, 0.909, 0.912]),
-             _row(0.1, [0.95, 0.96, 0.97])]
-    assert remedis_mini.first_match(curve, target) == 0.05
-    assert remedis_mini.first_match(curve[:1], target) is None
-
-
-def test_rescore_recomputes_spreads_and_matches_from_the_seed_aucs():
-    """--rescore turns a report written under the old rules (sd ddof=0, 'mean >= baseline')
-    into today's from the per-seed AUCs it holds, without running anything."""
-    import numpy as np
-
-    def row(init, fraction, aucs):
-        return {"dataset": "id", "mode": "linear", "init": init, "fraction": fraction,
-                "n": len(aucs), "test_aucs": aucs, "test_auc_mean": float(np.mean(aucs)),
-                "test_auc_std": float(np.std(aucs))}  # ddof=0, as written before
-
-    rows = [row("supervised", 1.0, [0.910, 0.912, 0.914])]
-    rows += [row(init, f, [0.80, 0.81, 0.82] if f < 0.5 else [0.905, 0.909, 0.913])
-             for init in ("random", "remedis", "simclr") for f in (0.01, 0.5, 1.0)]
-    runs = [{"mode": "linear", "init": "random", "seed": s, "test_auc": a}
-            for s, a in enumerate([0.5, 0.6, 0.7])]
-    report = {"rows": rows, "zero_shot_runs": runs,
-              "zero_shot": [{"mode": "linear", "init": "random", "test_auc_std": 0.0816}]}
-    rescored = remedis_mini.rescore(report)
-    assert rescored["rows"][0]["test_auc_std"] == pytest.approx(0.002)  # ddof=1
-    assert rescored["zero_shot"][0]["test_auc_std"] == pytest.approx(0.1)
-    entry = rescored["fraction_to_match"]["id"]
-    assert entry["rule"] == remedis_mini.MATCH_RULE
-    assert entry["same_mode"]["linear/remedis"] == 0.5  # 0.909 +- noise vs 0.912; 0.81 is not
+    block = tables.split("<!-- Out of distribution -->")[1].split("<!--")[0]
+    assert sum(line.startswith("| ") for line in block.splitlines()) == 1 + len(inits)
+    assert f"{rows[('ood', 'remedis', 0.5)]['auc']:.3f}" in block
+    assert report["modes"] == {"id": ["linear"], "ood": ["linear"]}
+    assert "Fine-tuning modes: ID linear; OOD linear (OOD full fine-tuning left out" in tables
+    # Reused: a second report call trains nothing and gives the same rows, intervals and all.
+    again = remedis_mini.main(argv + ["--only", "report"])
+    assert json.dumps(again["rows"], sort_keys=True) == json.dumps(report["rows"], sort_keys=True)

@@ -48,7 +48,7 @@ class EmbedPartFn(beam.DoFn):
         self._embedder = None
 
     def setup(self) -> None:
-        self._embedder = ModuleEmbedder(self.config.module)
+        self._embedder = ModuleEmbedder.for_config(self.config)
 
     def process(self, element):
         start, end, paths = element
@@ -85,7 +85,7 @@ def embed_with_beam(config: EmbedConfig, beam_args: Sequence[str] = ()) -> Embed
     out, fmt = _checked_output(config)
     parts_dir, failures_file = sidecar_paths(out)
     paths = list_inputs(config.input, path_column=config.path_column, root=config.root)
-    embedder = ModuleEmbedder(config.module)  # the fingerprint, size and width the parts record
+    embedder = ModuleEmbedder.for_config(config)  # the fingerprint, size and width the parts record
     image_size = _image_size(config, embedder)
     dim = _probe_dim(embedder, image_size)
     part_size = -(-config.part_size // config.batch_size) * config.batch_size

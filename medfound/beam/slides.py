@@ -28,7 +28,7 @@ class EmbedSlideFn(beam.DoFn):
         self._embedder = None
 
     def setup(self) -> None:
-        self._embedder = ModuleEmbedder(self.config.module)
+        self._embedder = ModuleEmbedder.for_config(self.config)
         self._sizes = slide_sizes(self.config, self._embedder)
 
     def process(self, element):

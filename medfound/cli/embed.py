@@ -5,6 +5,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from medfound.models.configs import GN_STATISTICS  # no TensorFlow at import
+
     p = subparsers.add_parser(
         "embed", help="embed a folder or CSV of images with a module (npz, h5 or parquet)",
         description="Writes one row per image (its path and the module's pooled embedding). "
@@ -41,6 +43,12 @@ def register(subparsers) -> None:
                         "to Beam untouched, e.g. --direct_num_workers 2 --direct_running_mode "
                         "multi_processing, or --runner DataflowRunner and its options; the "
                         "module, inputs and output must be at paths every worker sees")
+    p.add_argument("--xla", action="store_true",
+                   help="compile the backbone's forward pass with XLA (jit_compile); the input "
+                        "checks stay outside it")
+    p.add_argument("--group-norm-statistics", choices=GN_STATISTICS, default="two_pass",
+                   help="GroupNorm variance: two_pass (mean, then squared deviations) or one_pass "
+                        "(E[x^2] - E[x]^2, one read of the map) (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     slides = p.add_argument_group(
@@ -79,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, part_size=args.part_size or 1024,
         skip_bad_images=args.skip_bad_images, path_column=args.path_column, root=args.root,
         max_images=args.max_images, overwrite=args.overwrite, progress=not args.quiet,
-        strategy=args.strategy)
+        strategy=args.strategy, xla=args.xla,
+        group_norm_statistics=args.group_norm_statistics)
     if args.engine == "beam":
         result = _embed_with_beam(config, getattr(args, "engine_args", []))
     else:
@@ -118,7 +127,8 @@ def run_slides(args: argparse.Namespace) -> int:
         image_size=args.image_size, batch_size=args.batch_size,
         flush_every=256 if args.part_size is None else args.part_size,
         annotations=args.annotations, base_mpp=args.base_mpp, max_tiles=args.max_tiles,
-        path_column=args.path_column, root=args.root, progress=not args.quiet)
+        path_column=args.path_column, root=args.root, progress=not args.quiet, xla=args.xla,
+        group_norm_statistics=args.group_norm_statistics)
     if args.engine == "beam":
         require_beam()
         from medfound.beam.slides import embed_slides_with_beam

@@ -6,6 +6,7 @@ import argparse
 
 def register(subparsers) -> None:
     from medfound.export.exporter import FORMATS  # no TensorFlow at import
+    from medfound.models.configs import GN_STATISTICS
 
     parser = subparsers.add_parser(
         "export", help="export a pretraining run or checkpoint as a REMEDIS hub module",
@@ -27,6 +28,14 @@ def register(subparsers) -> None:
     parser.add_argument("--fold", action="store_true",
                         help="write the faster inference form (kernels standardised once; not "
                              "fine-tunable through the module; recorded in its metadata)")
+    parser.add_argument("--xla", action="store_true",
+                        help="compile the module's forward pass with XLA (jit_compile; input "
+                             "checks stay outside); needs a TensorFlow with the XLA JIT to run "
+                             "(pip TensorFlow has it); recorded in its metadata")
+    parser.add_argument("--group-norm-statistics", choices=GN_STATISTICS, default="two_pass",
+                        help="GroupNorm variance: two_pass (mean, then squared deviations) or "
+                             "one_pass (E[x^2] - E[x]^2, one read of the map); recorded in its "
+                             "metadata (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier export at --out (never a file or folder "
                              "medfound did not write)")
@@ -47,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     path = export_module(args.checkpoint, args.out, name=args.name, fmt=args.fmt,
                          arch=args.arch, init=args.init, modality=args.modality,
                          allow_test_arch=args.allow_test_arch, fold=args.fold,
+                         jit_compile=args.xla, group_norm_statistics=args.group_norm_statistics,
                          overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0

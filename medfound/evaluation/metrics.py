@@ -211,3 +211,55 @@ def classification_report(labels, scores, class_names: Sequence[str], task: str,
         sens, spec = sensitivity_specificity(y[m[:, 0] > 0], s[m[:, 0] > 0], threshold)
         report["sensitivity"], report["specificity"] = _json_float(sens), _json_float(spec)
     return report
+
+
+def _run_picks(rng: np.random.Generator, runs: int, n_boot: int) -> np.ndarray:
+    """(B, S) multiplicities of S runs drawn with replacement, per bootstrap draw."""
+    return rng.multinomial(runs, np.full(runs, 1.0 / runs), size=n_boot).astype(np.float64)
+
+
+def runs_bootstrap_auc(labels, scores, groups: Sequence[str] | np.ndarray, baseline=None,
+                       n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+    """The AUC of one binary task averaged over repeated runs, with an interval holding both the
+    patients' and the runs' variance: each draw resamples patients (the same for every run) and,
+    per side, the runs. ``scores`` is (S, N), a row per run (pretraining seed) over the same N
+    examples. With ``baseline`` (S', N) the paired difference mean AUC(scores) - mean
+    AUC(baseline) is bootstrapped on the same patient draws; runs are paired by row (the same
+    run draw for both) when S == S' (run i of each side shares seed i), else drawn per side.
+    Returns {"auc", "low", "high", "runs", "n_boot"} and, with a baseline, {"difference",
+    "difference_low", "difference_high", "baseline_auc"}; NaN-AUC draws are left out."""
+    y = np.asarray(labels, np.float64).reshape(-1)
+    sides = [np.atleast_2d(np.asarray(scores, np.float64))]
+    if baseline is not None:
+        sides.append(np.atleast_2d(np.asarray(baseline, np.float64)))
+    for side in sides:
+        _check(np.broadcast_to(y, side.shape).T, side.T)  # shapes, finite scores, 0/1 labels
+    groups_arr = np.asarray(groups).astype(str)
+    if groups_arr.shape != y.shape:
+        raise ValueError(f"groups must have {y.size} entries, got {groups_arr.shape}")
+    rng = np.random.default_rng(seed)
+    step = max(1, MAX_BOOT_CELLS // y.size)  # drawn in chunks; all (n_boot, N) weights are kept
+    w = np.concatenate([_resample_weights(rng, y.size, min(step, n_boot - i), groups_arr)
+                        for i in range(0, n_boot, step)])
+    full = np.ones((1, y.size))
+    points = [float(np.mean([_weighted_auc(y, row, full)[0] for row in side])) for side in sides]
+    picks = _run_picks(rng, sides[0].shape[0], n_boot)
+    draws = []
+    for side in sides:
+        if side.shape[0] != picks.shape[1]:
+            picks = _run_picks(rng, side.shape[0], n_boot)
+        aucs = np.stack([_weighted_auc(y, row, w) for row in side])  # (S, B)
+        draws.append(np.einsum("bs,sb->b", picks, aucs) / side.shape[0])
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        values = values[np.isfinite(values)]
+        return (float("nan"),) * 2 if values.size == 0 else tuple(float(v) for v in np.percentile(values, q))
+
+    out: dict[str, Any] = {"auc": points[0], "runs": int(sides[0].shape[0]), "n_boot": int(n_boot)}
+    out["low"], out["high"] = interval(draws[0])
+    if baseline is not None:
+        out["baseline_auc"] = points[1]
+        out["difference"] = points[0] - points[1]
+        out["difference_low"], out["difference_high"] = interval(draws[0] - draws[1])
+    return out

@@ -177,11 +177,13 @@ def build_metadata(spec: HubModuleSpec, run: RunInfo, backbone) -> ModuleMetadat
 
 
 def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike, *,
-                      fold: bool = False) -> Path:
+                      fold: bool = False, jit_compile: bool = False,
+                      group_norm_statistics: str = "two_pass") -> Path:
     """Writes the hub SavedModel folder (via a temporary sibling, renamed when complete).
 
     ``fold`` writes the faster inference form (kernels pre-standardised, not fine-tunable);
-    the metadata records which form it is.
+    ``jit_compile`` and ``group_norm_statistics`` how its graph computes (``RemedisModule``);
+    the metadata records all three.
     """
     import numpy as np
     import tensorflow as tf
@@ -192,10 +194,13 @@ def write_saved_model(backbone, metadata: ModuleMetadata, out: str | os.PathLike
     out = Path(out)
     with tempfile.TemporaryDirectory() as scratch:
         metadata = dataclasses.replace(metadata, kernel_form="folded" if fold
-                                       else "standardize_in_graph")
+                                       else "standardize_in_graph", jit_compile=jit_compile,
+                                       group_norm_statistics=group_norm_statistics)
         meta_file = Path(scratch) / METADATA_FILE
         meta_file.write_text(metadata.to_json())
-        module = RemedisModule(backbone, metadata.to_json(), str(meta_file), fold=fold)
+        module = RemedisModule(backbone, metadata.to_json(), str(meta_file), fold=fold,
+                               jit_compile=jit_compile,
+                               group_norm_statistics=group_norm_statistics)
         module.trace()
         probe = np.linspace(0.0, 1.0, 2 * 64 * 64 * 3, dtype=np.float32).reshape(2, 64, 64, 3)
         got = module.features(tf.constant(probe))["embedding"].numpy()
@@ -319,15 +324,16 @@ def _is_onnx_export(path: Path) -> bool:
 def export_module(checkpoint, out: str | os.PathLike, *,
                   name: str | None = None, fmt: str = "saved_model", arch: str | None = None,
                   init: str | None = None, modality: str | None = None,
-                  allow_test_arch: bool = False, fold: bool = False,
-                  overwrite: bool = False) -> Path:
+                  allow_test_arch: bool = False, fold: bool = False, jit_compile: bool = False,
+                  group_norm_statistics: str = "two_pass", overwrite: bool = False) -> Path:
     """Exports ``checkpoint`` as the REMEDIS module ``name`` to ``out``; returns the written path.
 
     ``checkpoint`` is any backbone spec ``medfound.load`` takes (a run folder, a BiT ``.npz``,
     ``ARCH:x.weights.h5``, a SavedModel folder to convert, ...) or an in-memory ``BiTBackbone``
     (what it records in ``source``, or else the options, says how it was made).
     ``fmt`` is 'saved_model' (the TF-Hub folder; ``fold`` writes the faster, not fine-tunable
-    inference form), 'keras' (a ``.keras`` file of the native backbone) or 'onnx' (through
+    inference form; ``jit_compile`` and ``group_norm_statistics`` how its graph computes, see
+    ``write_saved_model``), 'keras' (a ``.keras`` file of the native backbone) or 'onnx' (through
     tf2onnx; output 0 is the block4 map) or 'timm' (a folder ``timm.create_model("local-dir:...")``
     loads). Raises ``ExportError`` when the name and the checkpoint disagree, or when ``out``
     exists and is not an earlier export (``overwrite`` replaces one).
@@ -339,13 +345,16 @@ def export_module(checkpoint, out: str | os.PathLike, *,
     if fold and fmt != "saved_model":
         raise ExportError("--fold applies to the SavedModel format only (keras is the trainable "
                           "form; onnx is always folded)")
+    if (jit_compile or group_norm_statistics != "two_pass") and fmt != "saved_model":
+        raise ExportError("--xla and --group-norm-statistics apply to the SavedModel format only")
     backbone, run = load_checkpoint(checkpoint, options)
     spec = resolve_spec(run, backbone, options)
     metadata = build_metadata(spec, run, backbone)
     target = default_output(out, spec.name, fmt)
     check_target(target, fmt, overwrite)
     if fmt == "saved_model":
-        return write_saved_model(backbone, metadata, target, fold=fold)
+        return write_saved_model(backbone, metadata, target, fold=fold, jit_compile=jit_compile,
+                                 group_norm_statistics=group_norm_statistics)
     if fmt == "keras":
         return write_keras(backbone, metadata, target)
     if fmt == "timm":

@@ -29,8 +29,9 @@ def _conv(x, kernel, stride: int, standardize: bool):
 
 
 def forward(images: tf.Tensor, params: dict, units: tuple[int, ...], *, standardize: bool = True,
-            input_scaling: str = "bit") -> dict[str, tf.Tensor]:
-    """Images (B, H, W, 3) -> {'stem', 'block1'..'block4'} from ``params`` {BiT path: variable}."""
+            input_scaling: str = "bit", statistics: str = "two_pass") -> dict[str, tf.Tensor]:
+    """Images (B, H, W, 3) -> {'stem', 'block1'..'block4'} from ``params`` {BiT path: variable};
+    ``statistics``: GroupNorm's variance formulation (``layers.GN_STATISTICS``)."""
     x = images * 2.0 - 1.0 if input_scaling == "bit" else images
     x = tf.pad(x, [[0, 0], [3, 3], [3, 3], [0, 0]])
     x = tf.nn.conv2d(x, standardize_kernel(params[ROOT_KERNEL]) if standardize
@@ -46,7 +47,7 @@ def forward(images: tf.Tensor, params: dict, units: tuple[int, ...], *, standard
             def norm_relu(y, part):
                 return tf.nn.relu(group_norm_nhwc(y, params[f"{scope}/{part}/group_norm/gamma"],
                                                   params[f"{scope}/{part}/group_norm/beta"],
-                                                  GROUPS, GN_EPSILON))
+                                                  GROUPS, GN_EPSILON, statistics=statistics))
 
             def conv(y, part, s=1):
                 return _conv(y, params[f"{scope}/{part}/standardized_conv2d/kernel"], s,

@@ -17,7 +17,7 @@ from medfound.export.hub_graph import forward
 from medfound.models.bit_names import KERNEL_SUFFIX, named_values, named_weights, variable_names
 from medfound.models.configs import MIN_IMAGE_SIZE
 from medfound.models.input_check import ABOVE_ADVICE, BELOW_ADVICE, HIGH_LIMIT, LOW_LIMIT
-from medfound.models.layers import standardize_kernel
+from medfound.models.layers import check_statistics, standardize_kernel
 
 SIGNATURE_OUTPUT = "output_1"  # the key a Keras-2 model's serving_default gives its one output
 FEATURE_OUTPUTS = ("stem", "block1", "block2", "block3", "block4", "embedding")
@@ -97,6 +97,12 @@ class RemedisModule(tf.Module):
     faster inference form, recorded in the metadata): such a module lists no trainable
     variables and refuses ``training=True``, so nothing can fine-tune a different
     parametrisation by mistake.
+
+    ``jit_compile=True`` runs the forward pass (after the input checks, which XLA would drop)
+    as one XLA-compiled function, so GroupNorm's and the standardisation's elementwise passes
+    fuse; the SavedModel marks that function must-compile, so a TensorFlow runtime without the
+    XLA JIT cannot run it (pip TensorFlow has it, CPU and GPU). ``group_norm_statistics``
+    picks GroupNorm's variance formulation (``layers.GN_STATISTICS``). Both go in the metadata.
     """
 
     # The reusable SavedModel API stores these as plain list attributes; shadow tf.Module's
@@ -105,7 +111,8 @@ class RemedisModule(tf.Module):
     trainable_variables = None
     regularization_losses = None
 
-    def __init__(self, backbone, metadata_json: str, metadata_file: str, *, fold: bool = False):
+    def __init__(self, backbone, metadata_json: str, metadata_file: str, *, fold: bool = False,
+                 jit_compile: bool = False, group_norm_statistics: str = "two_pass"):
         super().__init__(name="remedis_module")
         values = initial_values(backbone, fold=fold)
         names = variable_names(backbone.spec)
@@ -114,15 +121,21 @@ class RemedisModule(tf.Module):
         self._units = tuple(backbone.spec.units)
         self._standardize = not fold
         self._input_scaling = backbone.input_scaling
+        self._statistics = check_statistics(group_norm_statistics)
+        self._forward = tf.function(self._raw_blocks, autograph=False, jit_compile=True) \
+            if jit_compile else self._raw_blocks
         self.variables = [self._params[name] for name in names]
         self.trainable_variables = [] if fold else list(self.variables)
         self.regularization_losses = []
         self.metadata_file = tf.saved_model.Asset(metadata_file)
         self._metadata_json = metadata_json
 
+    def _raw_blocks(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return forward(images, self._params, self._units, standardize=self._standardize,
+                       input_scaling=self._input_scaling, statistics=self._statistics)
+
     def _blocks(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return forward(check_images(images), self._params, self._units,
-                       standardize=self._standardize, input_scaling=self._input_scaling)
+        return self._forward(check_images(images))
 
     @tf.function(autograph=False)
     def __call__(self, images, training=False):

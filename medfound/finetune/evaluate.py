@@ -124,8 +124,11 @@ def _log(config: EvaluateConfig, message: str) -> None:
         print(f"[evaluate] {message}", flush=True)
 
 
-def _load_classifier(model_path: Path):
-    """The fine-tuned Keras classifier saved at ``model_path`` (outputs must include 'logits')."""
+def load_classifier(model_path: str | os.PathLike):
+    """The fine-tuned Keras classifier saved at ``model_path`` (a ``model.keras`` or a fine-tune
+    output folder; outputs must include 'logits'), with medfound's layers registered: what
+    ``evaluate`` scores and what a caller needing per-image predictions loads (feed it to
+    ``medfound.finetune.trainer.predict_logits``)."""
     import keras
 
     import medfound.finetune.model  # noqa: F401  (registers the classifier's layers for loading)
@@ -133,6 +136,7 @@ def _load_classifier(model_path: Path):
 
     from medfound.utils.limits import load_keras_file
 
+    model_path = resolve_model_path(model_path)
     classifier = load_keras_file(model_path, ValueError, compile=False)
     if not isinstance(classifier.output, dict) or "logits" not in classifier.output:
         raise ValueError(f"{model_path}: not a medfound fine-tuned classifier (outputs must include 'logits')")
@@ -201,7 +205,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     model_path = resolve_model_path(config.model)
     saved = read_run_info(model_path)
     run = saved.get("run", {})
-    classifier = _load_classifier(model_path)
+    classifier = load_classifier(model_path)
     same_data = saved.get("task") == config.task and Path(str(saved.get("data", ""))).resolve() == Path(config.data).resolve()
     seed = config.seed if config.seed is not None else (saved.get("seed", 0) if same_data else 0)
     options = config.data_options if config.data_options is not None else (

@@ -42,6 +42,10 @@ class ModuleMetadata:
     # How the kernels are stored: raw, standardised in the graph (trainable, as the PhysioNet
     # files), or folded (pre-standardised inference form, not fine-tunable through the module).
     kernel_form: str = "standardize_in_graph"
+    # How the SavedModel computes (export --xla, --group-norm-statistics): its forward pass one
+    # XLA-compiled function (needs a TensorFlow with the XLA JIT), GroupNorm's variance formula.
+    jit_compile: bool = False
+    group_norm_statistics: str = "two_pass"
     input_scaling: str = "bit"  # 'bit': the module maps [0, 1] to [-1, 1] itself
     output: str = "block4"  # what __call__ returns: the raw block4 map ('feature_map' before v2)
     format_version: int = FORMAT_VERSION

@@ -21,22 +21,22 @@ def _layer(bit_path: str) -> str:
     return bit_path.replace("/", "_")
 
 
-def _bottleneck_unit(x, filters: int, stride: int, scope: str, conv):
+def _bottleneck_unit(x, filters: int, stride: int, scope: str, conv, norm):
     """One pre-activation bottleneck unit; returns its output (no activation, as in ResNetV2)."""
-    preact = group_norm(_layer(f"{scope}/a/group_norm"))(x)
+    preact = norm(_layer(f"{scope}/a/group_norm"))(x)
     preact = keras.layers.ReLU(name=_layer(f"{scope}/a/relu"))(preact)
     shortcut = x
     if stride != 1 or x.shape[-1] != 4 * filters:
         shortcut = conv(4 * filters, 1, f"{scope}/a/proj/standardized_conv2d", stride)(preact)
     y = conv(filters, 1, f"{scope}/a/standardized_conv2d")(preact)
-    y = group_norm(_layer(f"{scope}/b/group_norm"))(y)
+    y = norm(_layer(f"{scope}/b/group_norm"))(y)
     y = keras.layers.ReLU(name=_layer(f"{scope}/b/relu"))(y)
     if stride == 1:  # SAME pads 1 on every side here: BiT's padding, without a padded copy
         y = conv(filters, 3, f"{scope}/b/standardized_conv2d", padding="same")(y)
     else:  # SAME would pad (0, 1) for a stride of 2 where BiT pads (1, 1)
         y = keras.layers.ZeroPadding2D(1, name=_layer(f"{scope}/b/pad"))(y)
         y = conv(filters, 3, f"{scope}/b/standardized_conv2d", stride)(y)
-    y = group_norm(_layer(f"{scope}/c/group_norm"))(y)
+    y = norm(_layer(f"{scope}/c/group_norm"))(y)
     y = keras.layers.ReLU(name=_layer(f"{scope}/c/relu"))(y)
     y = conv(4 * filters, 1, f"{scope}/c/standardized_conv2d")(y)
     return keras.layers.Add(name=_layer(f"{scope}/add"))([y, shortcut])
@@ -58,12 +58,13 @@ class BiTBackbone(keras.Model):
 
     ``weight_standardization=False`` builds the inference form: the convolutions use their
     kernels as stored, which must then already be standardised (see ``inference.fold``).
+    ``group_norm_statistics`` picks GroupNorm's variance formulation (``layers.GN_STATISTICS``).
     """
 
     def __init__(self, arch: str = "r50x1", image_size: int | None = None, num_classes: int = 0,
                  units: tuple[int, ...] | None = None, width: float | None = None,
                  weight_standardization: bool = True, final_norm: bool = True,
-                 input_scaling: str = "bit", **kwargs):
+                 input_scaling: str = "bit", group_norm_statistics: str = "two_pass", **kwargs):
         base = get_arch(arch)
         if input_scaling not in INPUT_SCALINGS:
             raise ValueError(f"input_scaling must be one of {INPUT_SCALINGS}, got {input_scaling!r}")
@@ -82,6 +83,9 @@ class BiTBackbone(keras.Model):
             return StandardizedConv2D(filters, kernel, strides=stride, padding=padding,
                                       name=_layer(bit_path), standardize=weight_standardization)
 
+        def norm(name: str):
+            return group_norm(name, group_norm_statistics)
+
         inputs = keras.Input((image_size, image_size, 3), name="images")
         x = inputs
         if input_scaling == "bit":
@@ -95,12 +99,12 @@ class BiTBackbone(keras.Model):
             for unit in range(n_units):
                 x = _bottleneck_unit(x, spec.block_filters(block),
                                      block_stride if unit == 0 else 1,
-                                     f"block{block + 1}/unit{unit + 1:02d}", conv)
+                                     f"block{block + 1}/unit{unit + 1:02d}", conv, norm)
             features[f"block{block + 1}"] = x
         features["feature_map"] = x
         features["embedding"] = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
         if final_norm:
-            x = group_norm("group_norm")(x)
+            x = norm("group_norm")(x)
             x = keras.layers.ReLU(name="pre_head_relu")(x)
             features["pre_logits"] = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
         if num_classes:
@@ -115,6 +119,7 @@ class BiTBackbone(keras.Model):
         self.weight_standardization = weight_standardization
         self.final_norm = final_norm
         self.input_scaling = input_scaling
+        self.group_norm_statistics = group_norm_statistics
         self._units_override = units
         self._width_override = width
         self.source = None  # set by medfound.load: a ModuleInfo saying what was loaded
@@ -149,6 +154,9 @@ class BiTBackbone(keras.Model):
             "input_scaling": self.input_scaling,
             "name": self.name,
             "trainable": self.trainable,
+            # only when not the default: files of the default form stay loadable by older code
+            **({"group_norm_statistics": self.group_norm_statistics}
+               if self.group_norm_statistics != "two_pass" else {}),
         }
 
     @classmethod
@@ -159,6 +167,7 @@ class BiTBackbone(keras.Model):
 def build_backbone(arch: str = "r50x1", *, image_size: int | None = None, num_classes: int = 0,
                    units: tuple[int, ...] | None = None, width: float | None = None,
                    final_norm: bool = True, input_scaling: str = "bit",
+                   group_norm_statistics: str = "two_pass",
                    name: str | None = None) -> BiTBackbone:
     """Builds a BiT ResNetV2 backbone ('r50x1', 'r152x2', ..., or 'tiny'/'small' for tests).
 
@@ -168,7 +177,8 @@ def build_backbone(arch: str = "r50x1", *, image_size: int | None = None, num_cl
     """
     kwargs = {"name": name} if name else {}
     return BiTBackbone(arch, image_size=image_size, num_classes=num_classes, units=units,
-                       width=width, final_norm=final_norm, input_scaling=input_scaling, **kwargs)
+                       width=width, final_norm=final_norm, input_scaling=input_scaling,
+                       group_norm_statistics=group_norm_statistics, **kwargs)
 
 
 def module_form(backbone: BiTBackbone) -> BiTBackbone:

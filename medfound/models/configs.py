@@ -4,6 +4,10 @@ from __future__ import annotations
 import dataclasses
 
 GROUPS = 32  # GroupNorm groups in every BiT model.
+# How GroupNorm computes its variance: 'two_pass' (mean, then the mean of squared deviations:
+# the centred map is materialised) or 'one_pass' (mean and mean of squares read from the same
+# input, independent reductions XLA fuses into one pass; variance E[x^2] - E[x]^2, clamped at 0).
+GN_STATISTICS = ("two_pass", "one_pass")
 ROOT_FILTERS = 64  # Stem width before the width factor.
 BLOCK_FILTERS = (64, 128, 256, 512)  # Bottleneck widths of the four blocks (x4 at the output).
 BLOCK_STRIDES = (1, 2, 2, 2)

@@ -10,10 +10,13 @@ from medfound.models.bit import BiTBackbone
 from medfound.models.layers import StandardizedConv2D, standardize_kernel
 
 
-def fold(model: BiTBackbone) -> BiTBackbone:
-    """A copy of ``model`` with pre-standardised kernels and no standardisation in its graph."""
+def fold(model: BiTBackbone, group_norm_statistics: str | None = None) -> BiTBackbone:
+    """A copy of ``model`` with pre-standardised kernels and no standardisation in its graph
+    (and, when given, another GroupNorm variance formulation: ``layers.GN_STATISTICS``)."""
     config = model.get_config()
     config.update(weight_standardization=False, name=f"{model.name}_folded")
+    if group_norm_statistics is not None:
+        config["group_norm_statistics"] = group_norm_statistics
     folded = BiTBackbone.from_config(config)
     for source, target in zip(model.layers, folded.layers):
         if isinstance(source, StandardizedConv2D) and source.standardize:

@@ -38,12 +38,21 @@ def view_dataset(source, config: PretrainConfig, *, per_replica_batch: int,
     from medfound.data.micle import micle_pairs
     from medfound.data.sources import StreamWindow
 
-    aug = augment_config(config)
     window = StreamWindow(skip=start_step * config.batch_size, num_shards=num_shards,
                           shard_index=shard_index)
     pairs = micle_pairs(source, micle=config.micle, probability=config.micle_probability,
                         seed=config.seed, shuffle=True, repeat=True, window=window)
     first = start_step * config.batch_size // num_shards
+    return augment_views(pairs, config, per_replica_batch=per_replica_batch,
+                         shard_index=shard_index, first=first)
+
+
+def augment_views(pairs: tf.data.Dataset, config: PretrainConfig, *, per_replica_batch: int,
+                  shard_index: int = 0, first: int = 0) -> tf.data.Dataset:
+    """Batches of {'view_a', 'view_b'}: the run's augmentation of each pair of ``pairs`` (element
+    ``first`` + i of the shard seeded by its place), batched and prefetched. Kept apart from the
+    reading so that a benchmark can time the augmentation on already decoded images."""
+    aug = augment_config(config)
 
     # Plain graph code (the augmentation ops branch with tf.cond): tracing it without AutoGraph's
     # source rewriting builds the same graph several seconds sooner at every run start.

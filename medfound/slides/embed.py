@@ -56,6 +56,8 @@ class SlideEmbedConfig:
     base_mpp: float | None = None  # level-0 um/px for files that do not record it
     max_tiles: int | None = None  # stop (resumably) after this many tiles in this call
     progress: bool = True
+    xla: bool = False  # the module's forward pass XLA-compiled (EmbedConfig.xla)
+    group_norm_statistics: str = "two_pass"  # GroupNorm's variance (models.configs.GN_STATISTICS)
 
     def validate(self) -> None:
         """Refuses, in one line naming each flag and its range, every number that makes no
@@ -361,7 +363,7 @@ def _embed_all(config: SlideEmbedConfig, slides: list[Path], out_dir: Path,
                embedder) -> SlideEmbedResult:
     from medfound.embed import ModuleEmbedder
 
-    embedder = embedder or ModuleEmbedder(config.module)
+    embedder = embedder or ModuleEmbedder.for_config(config)
     image_size, dim = slide_sizes(config, embedder)
     log = StatusLine(sys.stderr) if config.progress else None
     done, failures, tiles = [], [], 0
