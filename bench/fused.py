@@ -187,7 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
         tiny={"arch": "tiny", "configs": "32:2", "train_configs": "tiny:32:2"})
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)  # before any op runs
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)  # before any op runs
+    except RuntimeError:  # TensorFlow already started in this process with another count
+        raise SystemExit(f"bench/fused.py pins {args.threads} threads before TensorFlow starts: "
+                         "run it as its own process") from None
     kinds = [k for k in args.kinds.split(",") if k in KINDS]
     rows, train_rows = [], []
     result = {"benchmark": "fused", "machine": machine_info(), "threads": args.threads,
