@@ -47,7 +47,7 @@ INITS = ("random", "supervised", "remedis", "simclr")
 PIECES = ("pretrain", "id", "ood", "report")
 # The full study (what the report and BENCHMARKS.md describe). --tiny swaps in TINY below.
 DEFAULTS = {"arch": "tiny", "image_size": 32, "ood_image_size": 64, "supervised_steps": 400,
-            "supervised_max_steps": 1600, "supervised_batch": 128, "pretrain_steps": 300,
+            "supervised_max_steps": 12800, "supervised_batch": 128, "pretrain_steps": 300,
             "pretrain_batch": 64, "fractions": "0.01,0.1,1", "ood_fractions": "0.1,0.33,1",
             "seeds": "0,1,2", "folds": 5, "budgets_linear": "20", "budgets_full": "6",
             "full_steps_per_epoch": 10, "lrs_linear": "0.05,0.2", "lrs_full": "0.01,0.03",

@@ -44,28 +44,39 @@ def plateau(args, out: Path) -> dict:
     """Seed 0's curve (steps, CIFAR-10 test accuracy, seconds) of doubling schedules, and the
     length where accuracy stopped improving by ``plateau_delta``; kept in plateau.json."""
     path = out / "stages" / "plateau.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    curve, steps, chosen = [], args.supervised_steps, None
-    while steps <= args.supervised_max_steps:
+    cached = json.loads(path.read_text()) if path.is_file() else None
+    if cached and (cached["plateaued"]
+                   or 2 * cached["curve"][-1]["steps"] > args.supervised_max_steps):
+        return cached
+    # A curve cut by an earlier, lower --supervised-max-steps (or a kill) continues where it
+    # stopped: the file is rewritten after every point.
+    curve = cached["curve"] if cached else []
+    steps = 2 * curve[-1]["steps"] if curve else args.supervised_steps
+    result = _plateau_result(args, curve)
+    while steps <= args.supervised_max_steps and not result["plateaued"]:
         t0 = time.perf_counter()
         run = _supervised_run(args, out, 0, steps)
         curve.append({"steps": steps, "test_accuracy": run.eval_accuracy,
                       "seconds": time.perf_counter() - t0})
         print(f"supervised seed 0, {steps} steps: CIFAR-10 test accuracy "
               f"{run.eval_accuracy:.3f}", flush=True)
-        if len(curve) > 1 and curve[-1]["test_accuracy"] - curve[-2]["test_accuracy"] < \
-                args.plateau_delta:
-            chosen = curve[-2]["steps"]
-            break
+        result = _plateau_result(args, curve)
+        write_json(path, result)
         steps *= 2
-    result = {"curve": curve, "steps": chosen or curve[-1]["steps"], "plateaued": chosen is not None,
-              "rule": f"complete schedules of doubling length from {args.supervised_steps} steps "
-                      f"(at most {args.supervised_max_steps}); stop at the first doubling that "
-                      f"adds less than {args.plateau_delta:g} CIFAR-10 test accuracy; keep the "
-                      "shorter"}
-    write_json(path, result)
     return result
+
+
+def _plateau_result(args, curve: list[dict]) -> dict:
+    """The curve so far, whether its last doubling added less than ``plateau_delta`` and the
+    length kept (the shorter of that pair, else the longest run)."""
+    plateaued = len(curve) > 1 and \
+        curve[-1]["test_accuracy"] - curve[-2]["test_accuracy"] < args.plateau_delta
+    return {"curve": curve, "plateaued": plateaued,
+            "steps": curve[-2 if plateaued else -1]["steps"] if curve else None,
+            "rule": f"complete schedules of doubling length from {args.supervised_steps} steps "
+                    f"(at most {args.supervised_max_steps}); stop at the first doubling that "
+                    f"adds less than {args.plateau_delta:g} CIFAR-10 test accuracy; keep the "
+                    "shorter"}
 
 
 def pretrain_stage(args, out: Path, init: str, seed: int) -> dict:
@@ -73,10 +84,12 @@ def pretrain_stage(args, out: Path, init: str, seed: int) -> dict:
     from medfound.export.exporter import export_module
 
     path = stage_file(out, init, seed)
-    if path.is_file():
-        return json.loads(path.read_text())
-    t0 = time.perf_counter()
     steps = plateau(args, out)["steps"]
+    if path.is_file():  # reused only when it started from the CIFAR stage's current length
+        stage = json.loads(path.read_text())
+        if init == "simclr" or stage.get("supervised_steps") == steps:
+            return stage
+    t0 = time.perf_counter()
     sup = _supervised_run(args, out, seed, steps) if init in ("supervised", "remedis") else None
     where = out / init / f"seed{seed}"
     if init == "supervised":
@@ -91,7 +104,8 @@ def pretrain_stage(args, out: Path, init: str, seed: int) -> dict:
         module = pre.module
         stage = {"steps": args.pretrain_steps, "start": start, "losses": pre.losses,
                  "data": str(args.data), "nih_images": 0}
-    stage.update(init=init, seed=seed, module=str(module), seconds=time.perf_counter() - t0)
+    stage.update(init=init, seed=seed, module=str(module), seconds=time.perf_counter() - t0,
+                 supervised_steps=steps if sup else None)
     write_json(path, stage)
     print(f"{init} seed {seed}: done ({stage['seconds']:.0f} s)", flush=True)
     return stage

@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
 from bench import remedis_mini, remedis_mini_cv, remedis_mini_stats, remedis_mini_tables  # noqa: E402
+from bench import remedis_mini_pretrain  # noqa: E402
 
 
 def cifar_subset(source: Path, path: Path, n_train: int = 256, n_test: int = 64) -> Path:
@@ -77,6 +78,24 @@ def test_paired_rule_tells_a_clearly_worse_init_from_an_equal_one():
     assert boot["low"] < boot["auc"] < boot["high"] and boot["high"] - boot["low"] < 0.12
     assert remedis_mini_stats.fraction_to_match(list(rows.values()))["ood"] == {
         "linear/remedis": 0.1, "linear/random": None, "linear/supervised": 1.0}
+
+
+def test_cifar_curve_stops_at_the_first_doubling_below_the_delta_and_can_continue(tmp_path):
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(supervised_steps=400, supervised_max_steps=1600, plateau_delta=0.005)
+    curve = [{"steps": 400 * 2 ** i, "test_accuracy": a}
+             for i, a in enumerate([0.485, 0.544, 0.598])]
+    rising = remedis_mini_pretrain._plateau_result(args, curve)
+    assert not rising["plateaued"] and rising["steps"] == 1600
+    # Cut by the cap: a later call with a higher cap continues from the cached curve.
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    (stages / "plateau.json").write_text(json.dumps(rising))
+    assert remedis_mini_pretrain.plateau(args, tmp_path) == rising
+    flat = remedis_mini_pretrain._plateau_result(
+        args, curve + [{"steps": 3200, "test_accuracy": 0.601}])
+    assert flat["plateaued"] and flat["steps"] == 1600
 
 
 def test_tiny_has_its_own_folder_and_the_study_defaults_to_linear_ood():
