@@ -11,13 +11,14 @@ positional clients (tf2onnx, ONNX runtimes) read the map as output 0. The richer
 """
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 
 from medfound.export.hub_graph import forward
-from medfound.models.bit_names import KERNEL_SUFFIX, named_values, named_weights, variable_names
+from medfound.models.bit_names import named_tensors, variable_names
 from medfound.models.configs import MIN_IMAGE_SIZE
 from medfound.models.input_check import ABOVE_ADVICE, BELOW_ADVICE, HIGH_LIMIT, LOW_LIMIT
-from medfound.models.layers import check_statistics, standardize_kernel
+from medfound.models.layers import check_statistics
 
 SIGNATURE_OUTPUT = "output_1"  # the key a Keras-2 model's serving_default gives its one output
 FEATURE_OUTPUTS = ("stem", "block1", "block2", "block3", "block4", "embedding")
@@ -83,11 +84,12 @@ def initial_values(backbone, *, fold: bool = False) -> dict:
     weights, and ``fold`` adds only the standardised kernels; exporting r152x2 held the Keras
     weights, a NumPy copy and the module's copy at once. Other backends get NumPy copies.
     """
-    weights = named_weights(backbone)
-    if not all(isinstance(w.value, tf.Variable) for w in weights.values()):
-        return named_values(backbone, fold=fold)
-    return {name: standardize_kernel(w.value) if fold and name.endswith(KERNEL_SUFFIX)
-            else w.value.read_value() for name, w in weights.items()}
+    def own(value):
+        if isinstance(value, tf.Variable):
+            return value.read_value()
+        return value if tf.is_tensor(value) else keras.ops.convert_to_numpy(value)
+
+    return {name: own(value) for name, value in named_tensors(backbone, fold)}
 
 
 class RemedisModule(tf.Module):

@@ -58,13 +58,18 @@ def named_weights(backbone) -> dict[str, "keras.Variable"]:
     return weights
 
 
-def named_values(backbone, fold: bool = False) -> dict[str, np.ndarray]:
-    """{BiT path: NumPy copy} of ``named_weights``; ``fold`` stores standardised kernels (the
-    inference form)."""
-    values = {}
+def named_tensors(backbone, fold: bool = False):
+    """(BiT path, backend value) of each weight of ``named_weights``, one at a time and with no
+    host copy: the variable's value, or with ``fold`` its standardised kernel (the inference
+    form). The one place the export writers turn weights into what they store."""
     for name, weight in named_weights(backbone).items():
-        value = keras.ops.convert_to_numpy(weight)
         if fold and name.endswith(KERNEL_SUFFIX):
-            value = keras.ops.convert_to_numpy(standardize_kernel(value))
-        values[name] = value
-    return values
+            yield name, standardize_kernel(weight.value)
+        else:
+            yield name, weight.value
+
+
+def named_values(backbone, fold: bool = False) -> dict[str, np.ndarray]:
+    """{BiT path: NumPy copy} of ``named_tensors`` (timm and ONNX writers)."""
+    return {name: keras.ops.convert_to_numpy(value)
+            for name, value in named_tensors(backbone, fold)}
