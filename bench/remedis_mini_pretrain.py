@@ -91,7 +91,8 @@ def pretrain_stage(args, out: Path, init: str, seed: int) -> dict:
             return stage
     t0 = time.perf_counter()
     sup = _supervised_run(args, out, seed, steps) if init in ("supervised", "remedis") else None
-    where = out / init / f"seed{seed}"
+    # A stage redone from a longer CIFAR stage writes beside the earlier one, never over it.
+    where = out / init / f"seed{seed}" / (f"sup{steps}" if sup else "")
     if init == "supervised":
         module = export_module(sup.run_dir, where / "supervised.keras", fmt="keras",
                                name=MODULE_NAMES[init], modality="cxr")

@@ -149,7 +149,8 @@ def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
     stages = {(s["init"], s["seed"]): s for s in report["stages"]}
     assert set(stages) == {("supervised", 0), ("remedis", 0)}
     assert stages[("remedis", 0)]["start"].startswith("bit-s:")
-    simclr_run = json.loads((out / "remedis" / "seed0" / "pretrain" / "config.json").read_text())
+    remedis_dir = Path(stages[("remedis", 0)]["module"]).parent
+    simclr_run = json.loads((remedis_dir / "pretrain" / "config.json").read_text())
     assert Path(simclr_run["data"]).name == f"subset{settings['limit']}.npz"
     assert [c["steps"] for c in report["cifar_curve"]["curve"]] == [2]
     # One pooled row per (dataset, init, fraction); paired rows against supervised @ 100 %.
@@ -158,6 +159,17 @@ def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
         ("ood", i, f) for i in inits for f in (0.5, 1.0)}
     assert rows[("ood", "supervised", 1.0)]["difference"] == 0.0
     assert rows[("ood", "remedis", 0.5)]["images"] == n
+    # A longer CIFAR curve later (a higher cap) redoes the stages that start from it, beside
+    # their earlier outputs (an export onto the earlier module was refused); SimCLR is kept.
+    remedis_mini.main(argv + ["--only", "pretrain", "--supervised-max-steps", "4",
+                              "--plateau-delta", "-1"])  # any doubling counts as a gain
+    curve = json.loads((out / "stages" / "plateau.json").read_text())["curve"]
+    assert [c["steps"] for c in curve] == [2, 4]
+    for init in ("supervised", "remedis"):
+        redone = json.loads(remedis_mini_pretrain.stage_file(out, init, 0).read_text())
+        assert redone["supervised_steps"] == 4 and Path(redone["module"]).is_file()
+        assert Path(stages[(init, 0)]["module"]).is_file()  # the earlier one is not lost
+        assert redone["module"] != stages[(init, 0)]["module"]
     estimate = report["estimate"]  # at DEFAULTS: ID linear+full, OOD linear; OOD full on top
     assert 0 < estimate["hours"] < estimate["hours_with_ood_full"]
     tables = remedis_mini_tables.main([str(out / "remedis_mini.json")])
