@@ -167,9 +167,10 @@ def build_report(args, out: Path, nih: dict, argv) -> dict:
             "timings": timings, "estimate": estimate(args, timings) if args.tiny else None}
 
 
-# Seconds per step measured by the last committed full run (bench/reports/remedis_mini.json,
-# tiny BiT at 32 px, 2 cores under load): supervised batch 128, SimCLR batch 64.
-STEP_SECONDS = {"supervised": 7.8 * 60 / 400, "simclr": 7.5 * 60 / 300}
+# Seconds per step of the study run on 2026-12-05 (bench/reports/remedis_mini.json, tiny BiT at
+# 32 px, 2 cores, two processes side by side): the CIFAR curve's 12,800-step run (supervised,
+# batch 128) and SimCLR seed 0 (batch 64).
+STEP_SECONDS = {"supervised": 1345 / 12800, "simclr": 52 / 300}
 
 
 def estimate(args, timings: dict) -> dict:

@@ -43,6 +43,16 @@ def _supervised_run(args, out: Path, seed: int, steps: int):
 def plateau(args, out: Path) -> dict:
     """Seed 0's curve (steps, CIFAR-10 test accuracy, seconds) of doubling schedules, and the
     length where accuracy stopped improving by ``plateau_delta``; kept in plateau.json."""
+    import fcntl
+
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    # One curve per study: a second process (bench/remedis_mini_parallel.sh) waits for it here.
+    with open(out / "stages" / "plateau.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _plateau_locked(args, out)
+
+
+def _plateau_locked(args, out: Path) -> dict:
     path = out / "stages" / "plateau.json"
     cached = json.loads(path.read_text()) if path.is_file() else None
     if cached and (cached["plateaued"]

@@ -1,6 +1,7 @@
 """Markdown tables of a ``bench/remedis_mini.py`` report, as BENCHMARKS.md section 9 shows them.
 
-    python bench/remedis_mini_tables.py bench/reports/remedis_mini.json
+    python bench/remedis_mini_tables.py bench/reports/remedis_mini.json \
+        --plot bench/plots/remedis_mini.png
 
 Every number in that section's tables comes from the report through this script, so the text and
 the JSON cannot drift apart.
@@ -121,11 +122,46 @@ def timings_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(report: dict, path: Path) -> Path:
+    """Pooled test AUC [95 % interval] against label fraction per init: rows ID and OOD, a
+    column per mode; the dotted line is supervised @ 100 % (the paired test's baseline)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from bench.common import fraction_axes, save_png
+
+    panels = [(d, m) for d in DATASETS for m in MODES
+              if any(r["dataset"] == d and r["mode"] == m for r in report["rows"])]
+    columns = max(1, len({m for _, m in panels}))
+    rows_n = max(1, len({d for d, _ in panels}))
+    fig = Figure(figsize=(5 * columns, 4 * rows_n))
+    FigureCanvasAgg(fig)
+    for i, (dataset, mode) in enumerate(panels):
+        ax = fig.add_subplot(rows_n, columns, i + 1)
+        mine = [r for r in report["rows"] if r["dataset"] == dataset and r["mode"] == mode]
+        for init, style in zip(INITS, ("s:", "o-", "D-", "^--")):
+            sub = sorted((r for r in mine if r["init"] == init), key=lambda r: r["fraction"])
+            if sub:
+                ax.errorbar([100 * r["fraction"] for r in sub], [r["auc"] for r in sub],
+                            yerr=[[r["auc"] - r["low"] for r in sub],
+                                  [r["high"] - r["auc"] for r in sub]],
+                            fmt=style, capsize=3, label=init)
+        base = [r for r in mine if r["init"] == "supervised" and r["fraction"] == 1.0]
+        if base:
+            ax.axhline(base[0]["auc"], color="grey", ls=":", label="supervised @ 100 %")
+        fraction_axes(ax, f"{DATASETS[dataset]}, {mode}")
+        ax.set_ylabel("pooled test AUC (95 % interval)")
+    return save_png(fig, path)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", help="remedis_mini.json")
+    parser.add_argument("--plot", help="also write the label-efficiency plot to this PNG")
     args = parser.parse_args(argv)
     report = json.loads(Path(args.report).read_text())
+    if args.plot:
+        plot(report, Path(args.plot))
     sections = [("Design", design_text(report)),
                 ("CIFAR-10 curve", curve_table(report)),
                 ("Pretraining stages", stages_table(report)),

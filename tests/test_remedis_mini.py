@@ -172,7 +172,9 @@ def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
         assert redone["module"] != stages[(init, 0)]["module"]
     estimate = report["estimate"]  # at DEFAULTS: ID linear+full, OOD linear; OOD full on top
     assert 0 < estimate["hours"] < estimate["hours_with_ood_full"]
-    tables = remedis_mini_tables.main([str(out / "remedis_mini.json")])
+    tables = remedis_mini_tables.main([str(out / "remedis_mini.json"),
+                                       "--plot", str(tmp_path / "plot.png")])
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     block = tables.split("<!-- Out of distribution -->")[1].split("<!--")[0]
     assert sum(line.startswith("| ") for line in block.splitlines()) == 1 + len(inits)
     assert f"{rows[('ood', 'remedis', 0.5)]['auc']:.3f}" in block
