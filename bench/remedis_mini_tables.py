@@ -66,10 +66,10 @@ def stages_table(report: dict) -> str:
 def _cell(row: dict | None) -> str:
     if row is None:
         return ""
-    text = f"{_num(row['auc'])} [{_num(row['low'], '.2f')}, {_num(row['high'], '.2f')}]"
+    text = f"{_num(row['auc'])} [{_num(row['low'])}, {_num(row['high'])}]"
     if "difference" in row and not (row["init"] == "supervised" and row["fraction"] == 1.0):
-        text += (f" Δ {row['difference']:+.3f} [{row['difference_low']:+.2f}, "
-                 f"{row['difference_high']:+.2f}] {'**matches**' if row['matches'] else 'below'}")
+        text += (f" Δ {row['difference']:+.3f} [{row['difference_low']:+.3f}, "
+                 f"{row['difference_high']:+.3f}] {'**matches**' if row['matches'] else 'below'}")
     return text
 
 
