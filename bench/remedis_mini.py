@@ -54,8 +54,9 @@ DEFAULTS = {"arch": "tiny", "image_size": 32, "ood_image_size": 64, "supervised_
             "n_boot": 1000, "limit": 0, "nih_limit": 0, "inits": ",".join(INITS),
             "modes": ["linear", "full"], "ood_modes": ["linear"],
             "out": "bench/results/remedis_mini"}
-# OOD is linear-only by default: full fine-tuning at 64 px, 5 folds, 3 seeds, 4 inits would take
-# the study from about 4 h to about 18 h of compute on the 2-core machine (estimate() below);
+# OOD is linear-only by default: full fine-tuning at 64 px, 5 folds, 3 seeds, 4 inits would add
+# roughly 8 h to the study's 4 h of compute on the 2-core machine (60 pieces at about 4x the
+# 2 min an ID full piece took at 32 px);
 # ID (32 px, one split) keeps both modes. --ood-modes linear full adds it.
 
 # Smoke-test settings only (tests/test_remedis_mini.py; CI runs it, so it must stay cheap):
