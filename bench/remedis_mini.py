@@ -138,20 +138,23 @@ def collect(out: Path) -> list[dict]:
 
 
 def build_report(args, out: Path, nih: dict, argv) -> dict:
-    """The report from every finished piece (groups missing a fold or seed are left out)."""
+    """The report from every finished piece of ``--seeds`` (pieces of other seeds are left for a
+    report that names them; groups missing a fold are left out)."""
     import numpy as np
 
     with np.load(args.data) as data:
         id_labels = data["test_labels"][:, 0]
     truth = {"id": {"labels": id_labels, "groups": np.arange(id_labels.size).astype(str)},
              "ood": {"labels": nih["labels"], "groups": nih["patients"]}}
-    records = collect(out)
+    seeds = {int(x) for x in str(args.seeds).split(",") if x.strip()}
+    records = [r for r in collect(out) if r["seed"] in seeds]  # the report covers --seeds
     rows = []
     for dataset in ("id", "ood"):
         mine = [r for r in records if r["dataset"] == dataset]
         rows += stats.summarise(stats.assemble(mine, truth[dataset]["labels"].size), truth,
                                 args.n_boot)
-    stages = [json.loads(p.read_text()) for p in sorted((out / "stages").glob("stage_*.json"))]
+    stages = [stage for p in sorted((out / "stages").glob("stage_*.json"))
+              if (stage := json.loads(p.read_text()))["seed"] in seeds]
     plateau = out / "stages" / "plateau.json"
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").is_file() else {}
     return {"benchmark": "remedis_mini", "machine": machine_info(),

@@ -183,3 +183,6 @@ def test_remedis_mini_tiny_end_to_end(tmp_path, shared_data):
     # Reused: a second report call trains nothing and gives the same rows, intervals and all.
     again = remedis_mini.main(argv + ["--only", "report"])
     assert json.dumps(again["rows"], sort_keys=True) == json.dumps(report["rows"], sort_keys=True)
+    # The report covers --seeds only: seed 1 ran nothing, so its report has no rows or stages.
+    other = remedis_mini.main(argv + ["--only", "report", "--seeds", "1"])
+    assert other["rows"] == [] and other["stages"] == []
