@@ -153,6 +153,8 @@ def build_report(args, out: Path, nih: dict, argv) -> dict:
         mine = [r for r in records if r["dataset"] == dataset]
         rows += stats.summarise(stats.assemble(mine, truth[dataset]["labels"].size), truth,
                                 args.n_boot)
+    choices = [{k: r[k] for k in ("dataset", "mode", "init", "seed", "fold", "chosen", "tried")}
+               for r in records if r["fraction"] == 1.0]
     stages = [stage for p in sorted((out / "stages").glob("stage_*.json"))
               if (stage := json.loads(p.read_text()))["seed"] in seeds]
     plateau = out / "stages" / "plateau.json"
@@ -161,8 +163,7 @@ def build_report(args, out: Path, nih: dict, argv) -> dict:
             "command": " ".join(["python bench/remedis_mini.py", *(argv or [])]),
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "stages": stages,
             "cifar_curve": json.loads(plateau.read_text()) if plateau.is_file() else None,
-            "choices": [{k: r[k] for k in ("dataset", "mode", "init", "seed", "fold", "chosen",
-                                           "tried")} for r in records if r["fraction"] == 1.0],
+            "choices": choices, "choice_counts": stats.choice_counts(choices),
             "rows": rows, "fraction_to_match": stats.fraction_to_match(rows),
             "rule": stats.MATCH_RULE, "interval": stats.INTERVAL,
             "ood_task": f"NIH sample, any finding vs No Finding, {args.folds}-fold patient-level "

@@ -81,3 +81,15 @@ def fraction_to_match(rows: list[dict]) -> dict:
             if row["matches"] and entry[key] is None:
                 entry[key] = row["fraction"]
     return found
+
+
+def choice_counts(choices: list[dict]) -> dict:
+    """{"dataset/mode/init": {"epochs @ rate": pieces}}: how often each candidate won a piece's
+    validation selection (kept in the report, so the table of it traces to the JSON)."""
+    counts: dict = {}
+    for c in choices:
+        key = f"{c['dataset']}/{c['mode']}/{c['init']}"
+        pick = f"{c['chosen']['epochs']} @ {c['chosen']['learning_rate']:g}"
+        counts.setdefault(key, {})
+        counts[key][pick] = counts[key].get(pick, 0) + 1
+    return counts

@@ -105,11 +105,12 @@ def match_table(report: dict) -> str:
 def choices_table(report: dict) -> str:
     """How often each (epochs @ rate) won a piece's validation selection."""
     lines = ["| data | mode | init | chosen (epochs @ rate: pieces) |", "|---|---|---|---|"]
-    counts: dict = {}
-    for c in report["choices"]:
-        key = (c["dataset"], c["mode"], c["init"])
-        counts.setdefault(key, Counter())[f"{c['chosen']['epochs']} @ {c['chosen']['learning_rate']:g}"] += 1
-    for (dataset, mode, init), counter in sorted(counts.items()):
+    from bench.remedis_mini_stats import choice_counts
+
+    counts = report.get("choice_counts") or choice_counts(report["choices"])
+    for key, picks in sorted(counts.items()):
+        dataset, mode, init = key.split("/")
+        counter = Counter(picks)
         lines.append(f"| {DATASETS[dataset]} | {mode} | {init} | "
                      + ", ".join(f"{k}: {v}" for k, v in counter.most_common()) + " |")
     return "\n".join(lines)
