@@ -137,7 +137,7 @@ def collect(out: Path) -> list[dict]:
             for p in sorted((out / d).glob("**/predictions_f*.json"))]
 
 
-def build_report(args, out: Path, nih: dict, argv) -> dict:
+def build_report(args, out: Path, nih: dict, argv, seeds) -> dict:
     """The report from every finished piece of ``--seeds`` (pieces of other seeds are left for a
     report that names them; groups missing a fold are left out)."""
     import numpy as np
@@ -146,7 +146,6 @@ def build_report(args, out: Path, nih: dict, argv) -> dict:
         id_labels = data["test_labels"][:, 0]
     truth = {"id": {"labels": id_labels, "groups": np.arange(id_labels.size).astype(str)},
              "ood": {"labels": nih["labels"], "groups": nih["patients"]}}
-    seeds = {int(x) for x in str(args.seeds).split(",") if x.strip()}
     records = [r for r in collect(out) if r["seed"] in seeds]  # the report covers --seeds
     rows = []
     for dataset in ("id", "ood"):
@@ -318,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             timed(dataset, lambda d=dataset: finetune(args, out, d, inits, seeds, nih), n)
     if "report" not in pieces:
         return None
-    report = build_report(args, out, nih, argv if argv is not None else sys.argv[1:])
+    report = build_report(args, out, nih, argv if argv is not None else sys.argv[1:], seeds)
     write_json(out / "remedis_mini.json", report)
     for row in report["rows"]:
         print(f"{row['dataset']} {row['mode']} {row['init']} {row['fraction']:g}: AUC "
